@@ -1,0 +1,76 @@
+"""Shared fixtures: the data folder, and one tiny trained run reused by many tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("VAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST not found in {DATA_DIR}; set VAE_DATA_DIR")
+    return DATA_DIR
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_vae(*args: object) -> Result:
+    """Run the CLI in-process through the same entry point as the `vae` script."""
+    from vae_cli.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def run_vae_process(*args: object, timeout: float = 300, **kwargs: object) -> Result:
+    """Run the installed console script in a subprocess (real signals, real exit codes)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vae_cli", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; also checks the signature."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def png_pixels(path: Path) -> torch.Tensor:
+    """The grey levels of a PNG as an (H, W) uint8 tensor."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    return decode_image(str(path), mode=ImageReadMode.GRAY)[0]
+
+
+TINY = ("--limit", 512, "--epochs", 2, "--batch-size", 64, "--quiet")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """One tiny run (512 images, 2 epochs) shared by the tests that only read it."""
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_vae("train", *TINY, "--data-dir", data_dir, "--runs-dir", runs, "--name", "tiny")
+    assert result.code == 0, result.stderr
+    return runs / "tiny"

@@ -1,0 +1,161 @@
+"""Checkpoint files: atomic writes and safe, validated loads.
+
+A checkpoint is one dict of tensors and plain values, always read with `weights_only=True`,
+so a file can never run code; the model is rebuilt from the config stored inside.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_cli import __version__
+from vae_cli.config import Config, from_dict
+from vae_cli.errors import UserError
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "vae-cli checkpoint"
+REQUIRED_KEYS = ("model", "optimizer", "config", "epoch", "step", "rng")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` so that `path` is either its old content or the new one, never a mix.
+
+    Temporary file in the same folder, flush + fsync, then os.replace (atomic on POSIX).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before os.replace
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+
+
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Serialise and write atomically; a disk error leaves the previous file as it was."""
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "versions": {"torch": str(torch.__version__), "vae_cli": __version__},
+            **checkpoint,
+        },
+        buffer,
+    )
+    try:
+        write_atomically(path, buffer.getvalue())
+    except OSError as error:
+        raise UserError(
+            f"{path}: could not write checkpoint ({error.strerror or error}); "
+            "the previous checkpoint is unchanged"
+        ) from None
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint; every problem is a UserError naming the file."""
+    if not path.exists():
+        raise UserError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file, not a checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = (
+            "it holds objects other than tensors and plain values, refused unread"
+            if "weights_only" in str(error) or "Unsupported" in str(error)
+            else f"not a PyTorch file ({first_line})"
+        )
+        raise UserError(f"{path}: {reason}") from None
+    except (
+        RuntimeError,
+        EOFError,
+        ValueError,
+        zipfile.BadZipFile,
+        OSError,
+        UnicodeDecodeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        TypeError,
+    ):
+        raise UserError(f"{path}: not a readable PyTorch file (truncated or corrupt)") from None
+    return validate_checkpoint(path, checkpoint)
+
+
+def validate_checkpoint(path: Path, checkpoint: Any) -> dict[str, Any]:
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path}: not a vae-cli checkpoint (holds a {type(checkpoint).__name__})")
+    if checkpoint.get("format") != FORMAT_NAME:
+        hint = (
+            " (it looks like a bare state_dict from another program)"
+            if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
+            else ""
+        )
+        raise UserError(f"{path}: not a vae-cli checkpoint{hint}")
+    version = checkpoint.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(
+            f"{path}: checkpoint format {version} is newer than this vae-cli "
+            f"({__version__}) reads (format {FORMAT_VERSION}); upgrade vae-cli"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise UserError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
+    checkpoint["config"] = from_dict(checkpoint["config"], f"{path} (stored config)")
+    return checkpoint
+
+
+def checkpoint_config(checkpoint: dict[str, Any]) -> Config:
+    return checkpoint["config"]
+
+
+def find_latest_run(runs_dir: Path) -> Path:
+    """The most recently modified run folder that holds a checkpoint."""
+    runs = (
+        [p for p in runs_dir.iterdir() if (p / "checkpoints").is_dir()] if runs_dir.is_dir() else []
+    )
+    runs = [p for p in runs if any((p / "checkpoints").glob("*.pt"))]
+    if not runs:
+        raise UserError(
+            f"no runs with checkpoints in {runs_dir}/ yet; train one with "
+            "`vae train`, or pass --checkpoint PATH"
+        )
+    return max(runs, key=lambda p: (p / "checkpoints").stat().st_mtime)
+
+
+def resolve_checkpoint(checkpoint: Path | None, runs_dir: Path, prefer: str = "best") -> Path:
+    """--checkpoint as a file, a run folder (its best.pt) or, when omitted, the latest run."""
+    if checkpoint is None:
+        checkpoint = find_latest_run(runs_dir)
+    if checkpoint.is_dir():
+        folder = checkpoint / "checkpoints" if (checkpoint / "checkpoints").is_dir() else checkpoint
+        for name in (f"{prefer}.pt", "best.pt", "last.pt"):
+            if (folder / name).is_file():
+                return folder / name
+        raise UserError(f"{checkpoint}: folder holds no checkpoint (best.pt or last.pt)")
+    if not checkpoint.exists():
+        raise UserError(f"{checkpoint}: checkpoint not found")
+    return checkpoint

@@ -1,0 +1,329 @@
+"""The `vae` command line: Typer options, one library call per command, a short summary.
+
+torch is imported inside the commands so that `vae --help` is instant. User errors become one
+`Error: …` line and exit code 2 in `main`, the single place that handles them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vae_cli.config import help_for
+from vae_cli.errors import TrainingFailed, TrainingInterrupted, UserError
+
+
+class App(typer.Typer):
+    """A Typer app whose errors go through `main` (one line, exit 2) when run as a script."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        sys.exit(main(kwargs.get("args"), prog_name=kwargs.get("prog_name", "vae")))
+
+
+app = App(
+    name="vae",
+    help="Train, evaluate and look at variational autoencoders on MNIST.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:
+    """Run the CLI and return its exit code; the one place user errors are reported."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as stop:
+        return stop.exit_code
+    except typer.TyperException as error:  # usage errors: unknown option, bad value, …
+        return report(error.format_message(), 2)
+    except UserError as error:
+        return report(str(error), 2)
+    except TrainingFailed as error:
+        return report(str(error), 1)
+    except TrainingInterrupted as stop:
+        print(
+            f"Interrupted: saved {stop.checkpoint}. Resume with:\n"
+            f"  vae train --resume {stop.run_dir}",
+            file=sys.stderr,
+        )
+        return 130
+    except (typer.Abort, KeyboardInterrupt):
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+def report(message: str, code: int) -> int:
+    print("Error: " + " ".join(message.split()), file=sys.stderr)
+    return code
+
+
+def config_option(name: str, **kwargs: Any) -> Any:
+    """A train option whose help text comes from the config field of the same name."""
+    return typer.Option(help=help_for(name), show_default=False, **kwargs)
+
+
+# Options shared by the commands that read a checkpoint.
+Checkpoint = Annotated[
+    Path | None,
+    typer.Option(
+        help="A .pt file or a run folder (its best.pt); default: the latest run in --runs-dir."
+    ),
+]
+RunsDir = Annotated[Path, typer.Option(help="Folder that holds the runs.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder holding MNIST/raw/ (default: $VAE_DATA_DIR, else ./data)."),
+]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+Out = Annotated[Path | None, typer.Option(help="PNG to write (default: inside the run folder).")]
+
+
+def load(checkpoint: Path | None, runs_dir: Path, device: str) -> Any:
+    from vae_cli.checkpoint import resolve_checkpoint
+    from vae_cli.inference import load_model
+
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise UserError(f"--device {device}: expected auto, cpu, cuda or mps")
+    return load_model(resolve_checkpoint(checkpoint, runs_dir), device)
+
+
+def wrote(path: Path) -> None:
+    print(f"wrote {path}")
+
+
+@app.command()
+def train(
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="TOML file of settings; flags override it.")
+    ] = None,
+    arch: Annotated[str | None, config_option("arch")] = None,
+    latent_dim: Annotated[int | None, config_option("latent_dim")] = None,
+    hidden_dim: Annotated[int | None, config_option("hidden_dim")] = None,
+    activation: Annotated[str | None, config_option("activation")] = None,
+    max_logvar: Annotated[float | None, config_option("max_logvar")] = None,
+    min_std: Annotated[float | None, config_option("min_std")] = None,
+    dataset: Annotated[str | None, config_option("dataset")] = None,
+    binarize: Annotated[str | None, config_option("binarize")] = None,
+    limit: Annotated[int | None, config_option("limit")] = None,
+    epochs: Annotated[int | None, config_option("epochs")] = None,
+    batch_size: Annotated[int | None, config_option("batch_size")] = None,
+    lr: Annotated[float | None, config_option("lr")] = None,
+    lr_schedule: Annotated[str | None, config_option("lr_schedule")] = None,
+    final_lr: Annotated[float | None, config_option("final_lr")] = None,
+    time_budget: Annotated[float | None, config_option("time_budget")] = None,
+    seed: Annotated[int | None, config_option("seed")] = None,
+    grad_clip: Annotated[float | None, config_option("grad_clip")] = None,
+    max_bad_steps: Annotated[int | None, config_option("max_bad_steps")] = None,
+    beta: Annotated[float | None, config_option("beta")] = None,
+    kl_warmup_epochs: Annotated[int | None, config_option("kl_warmup_epochs")] = None,
+    free_bits: Annotated[float | None, config_option("free_bits")] = None,
+    objective: Annotated[str | None, config_option("objective")] = None,
+    k: Annotated[int | None, config_option("k")] = None,
+    device: Annotated[str | None, config_option("device")] = None,
+    amp: Annotated[bool | None, config_option("amp")] = None,
+    compile: Annotated[bool | None, config_option("compile")] = None,
+    data_dir: DataDir = None,
+    runs_dir: RunsDir = Path("runs"),
+    name: Annotated[
+        str | None, typer.Option(help="Run folder name (default: a timestamp).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this folder (or from this checkpoint).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing run of that --name.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars: one line per epoch.")] = False,
+) -> None:
+    """Train a VAE; writes config, checkpoints, metrics and pictures to runs/NAME/."""
+    flags = {
+        key: value
+        for key, value in locals().items()
+        if key
+        not in ("config_file", "data_dir", "runs_dir", "name", "resume", "overwrite", "quiet")
+    }
+    from vae_cli import console
+    from vae_cli.session import start_training
+
+    history, paths = start_training(
+        flags,
+        config_file=config_file,
+        data_dir=data_dir,
+        runs_dir=runs_dir,
+        name=name,
+        resume=resume,
+        overwrite=overwrite,
+        display=lambda **kw: console.TrainingDisplay(quiet=quiet, **kw),
+    )
+    console.training_summary(history, paths)
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Checkpoint = None,
+    runs_dir: RunsDir = Path("runs"),
+    data_dir: DataDir = None,
+    device: Device = "auto",
+    iw_samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Also estimate the NLL by importance weighting with K samples per image."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N test images.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Test-set loss, reconstruction, KL (nats per image) and posterior-collapse diagnostics."""
+    import json
+
+    from vae_cli.data import resolve_data_dir
+    from vae_cli.inference import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        load(checkpoint, runs_dir, device),
+        resolve_data_dir(data_dir),
+        iw_samples=iw_samples,
+        limit=limit,
+    )
+    if json_output:
+        print(json.dumps(result))
+    else:
+        from vae_cli.console import evaluation_table
+
+        evaluation_table(result)
+
+
+@app.command()
+def sample(
+    checkpoint: Checkpoint = None,
+    runs_dir: RunsDir = Path("runs"),
+    n: Annotated[int, typer.Option(min=1, max=4096, help="Number of samples.")] = 64,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the prior draw.")] = 42,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Scale of the prior's std (1 = the prior).")
+    ] = 1.0,
+    grid: Annotated[
+        bool, typer.Option(help="2-D models: decode a sqrt(n) x sqrt(n) grid of prior quantiles.")
+    ] = False,
+    out: Out = None,
+    device: Device = "auto",
+) -> None:
+    """Decode samples from the prior into a PNG grid (same seed, same bytes)."""
+    import math
+
+    from vae_cli.inference import write_manifold, write_samples
+
+    loaded = load(checkpoint, runs_dir, device)
+    if grid:
+        side = max(2, math.isqrt(n))
+        wrote(write_manifold(loaded, out or loaded.run_dir / "manifold.png", side=side))
+    else:
+        wrote(
+            write_samples(
+                loaded,
+                out or loaded.run_dir / f"sample_seed{seed}.png",
+                n=n,
+                seed=seed,
+                temperature=temperature,
+            )
+        )
+
+
+@app.command()
+def reconstruct(
+    checkpoint: Checkpoint = None,
+    runs_dir: RunsDir = Path("runs"),
+    data_dir: DataDir = None,
+    n: Annotated[int, typer.Option(min=1, max=1024, help="Number of test images.")] = 32,
+    mean_only: Annotated[bool, typer.Option(help="Decode z = mu (deterministic).")] = False,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of z's draw without --mean-only.")] = 0,
+    out: Out = None,
+    device: Device = "auto",
+) -> None:
+    """Test images over their reconstructions, as a PNG."""
+    from vae_cli.data import resolve_data_dir
+    from vae_cli.inference import write_reconstructions
+
+    loaded = load(checkpoint, runs_dir, device)
+    default = loaded.run_dir / (
+        "reconstruct_mean.png" if mean_only else f"reconstruct_seed{seed}.png"
+    )
+    wrote(
+        write_reconstructions(
+            loaded, resolve_data_dir(data_dir), out or default, n=n, seed=seed, mean_only=mean_only
+        )
+    )
+
+
+@app.command()
+def interpolate(
+    checkpoint: Checkpoint = None,
+    runs_dir: RunsDir = Path("runs"),
+    data_dir: DataDir = None,
+    from_index: Annotated[int | None, typer.Option(min=0, help="First test image.")] = None,
+    to_index: Annotated[int | None, typer.Option(min=0, help="Second test image.")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Picks the images when no index given.")] = 0,
+    steps: Annotated[int, typer.Option(min=2, max=100, help="Decoded points on the line.")] = 10,
+    out: Out = None,
+    device: Device = "auto",
+) -> None:
+    """A row of images decoded along the line between the mu of two test images."""
+    from vae_cli.data import resolve_data_dir
+    from vae_cli.inference import write_interpolation
+
+    loaded = load(checkpoint, runs_dir, device)
+    path, first, second = write_interpolation(
+        loaded,
+        resolve_data_dir(data_dir),
+        out or loaded.run_dir / "interpolate.png",
+        from_index=from_index,
+        to_index=to_index,
+        seed=seed,
+        steps=steps,
+    )
+    print(f"wrote {path} (test images {first} -> {second})")
+
+
+@app.command()
+def latent(
+    checkpoint: Checkpoint = None,
+    runs_dir: RunsDir = Path("runs"),
+    data_dir: DataDir = None,
+    n_inputs: Annotated[int, typer.Option(min=1, max=20, help="Test images shown.")] = 6,
+    samples_per_input: Annotated[
+        int, typer.Option(min=1, max=10000, help="z samples per image.")
+    ] = 200,
+    seed: Annotated[int, typer.Option(min=0, help="Picks the images and draws z.")] = 0,
+    out: Out = None,
+    device: Device = "auto",
+) -> None:
+    """Picture of q(z|x): mu, sigma and samples for a few test images, and the test set's mu."""
+    from vae_cli.data import resolve_data_dir
+    from vae_cli.inference import write_latent_figure
+
+    loaded = load(checkpoint, runs_dir, device)
+    wrote(
+        write_latent_figure(
+            loaded,
+            resolve_data_dir(data_dir),
+            out or loaded.run_dir / "latent.png",
+            n_inputs=n_inputs,
+            samples_per_input=samples_per_input,
+            seed=seed,
+        )
+    )
+
+
+@app.command()
+def runs(runs_dir: RunsDir = Path("runs")) -> None:
+    """List the runs: epochs, best test loss, model and status."""
+    from vae_cli.console import runs_table
+    from vae_cli.runs import list_runs
+
+    runs_table(list_runs(runs_dir), str(runs_dir))

@@ -1,0 +1,165 @@
+"""Terminal presentation: the start panel, progress bars, summary tables.
+
+The CLI layer's helper: imports rich and tqdm, holds no logic the library needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from vae_cli.train import Callbacks
+
+
+def stdout() -> Console:
+    return Console(highlight=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class TrainingDisplay(Callbacks):
+    """tqdm bars on a terminal; one plain line per epoch otherwise (or with --quiet)."""
+
+    def __init__(self, *, run_dir: str, epochs: int, binarize: str, quiet: bool) -> None:
+        self.run_dir, self.epochs, self.binarize = run_dir, epochs, binarize
+        self.bars = not quiet and sys.stdout.isatty()
+        self.epoch_bar = self.batch_bar = None
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        from vae_cli.device import device_description
+        from vae_cli.model import count_parameters
+
+        dataset = info["dataset"]
+        lines = [
+            f"device      {device_description(info['device'])}",
+            f"parameters  {count_parameters(info['model']):,}",
+            f"data        {len(dataset.train_images):,} train / {len(dataset.test_images):,} "
+            f"test images, binarize={self.binarize}",
+            f"run folder  {self.run_dir}",
+        ]
+        if info["resumed_epoch"] or info["resumed_position"]:
+            lines.append(
+                f"resumed     after epoch {info['resumed_epoch']}, "
+                f"step {info['resumed_position']} of the next"
+            )
+        stdout().print(Panel("\n".join(lines), title="vae train", expand=False))
+        if self.bars:
+            from tqdm import tqdm
+
+            self.epoch_bar = tqdm(
+                total=self.epochs,
+                initial=info["resumed_epoch"],
+                desc="epochs",
+                leave=False,
+                dynamic_ncols=True,
+            )
+            self.batch_bar = tqdm(
+                total=info["steps_per_epoch"],
+                initial=info["resumed_position"],
+                desc="batches",
+                leave=False,
+                dynamic_ncols=True,
+            )
+
+    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None:
+        if self.batch_bar is None:
+            return
+        self.batch_bar.n = step
+        self.batch_bar.set_postfix(
+            loss=f"{stats['loss']:.2f}",
+            recon=f"{stats['recon']:.2f}",
+            kl=f"{stats['kl']:.2f}",
+            refresh=False,
+        )
+        self.batch_bar.refresh()
+
+    def on_epoch(self, metrics: dict[str, Any]) -> None:
+        line = (
+            f"epoch {metrics['epoch']:>3}/{self.epochs}  train {metrics['train_loss']:.2f}  "
+            f"test {metrics['test_loss']:.2f} (recon {metrics['test_recon']:.2f}, "
+            f"kl {metrics['test_kl']:.2f})  [{metrics['binarize']}]  "
+            f"{metrics['images_per_s']:,.0f} img/s"
+        )
+        if self.epoch_bar is not None:
+            self.epoch_bar.update(1)
+            self.batch_bar.reset()
+            self.epoch_bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def on_warning(self, message: str) -> None:
+        print(f"Warning: {message}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        for bar in (self.batch_bar, self.epoch_bar):
+            if bar is not None:
+                bar.close()
+
+
+def training_summary(history: list[dict[str, Any]], paths: list[str]) -> None:
+    best = min(history, key=lambda m: m["test_loss"])
+    table = Table(title="best epoch")
+    for column in ("epoch", "test loss", "recon", "kl", "active units", "binarize"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(best["epoch"]),
+        f"{best['test_loss']:.3f}",
+        f"{best['test_recon']:.3f}",
+        f"{best['test_kl']:.3f}",
+        str(best["active_units"]),
+        best["binarize"],
+    )
+    console = stdout()
+    console.print(table)
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+def evaluation_table(result: dict[str, Any]) -> None:
+    table = Table(title=f"test set, nats per image (binarize={result['binarize']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("-ELBO (loss)", f"{result['loss']:.3f}")
+    table.add_row("reconstruction", f"{result['recon']:.3f}")
+    table.add_row("KL", f"{result['kl']:.3f}")
+    table.add_row("active units", f"{result['active_units']} / {len(result['kl_per_dim'])}")
+    top = ", ".join(f"{v:.2f}" for v in result["kl_per_dim"][:8])
+    table.add_row("KL per dim (top 8)", top)
+    if "iw" in result:
+        iw = result["iw"]
+        table.add_row(f"IW NLL (K={iw['samples']})", f"{iw['nll']:.3f} ± {iw['stderr']:.3f}")
+        table.add_row("bits/dim", f"{iw['bits_per_dim']:.4f}")
+    console = stdout()
+    console.print(
+        f"checkpoint {result['checkpoint']} (epoch {result['epoch']}, step "
+        f"{result['step']}), {result['images']:,} test images of {result['dataset']}"
+    )
+    console.print(table)
+
+
+def runs_table(summaries: list[Any], runs_dir: str) -> None:
+    console = stdout()
+    if not summaries:
+        console.print(f"no runs in {runs_dir}/ yet; start one with `vae train`")
+        return
+    table = Table(title=f"runs in {runs_dir}")
+    for column in ("name", "date", "epochs", "best test loss", "latent", "arch", "status"):
+        table.add_column(column)
+    for s in summaries:
+        loss = f"{s.best_test_loss:.2f} ({s.binarize})" if s.best_test_loss is not None else "-"
+        table.add_row(
+            s.name,
+            s.date,
+            f"{s.epochs_done}/{s.epochs_planned}",
+            loss,
+            str(s.latent_dim),
+            s.arch,
+            s.status,
+        )
+    console.print(table)

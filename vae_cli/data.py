@@ -1,0 +1,168 @@
+"""Turns a data folder into uint8 image tensors, checking the files first.
+
+Knows torchvision's MNIST layout (`ROOT/MNIST/raw/*-ubyte`) and nothing about training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vae_cli.errors import UserError
+
+# torchvision class name per dataset; files live in ROOT/<class name>/raw/.
+DATASET_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+RAW_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# MD5 of the official uncompressed MNIST files (torchvision lists those of the .gz archives).
+MNIST_MD5 = {
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+}
+IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # unsigned bytes, 3 or 1 dimensions
+# Fixed seed of the Bernoulli draw of binarized test sets, so every run scores the same images.
+TEST_BINARIZE_SEED = 20140101
+STATIC_BINARIZE_SEED = 20140102  # the one draw of the training set in "static" mode
+
+
+@dataclass
+class Dataset:
+    train_images: torch.Tensor  # (N, 784) uint8
+    train_labels: torch.Tensor  # (N,) int64
+    test_images: torch.Tensor  # (M, 784) uint8
+    test_labels: torch.Tensor  # (M,) int64
+    md5: dict[str, str]  # file name -> MD5 of the raw file
+
+
+def resolve_data_dir(flag: Path | None) -> Path:
+    """--data-dir, else $VAE_DATA_DIR, else ./data."""
+    if flag is not None:
+        return flag
+    return Path(os.environ.get("VAE_DATA_DIR") or "data")
+
+
+def raw_folder(root: Path, dataset: str) -> Path:
+    return root / DATASET_CLASSES[dataset] / "raw"
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_idx_file(path: Path, kind: str) -> int:
+    """Check an IDX file's magic number and size against its header; returns the item count."""
+    with path.open("rb") as handle:
+        header = handle.read(16 if kind == "images" else 8)
+    if len(header) < 8 or int.from_bytes(header[:4], "big") != IDX_MAGIC[kind]:
+        raise UserError(
+            f"{path}: not an IDX {kind} file (wrong magic number); "
+            "the file is corrupt: delete it and download it again"
+        )
+    dims = [int.from_bytes(header[i : i + 4], "big") for i in range(4, len(header), 4)]
+    expected = len(header) + _product(dims)
+    if kind == "images" and dims[1:] != [28, 28]:
+        raise UserError(f"{path}: images are {dims[1:]} pixels, expected 28x28")
+    if path.stat().st_size != expected:
+        raise UserError(
+            f"{path}: {path.stat().st_size} bytes but its header says {expected}; "
+            "the file is truncated or corrupt: delete it and download it again"
+        )
+    return dims[0]
+
+
+def _product(values: list[int]) -> int:
+    total = 1
+    for value in values:
+        total *= value
+    return total
+
+
+def download_dataset(root: Path, dataset: str) -> None:
+    """torchvision's download into ROOT/<class>/raw, for users who are online."""
+    import torchvision.datasets
+
+    getattr(torchvision.datasets, DATASET_CLASSES[dataset])(str(root), download=True)
+
+
+def ensure_files(root: Path, dataset: str) -> None:
+    """Download the dataset when its files are absent; a failure names the folder searched."""
+    folder = raw_folder(root, dataset)
+    missing = [
+        name for pair in RAW_FILES.values() for name in pair if not (folder / name).is_file()
+    ]
+    if not missing:
+        return
+    try:
+        download_dataset(root, dataset)
+    except Exception as error:  # any network or disk failure ends the same way for the user
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"{DATASET_CLASSES[dataset]} not found in {folder} (missing {missing[0]}) and the "
+            f"download failed ({reason}); pass --data-dir or set VAE_DATA_DIR to the folder "
+            f"that holds {DATASET_CLASSES[dataset]}/raw/"
+        ) from None
+
+
+def verify_files(root: Path, dataset: str) -> dict[str, str]:
+    """Check every raw file's structure (and MNIST's MD5 sums); returns the MD5s."""
+    folder = raw_folder(root, dataset)
+    md5 = {}
+    for images_name, labels_name in RAW_FILES.values():
+        n_images = check_idx_file(folder / images_name, "images")
+        n_labels = check_idx_file(folder / labels_name, "labels")
+        if n_images != n_labels:
+            raise UserError(
+                f"{folder}: {images_name} holds {n_images} images but "
+                f"{labels_name} {n_labels} labels"
+            )
+        for name in (images_name, labels_name):
+            md5[name] = file_md5(folder / name)
+            if dataset == "mnist" and md5[name] != MNIST_MD5[name]:
+                raise UserError(
+                    f"{folder / name}: MD5 {md5[name]} does not match the official "
+                    f"{MNIST_MD5[name]}; the file is corrupt: delete it and download "
+                    "it again"
+                )
+    return md5
+
+
+def load_dataset(root: Path, dataset: str = "mnist", limit: int | None = None) -> Dataset:
+    """The train and test sets as flat uint8 tensors (first `limit` images of each)."""
+    import torchvision.datasets
+
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: --data-dir is a file, not a folder")
+    ensure_files(root, dataset)
+    md5 = verify_files(root, dataset)
+    cls = getattr(torchvision.datasets, DATASET_CLASSES[dataset])
+    train, test = cls(str(root), train=True), cls(str(root), train=False)
+    return Dataset(
+        train_images=train.data[:limit].reshape(-1, 784).contiguous(),
+        train_labels=train.targets[:limit].long(),
+        test_images=test.data[:limit].reshape(-1, 784).contiguous(),
+        test_labels=test.targets[:limit].long(),
+        md5=md5,
+    )
+
+
+def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """One seeded Bernoulli draw of uint8 images, returned as uint8 in {0, 255}."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(images.float() / 255, generator=generator).to(torch.uint8) * 255
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [0, 1], converted on the fly per batch."""
+    return images.float().div_(255)

@@ -1,0 +1,36 @@
+"""Picks the torch device and sets the determinism switches that go with it."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from vae_cli.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda, then mps, then cpu; an unavailable explicit choice is a UserError."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise UserError(
+            f"--device {name}: not available on this machine; use --device cpu or --device auto"
+        )
+    return torch.device(name)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def make_deterministic(device: torch.device) -> None:
+    """Bit-reproducible kernels: strict on CPU, best effort (warn only) on GPUs."""
+    if device.type == "cuda":
+        # cuBLAS needs a fixed workspace for deterministic matmuls; must be set before its init.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")

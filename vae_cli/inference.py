@@ -1,0 +1,243 @@
+"""What the commands do with a trained checkpoint: evaluate, sample, reconstruct, interpolate,
+and look at the latent space. Each function writes its output and returns what it wrote."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_cli import images, plots
+from vae_cli.checkpoint import load_checkpoint
+from vae_cli.config import Config
+from vae_cli.data import load_dataset, to_float
+from vae_cli.device import resolve_device
+from vae_cli.errors import UserError
+from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
+from vae_cli.model import VAE, reparameterize
+from vae_cli.train import prepare_images
+
+
+@dataclass
+class Loaded:
+    model: VAE
+    config: Config
+    checkpoint: dict[str, Any]
+    path: Path
+    device: torch.device
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder a checkpoint belongs to (where default outputs go)."""
+        parent = self.path.parent
+        return parent.parent if parent.name == "checkpoints" else parent
+
+
+def load_model(path: Path, device_name: str = "auto") -> Loaded:
+    device = resolve_device(device_name)
+    checkpoint = load_checkpoint(path, map_location=device)
+    config = checkpoint["config"]
+    model = VAE(config.model).to(device)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        raise UserError(
+            f"{path}: weights do not match the model its config describes "
+            f"(latent_dim {config.model.latent_dim}, hidden_dim "
+            f"{config.model.hidden_dim}, arch {config.model.arch})"
+        ) from None
+    model.eval()
+    return Loaded(model, config, checkpoint, path, device)
+
+
+def check_output(path: Path) -> Path:
+    """Outputs are PNG files; the folder is created when missing."""
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--out {path}: the output is a PNG picture, name it *.png")
+    if path.is_dir():
+        raise UserError(f"--out {path}: is a folder; give a file name ending in .png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"--out {path}: cannot create folder {path.parent} ({error.strerror or error})"
+        ) from None
+    if not path.parent.is_dir():
+        raise UserError(f"--out {path}: {path.parent} is not a folder")
+    return path
+
+
+def save_picture(save: Any, path: Path) -> Path:
+    """Run a picture writer, turning disk problems into one-line errors."""
+    check_output(path)
+    try:
+        return save()
+    except OSError as error:
+        raise UserError(f"--out {path}: cannot write ({error.strerror or error})") from None
+
+
+def test_images(loaded: Loaded, data_dir: Path, limit: int | None) -> tuple[torch.Tensor, ...]:
+    """The checkpoint's dataset's test images (in its binarization) as floats, and labels."""
+    dataset = load_dataset(data_dir, loaded.config.data.dataset, limit)
+    _, test = prepare_images(dataset, loaded.config.data.binarize)
+    return to_float(test).to(loaded.device), dataset.test_labels
+
+
+def evaluate_checkpoint(
+    loaded: Loaded, data_dir: Path, *, iw_samples: int | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    x, _ = test_images(loaded, data_dir, limit)
+    elbo = evaluate_elbo(loaded.model, x)
+    result: dict[str, Any] = {
+        "checkpoint": str(loaded.path),
+        "epoch": loaded.checkpoint["epoch"],
+        "step": loaded.checkpoint["step"],
+        "dataset": loaded.config.data.dataset,
+        "binarize": loaded.config.data.binarize,
+        **asdict(elbo),
+    }
+    if iw_samples:
+        result["iw"] = asdict(importance_weighted_nll(loaded.model, x, iw_samples))
+    return result
+
+
+@torch.no_grad()
+def write_samples(loaded: Loaded, out: Path, *, n: int, seed: int, temperature: float) -> Path:
+    """Decoded prior samples; z is drawn on the CPU so the picture is the same on every device."""
+    z = torch.randn(
+        n, loaded.config.model.latent_dim, generator=torch.Generator().manual_seed(seed)
+    )
+    pixels = torch.sigmoid(loaded.model.decode((temperature * z).to(loaded.device)))
+    return save_picture(lambda: images.save_grid(pixels, out, nrow=8), out)
+
+
+@torch.no_grad()
+def write_manifold(loaded: Loaded, out: Path, *, side: int) -> Path:
+    """The decoded 2-D latent space over a grid of the prior's quantiles."""
+    if loaded.config.model.latent_dim != 2:
+        raise UserError(
+            f"--grid needs a model with latent_dim 2; {loaded.path} has "
+            f"{loaded.config.model.latent_dim} (train one with --latent-dim 2)"
+        )
+    pixels = torch.sigmoid(loaded.model.decode(images.latent_grid(side).to(loaded.device)))
+    return save_picture(lambda: images.save_grid(pixels, out, nrow=side), out)
+
+
+@torch.no_grad()
+def write_reconstructions(
+    loaded: Loaded, data_dir: Path, out: Path, *, n: int, seed: int, mean_only: bool
+) -> Path:
+    """The first n test images, each over its reconstruction."""
+    x, _ = test_images(loaded, data_dir, None)
+    x = x[:n]
+    generator = torch.Generator(device=loaded.device).manual_seed(seed)
+    pixels = torch.sigmoid(loaded.model(x, generator, mean_only=mean_only)[0])
+    nrow = min(n, 8)
+    grid = images.interleave_rows(
+        images.pad_to_rows(x, nrow), images.pad_to_rows(pixels, nrow), nrow
+    )
+    return save_picture(lambda: images.save_grid(grid, out, nrow=nrow), out)
+
+
+@torch.no_grad()
+def write_interpolation(
+    loaded: Loaded,
+    data_dir: Path,
+    out: Path,
+    *,
+    from_index: int | None,
+    to_index: int | None,
+    seed: int,
+    steps: int,
+) -> tuple[Path, int, int]:
+    """Decoded points on the straight line between the mu of two test images, originals at
+    both ends. Without indices, the seed picks the two images."""
+    x, _ = test_images(loaded, data_dir, None)
+    if (from_index is None) != (to_index is None):
+        raise UserError("give both --from-index and --to-index, or neither (then --seed picks)")
+    if from_index is None:
+        from_index, to_index = torch.randperm(
+            len(x), generator=torch.Generator().manual_seed(seed)
+        )[:2].tolist()
+    for flag, index in (("--from-index", from_index), ("--to-index", to_index)):
+        if not 0 <= index < len(x):
+            raise UserError(f"{flag} {index}: the test set has images 0 to {len(x) - 1}")
+    mu, _ = loaded.model.encode(x[[from_index, to_index]])
+    weights = torch.linspace(0, 1, steps, device=loaded.device).unsqueeze(1)
+    path_z = (1 - weights) * mu[0] + weights * mu[1]  # (steps, D)
+    row = torch.cat(
+        [
+            x[from_index : from_index + 1],
+            torch.sigmoid(loaded.model.decode(path_z)),
+            x[to_index : to_index + 1],
+        ]
+    )
+    save_picture(lambda: images.save_grid(row, out, nrow=len(row)), out)
+    return out, from_index, to_index
+
+
+@dataclass
+class LatentView:
+    inputs: torch.Tensor  # (n, 784) pixels of the chosen test images
+    input_mu: torch.Tensor  # (n, 2) their mu in the 2-D view
+    input_sigma: torch.Tensor  # (n, 2) their posterior std along the view's axes
+    clouds: torch.Tensor  # (n, S, 2) samples z ~ q(z|x) in the view
+    test_mu: torch.Tensor  # (M, 2) mu of every test image in the view
+    test_labels: torch.Tensor  # (M,)
+    axis_names: tuple[str, str]
+
+
+@torch.no_grad()
+def latent_view(
+    loaded: Loaded,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    n_inputs: int,
+    samples_per_input: int,
+    seed: int,
+) -> LatentView:
+    """Project mu and posterior samples to 2-D: the latent itself when D = 2, else the PCA of
+    the test set's mu."""
+    mu_parts, logvar_parts = zip(
+        *(loaded.model.encode(x[i : i + 1000]) for i in range(0, len(x), 1000)), strict=True
+    )
+    mu, logvar = torch.cat(mu_parts).cpu(), torch.cat(logvar_parts).cpu()
+    if mu.shape[1] == 2:
+        centre, basis, names = torch.zeros(2), torch.eye(2), ("z1", "z2")
+    else:
+        centre = mu.mean(0)
+        basis = torch.linalg.svd(mu - centre, full_matrices=False).Vh[:2].T  # (D, 2)
+        names = ("PC1 of mu", "PC2 of mu")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(x), generator=generator)[:n_inputs]
+    z = reparameterize(
+        mu[chosen].unsqueeze(1).expand(-1, samples_per_input, -1),
+        logvar[chosen].unsqueeze(1).expand(-1, samples_per_input, -1),
+        generator,
+        max_logvar=math.inf,
+        min_std=0.0,
+    )  # (n, S, D)
+    sigma = torch.exp(0.5 * logvar[chosen])
+    return LatentView(
+        inputs=x[chosen].cpu(),
+        input_mu=(mu[chosen] - centre) @ basis,
+        input_sigma=(sigma.pow(2) @ basis.pow(2)).sqrt(),
+        clouds=(z - centre) @ basis,
+        test_mu=(mu - centre) @ basis,
+        test_labels=labels,
+        axis_names=names,
+    )
+
+
+def write_latent_figure(
+    loaded: Loaded, data_dir: Path, out: Path, *, n_inputs: int, samples_per_input: int, seed: int
+) -> Path:
+    x, labels = test_images(loaded, data_dir, None)
+    view = latent_view(
+        loaded, x, labels, n_inputs=n_inputs, samples_per_input=samples_per_input, seed=seed
+    )
+    return save_picture(lambda: plots.save_latent_figure(view, out), out)

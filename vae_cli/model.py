@@ -1,0 +1,261 @@
+"""The VAE: encoder/decoder modules, the reparameterization trick and the loss.
+
+Pure maths on tensors: nothing here knows about files, devices or the command line.
+Notation follows Kingma & Welling (2014): x, x_logits, mu, logvar, z, kl.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vae_cli.config import ModelConfig
+
+IMAGE_SIDE = 28
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+LOG_2PI = math.log(2 * math.pi)
+
+
+def clamp_logvar(
+    logvar: torch.Tensor, *, max_logvar: float = 10.0, min_std: float = 1e-4
+) -> torch.Tensor:
+    """logvar limited to [-max_logvar, +max_logvar] and to sigma >= min_std.
+
+    Both bounds are passed by name: the widely copied `clamp(logvar, max=-m, min=m)` pins every
+    value to +m. A floor on sigma is a floor on logvar = 2·log(sigma).
+    """
+    lower = -max_logvar
+    if min_std > 0:
+        lower = max(lower, 2 * math.log(min_std))
+    return logvar.clamp(min=lower, max=max_logvar)
+
+
+def reparameterize(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    max_logvar: float = 10.0,
+    min_std: float = 1e-4,
+) -> torch.Tensor:
+    """z = mu + sigma·eps, eps ~ N(0, I) from `generator` (Kingma & Welling 2014, §2.4)."""
+    std = torch.exp(0.5 * clamp_logvar(logvar, max_logvar=max_logvar, min_std=min_std))
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + std * eps
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma²) || N(0, 1)) per dimension (Kingma & Welling 2014, App. B)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def bernoulli_log_likelihood(x_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) summed over pixels, for a Bernoulli decoder given by its logits.
+
+    x broadcasts against x_logits, e.g. (B, 784) images against (K, B, 784) logits."""
+    return -F.binary_cross_entropy_with_logits(
+        x_logits, x.expand_as(x_logits), reduction="none"
+    ).sum(-1)
+
+
+def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))) summed over the last dimension."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(-1)
+
+
+class LossParts(NamedTuple):
+    loss: torch.Tensor  # scalar objective to minimise (mean over the batch)
+    recon: torch.Tensor  # (B,) -log p(x|z) in nats
+    kl: torch.Tensor  # (B,) KL(q(z|x) || p(z)) in nats
+    kl_per_dim: torch.Tensor  # (D,) batch mean of the KL of each latent dimension
+
+
+def elbo_loss(
+    x: torch.Tensor,
+    x_logits: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    *,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+) -> LossParts:
+    """Negative ELBO per image: Bernoulli reconstruction term plus beta·KL.
+
+    With free bits (Kingma et al. 2016, §C.8) each dimension's batch-mean KL counts at least
+    `free_bits` nats in the objective; the reported KL stays the true one.
+    """
+    recon = -bernoulli_log_likelihood(x_logits, x)  # (B,)
+    kl_dims = gaussian_kl(mu, logvar)  # (B, D)
+    kl_per_dim = kl_dims.mean(0)
+    kl_term = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl_per_dim.sum()
+    loss = recon.mean() + beta * kl_term
+    return LossParts(loss, recon, kl_dims.sum(-1), kl_per_dim)
+
+
+def log_importance_weights(
+    log_px_z: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+) -> torch.Tensor:
+    """log p(x|z) + log p(z) - log q(z|x) for samples z of shape (K, B, D); returns (K, B)."""
+    log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+    log_qz_x = gaussian_log_density(z, mu, logvar)
+    return log_px_z + log_pz - log_qz_x
+
+
+def iwae_bound(log_weights: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k w_k per image, from (K, B) log weights (Burda et al. 2016, eq. 8)."""
+    return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+
+def iwae_loss(
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    decode,
+    k: int,
+    generator: torch.Generator | None = None,
+) -> LossParts:
+    """Negative IWAE bound with k samples per image (Burda et al. 2016); `loss` is its batch mean.
+
+    recon is the mean over samples of -log p(x|z_k) and kl the analytic KL, for reporting.
+    """
+    z = reparameterize(
+        mu.expand(k, *mu.shape),
+        logvar.expand(k, *logvar.shape),
+        generator,
+        max_logvar=math.inf,
+        min_std=0.0,
+    )  # (k, B, D); logvar is already clamped
+    log_px_z = bernoulli_log_likelihood(decode(z), x)  # (k, B)
+    bound = iwae_bound(log_importance_weights(log_px_z, z, mu, logvar))
+    kl_dims = gaussian_kl(mu, logvar)
+    return LossParts(-bound.mean(), -log_px_z.mean(0), kl_dims.sum(-1), kl_dims.mean(0))
+
+
+def _activation(name: str) -> nn.Module:
+    return nn.ReLU() if name == "relu" else nn.Tanh()
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(IMAGE_PIXELS, hidden_dim),
+            _activation(activation),
+            nn.Linear(hidden_dim, hidden_dim),
+            _activation(activation),
+        )
+        self.mu = nn.Linear(hidden_dim, latent_dim)
+        self.logvar = nn.Linear(hidden_dim, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)  # (B, H)
+        return self.mu(h), self.logvar(h)
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(latent_dim, hidden_dim),
+            _activation(activation),
+            nn.Linear(hidden_dim, hidden_dim),
+            _activation(activation),
+            nn.Linear(hidden_dim, IMAGE_PIXELS),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z)  # (B, 784) logits
+
+
+class ConvEncoder(nn.Module):
+    """Two strided convolutions 28 -> 14 -> 7, then a linear bottleneck."""
+
+    def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Unflatten(1, (1, IMAGE_SIDE, IMAGE_SIDE)),
+            nn.Conv2d(1, 32, 4, stride=2, padding=1),
+            _activation(activation),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1),
+            _activation(activation),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, hidden_dim),
+            _activation(activation),
+        )
+        self.mu = nn.Linear(hidden_dim, latent_dim)
+        self.logvar = nn.Linear(hidden_dim, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.mu(h), self.logvar(h)
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(latent_dim, hidden_dim),
+            _activation(activation),
+            nn.Linear(hidden_dim, 64 * 7 * 7),
+            _activation(activation),
+            nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            _activation(activation),
+            nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),
+            nn.Flatten(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z)
+
+
+class VAE(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        sizes = dict(
+            latent_dim=config.latent_dim, hidden_dim=config.hidden_dim, activation=config.activation
+        )
+        encoder, decoder = (
+            (MLPEncoder, MLPDecoder) if config.arch == "mlp" else (ConvEncoder, ConvDecoder)
+        )
+        self.encoder = encoder(**sizes)
+        self.decoder = decoder(**sizes)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mu and the clamped logvar of q(z|x), each (B, D)."""
+        mu, logvar = self.encoder(x)
+        return mu, clamp_logvar(
+            logvar, max_logvar=self.config.max_logvar, min_std=self.config.min_std
+        )
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits of p(x|z), (..., 784) for z of shape (..., D)."""
+        batch_shape = z.shape[:-1]
+        return self.decoder(z.reshape(-1, z.shape[-1])).reshape(*batch_shape, IMAGE_PIXELS)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, *, mean_only: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """(x_logits, mu, logvar, z): sampled z for training, z = mu with `mean_only`."""
+        mu, logvar = self.encode(x)
+        z = (
+            mu
+            if mean_only
+            else reparameterize(
+                mu,
+                logvar,
+                generator,
+                max_logvar=self.config.max_logvar,
+                min_std=self.config.min_std,
+            )
+        )
+        return self.decode(z), mu, logvar, z
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,132 @@
+"""Run folders: creating them safely, the manifest that says what produced them, listing them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vae_cli import __version__
+from vae_cli.checkpoint import write_atomically
+from vae_cli.config import Config, load_config, to_toml
+from vae_cli.errors import UserError
+
+
+def default_run_name() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def check_new_run(root: Path, *, overwrite: bool) -> None:
+    """Refuse to reuse an existing run folder unless the user asked for --overwrite."""
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise UserError(
+            f"{root}: run already exists; pick another --name, continue it with "
+            f"--resume {root}, or replace it with --overwrite"
+        )
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: exists and is not a folder")
+
+
+def create_run(root: Path, config: Config, manifest: dict[str, Any], *, overwrite: bool) -> None:
+    """A fresh run folder holding the resolved config and manifest."""
+    check_new_run(root, overwrite=overwrite)
+    if overwrite and root.exists():
+        shutil.rmtree(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{root}: cannot create run folder ({error.strerror or error})") from None
+    write_atomically(root / "config.toml", to_toml(config, manifest).encode())
+
+
+def git_commit() -> str:
+    """The commit of the vae-cli source tree, when it is a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def build_manifest(device_name: str, data_dir: Path, md5: dict[str, str]) -> dict[str, Any]:
+    import torch
+
+    return {
+        "command": " ".join(["vae", *sys.argv[1:]]) if sys.argv else "vae",
+        "vae_cli_version": __version__,
+        "torch_version": str(torch.__version__),
+        "python_version": platform.python_version(),
+        "device": device_name,
+        "git_commit": git_commit(),
+        "data_dir": str(data_dir),
+        "dataset_md5": [f"{name}:{digest}" for name, digest in sorted(md5.items())],
+    }
+
+
+@dataclass
+class RunSummary:
+    name: str
+    date: str
+    epochs_done: int
+    epochs_planned: int
+    best_test_loss: float | None
+    binarize: str
+    latent_dim: int
+    arch: str
+    status: str
+
+
+def summarize_run(root: Path) -> RunSummary | None:
+    """What `vae runs` shows of one folder, or None when it is not a run."""
+    if not (root / "config.toml").is_file():
+        return None
+    try:
+        config = load_config(root / "config.toml")
+    except UserError:
+        return None
+    metrics = []
+    if (root / "metrics.jsonl").is_file():
+        for line in (root / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+    status = "unknown"
+    if (root / "status.json").is_file():
+        with contextlib.suppress(json.JSONDecodeError, KeyError):
+            status = json.loads((root / "status.json").read_text())["status"]
+    losses = [m["test_loss"] for m in metrics if isinstance(m.get("test_loss"), float)]
+    return RunSummary(
+        name=root.name,
+        date=time.strftime(
+            "%Y-%m-%d %H:%M", time.localtime((root / "config.toml").stat().st_mtime)
+        ),
+        epochs_done=max((m["epoch"] for m in metrics), default=0),
+        epochs_planned=config.train.epochs,
+        best_test_loss=min(losses) if losses else None,
+        binarize=config.data.binarize,
+        latent_dim=config.model.latent_dim,
+        arch=config.model.arch,
+        status=status,
+    )
+
+
+def list_runs(runs_dir: Path) -> list[RunSummary]:
+    if not runs_dir.is_dir():
+        return []
+    summaries = (summarize_run(p) for p in sorted(runs_dir.iterdir()) if p.is_dir())
+    return [s for s in summaries if s is not None]

@@ -1,0 +1,109 @@
+"""Starting or resuming a training run: config precedence, run folder, data, then the trainer.
+
+Everything a `vae train` invocation decides before the loop starts, in the order that refuses
+bad input before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vae_cli.config import FIELDS, Config, apply_flags, flag_name, load_config
+from vae_cli.errors import UserError
+
+# Settings a resumed run may change: they affect neither the model nor the data.
+RESUMABLE = {"epochs", "device", "amp", "compile", "max_bad_steps"}
+
+
+def build_config(flags: dict[str, Any], config_file: Path | None) -> Config:
+    """Built-in defaults < config file < command-line flags."""
+    base = load_config(config_file) if config_file is not None else Config()
+    return apply_flags(base, flags)
+
+
+def resume_target(target: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint) for --resume given a run folder or a checkpoint file."""
+    if target.is_dir():
+        checkpoint = target / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            raise UserError(f"--resume {target}: no checkpoints/last.pt in that folder")
+        return target, checkpoint
+    if not target.exists():
+        raise UserError(f"--resume {target}: no such run folder or checkpoint")
+    root = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+    return root, target
+
+
+def resumed_config(stored: Config, flags: dict[str, Any]) -> Config:
+    """The checkpoint's config with the flags a resume may change; others must agree."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    current = {key: getattr(getattr(stored, FIELDS[key][0]), key) for key in given}
+    for key, value in given.items():
+        if key not in RESUMABLE and value != current[key]:
+            raise UserError(
+                f"{flag_name(key)} {value} differs from the resumed run's "
+                f"{current[key]}; a resumed run keeps its model and data settings "
+                "(start a new run with --name instead)"
+            )
+    return apply_flags(stored, {key: given[key] for key in given if key in RESUMABLE})
+
+
+def start_training(
+    flags: dict[str, Any],
+    *,
+    config_file: Path | None,
+    data_dir: Path | None,
+    runs_dir: Path,
+    name: str | None,
+    resume: Path | None,
+    overwrite: bool,
+    display: Callable[..., Any],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Validate everything, prepare the run folder, train; returns metrics and paths written."""
+    from vae_cli.checkpoint import load_checkpoint
+    from vae_cli.data import load_dataset, resolve_data_dir
+    from vae_cli.device import device_description, resolve_device
+    from vae_cli.runs import build_manifest, check_new_run, create_run, default_run_name
+    from vae_cli.train import RunPaths, train
+
+    checkpoint = None
+    if resume is not None:
+        if config_file is not None or name is not None or overwrite:
+            raise UserError(
+                "--resume continues a run with its own config and folder; "
+                "drop --config, --name and --overwrite"
+            )
+        root, checkpoint_path = resume_target(resume)
+        checkpoint = load_checkpoint(checkpoint_path)
+        config = resumed_config(checkpoint["config"], flags)
+        if checkpoint["epoch"] >= config.train.epochs and not checkpoint.get("mid_epoch"):
+            raise UserError(
+                f"--resume {resume}: the run has finished its "
+                f"{checkpoint['epoch']} epochs; pass --epochs N with N > "
+                f"{checkpoint['epoch']} to train it further"
+            )
+    else:
+        config = build_config(flags, config_file)
+        root = runs_dir / (name or default_run_name())
+        check_new_run(root, overwrite=overwrite)
+    device = resolve_device(config.train.device)
+    dataset = load_dataset(resolve_data_dir(data_dir), config.data.dataset, config.data.limit)
+    paths = RunPaths(root)
+    if checkpoint is None:
+        manifest = build_manifest(
+            device_description(device), resolve_data_dir(data_dir), dataset.md5
+        )
+        create_run(root, config, manifest, overwrite=overwrite)
+    progress = display(run_dir=str(root), epochs=config.train.epochs, binarize=config.data.binarize)
+    try:
+        history = train(config, paths, dataset=dataset, resume=checkpoint, callbacks=progress)
+    finally:
+        progress.close()
+    written = [
+        str(p)
+        for p in (paths.config, paths.last, paths.best, paths.metrics, paths.curves)
+        if p.exists()
+    ]
+    return history, written

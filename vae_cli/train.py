@@ -1,0 +1,502 @@
+"""The training loop: data order, optimisation, per-epoch evaluation, checkpoints and pictures.
+
+`train()` reads top to bottom; all randomness comes from explicit generators saved in every
+checkpoint, so a resumed run is bit-identical to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_cli import images, plots
+from vae_cli.checkpoint import save_checkpoint, write_atomically
+from vae_cli.config import Config
+from vae_cli.data import (
+    STATIC_BINARIZE_SEED,
+    TEST_BINARIZE_SEED,
+    Dataset,
+    binarize_fixed,
+    to_float,
+)
+from vae_cli.device import make_deterministic, resolve_device
+from vae_cli.errors import TrainingFailed, TrainingInterrupted
+from vae_cli.evaluate import evaluate_elbo
+from vae_cli.model import VAE, elbo_loss, iwae_loss
+
+SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
+RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
+PROGRESS_EVERY = 25  # steps between reads of the on-device statistics (each read is a sync)
+# Slots of the on-device running sums, read once per PROGRESS_EVERY steps.
+STATS = (
+    "images",
+    "steps",
+    "loss",
+    "recon",
+    "kl",
+    "clipped",
+    "grad_norm",
+    "bad_steps",
+    "bad_streak",
+)
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    def sample_picture(self, epoch: int) -> Path:
+        return self.root / "samples" / f"epoch_{epoch:03d}.png"
+
+    def reconstruction_picture(self, epoch: int) -> Path:
+        return self.root / "reconstructions" / f"epoch_{epoch:03d}.png"
+
+
+class Callbacks:
+    """Hooks for progress display; the CLI passes one that draws bars, tests pass none."""
+
+    def on_start(self, info: dict[str, Any]) -> None: ...
+
+    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None: ...
+
+    def on_epoch(self, metrics: dict[str, Any]) -> None: ...
+
+    def on_warning(self, message: str) -> None: ...
+
+
+def build_model(config: Config, device: torch.device) -> VAE:
+    """The VAE with weights drawn from the config's seed, without touching global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        model = VAE(config.model)
+    return model.to(device)
+
+
+def build_optimizer(model: VAE, config: Config) -> torch.optim.Adam:
+    # Fused Adam: one kernel for all parameters, and it can skip a step on the device (found_inf)
+    # so the non-finite guard needs no host sync.
+    return torch.optim.Adam(model.parameters(), lr=config.train.lr, fused=True)
+
+
+def prepare_images(dataset: Dataset, binarize: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 train and test images in the requested binarization (dynamic: test only)."""
+    train, test = dataset.train_images, dataset.test_images
+    if binarize == "static":
+        train = binarize_fixed(train, STATIC_BINARIZE_SEED)
+    if binarize in ("static", "dynamic"):
+        test = binarize_fixed(test, TEST_BINARIZE_SEED)
+    return train, test
+
+
+def learning_rate(config: Config, progress: float) -> float:
+    """Constant, or cosine decay from lr to final_lr as progress goes 0 -> 1."""
+    train = config.train
+    if train.lr_schedule == "constant":
+        return train.lr
+    return train.final_lr + 0.5 * (train.lr - train.final_lr) * (1 + math.cos(math.pi * progress))
+
+
+def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
+    """beta, reached linearly over the warm-up epochs."""
+    warmup_steps = config.train.kl_warmup_epochs * steps_per_epoch
+    return config.train.beta * min(1.0, step / warmup_steps) if warmup_steps else config.train.beta
+
+
+def make_generators(config: Config, device: torch.device) -> dict[str, torch.Generator]:
+    """Separate streams, so that e.g. changing the batch size leaves the weights' init alone."""
+    seed = config.train.seed
+    return {
+        "data_order": torch.Generator().manual_seed(seed),  # CPU: same order on every device
+        "noise": torch.Generator(device=device).manual_seed(seed + 1),
+        "binarize": torch.Generator(device=device).manual_seed(seed + 2),
+    }
+
+
+class InterruptFlag:
+    """First Ctrl-C asks the loop to stop after the current step; a second one kills."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self) -> InterruptFlag:
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            self.previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def write_status(paths: RunPaths, status: str, epoch: int) -> None:
+    record = {"status": status, "epoch": epoch, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_atomically(paths.status, (json.dumps(record) + "\n").encode())
+
+
+def append_metrics(paths: RunPaths, metrics: dict[str, Any]) -> None:
+    with paths.metrics.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(metrics) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
+    if not paths.metrics.exists():
+        return []
+    lines = paths.metrics.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def truncate_metrics(paths: RunPaths, completed_epochs: int) -> list[dict[str, Any]]:
+    """Drop metric lines of epochs a resumed checkpoint does not include (crash after append)."""
+    kept = [m for m in read_metrics(paths) if m["epoch"] <= completed_epochs]
+    write_atomically(paths.metrics, "".join(json.dumps(m) + "\n" for m in kept).encode())
+    return kept
+
+
+def checkpoint_state(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    config: Config,
+    generators: dict[str, torch.Generator],
+    epoch_start_order: torch.Tensor,
+    progress: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Everything needed to continue exactly where training stands."""
+    rng = {name: g.get_state() for name, g in generators.items()}
+    rng["data_order"] = epoch_start_order  # the epoch's permutation is redrawn from here
+    rng["torch"] = torch.get_rng_state()
+    rng["python"] = random.getstate()
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "config": config.to_dict(),
+        "rng": rng,
+        **progress,
+    }
+
+
+def check_finite_weights(model: VAE) -> None:
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise TrainingFailed(
+                f"parameter {name} is not finite; refusing to save it (try a lower --lr)"
+            )
+
+
+def train(
+    config: Config,
+    paths: RunPaths,
+    *,
+    dataset: Dataset,
+    resume: dict[str, Any] | None = None,
+    callbacks: Callbacks | None = None,
+) -> list[dict[str, Any]]:
+    """Train (or continue) the run in `paths`; returns all epochs' metrics."""
+    callbacks = callbacks or Callbacks()
+    device = resolve_device(config.train.device)
+    make_deterministic(device)
+    train_images, test_images = prepare_images(dataset, config.data.binarize)
+    train_images = train_images.to(device)  # (N, 784) uint8, indexed per batch
+    test_x = to_float(test_images).to(device)
+    model = build_model(config, device)
+    optimizer = build_optimizer(model, config)
+    generators = make_generators(config, device)
+    step_fn = torch.compile(model) if config.train.compile else model
+    fixed_z = torch.randn(
+        SAMPLE_GRID,
+        config.model.latent_dim,
+        generator=torch.Generator().manual_seed(config.train.seed),
+    )
+    n_train, batch_size = len(train_images), config.train.batch_size
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    budget_seconds = config.train.time_budget * 60 if config.train.time_budget else None
+    total_steps = steps_per_epoch * config.train.epochs
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=config.train.amp and device.type == "cuda"
+    )
+
+    # State that a checkpoint carries; a resume overwrites it below.
+    epoch, step, position, elapsed = 0, 0, 0, 0.0
+    best = {"loss": math.inf, "epoch": 0}
+    stats = torch.zeros(len(STATS), dtype=torch.float64, device=device)
+    history = read_metrics(paths)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        for name, generator in generators.items():
+            generator.set_state(resume["rng"][name])
+        torch.set_rng_state(resume["rng"]["torch"])
+        random.setstate(resume["rng"]["python"])
+        if device.type == "cuda" and "cuda" in resume["rng"]:
+            torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+        epoch, step, position = resume["epoch"], resume["step"], resume["position"]
+        elapsed, best = resume["elapsed"], resume["best"]
+        if position:
+            stats = resume["epoch_stats"].to(device)
+        history = truncate_metrics(paths, epoch)
+
+    callbacks.on_start(
+        {
+            "device": device,
+            "model": model,
+            "dataset": dataset,
+            "steps_per_epoch": steps_per_epoch,
+            "resumed_epoch": epoch,
+            "resumed_position": position,
+        }
+    )
+    write_status(paths, "running", epoch)
+    with InterruptFlag() as interrupt:
+        while epoch < config.train.epochs:
+            epoch_start_order = generators["data_order"].get_state()
+            order = torch.randperm(n_train, generator=generators["data_order"]).to(device)
+            epoch_started = time.perf_counter()
+            images_before, read_stats = float(stats[0]), stats.tolist()
+            for position in range(position, steps_per_epoch):  # noqa: B020 - resumes mid-epoch
+                step_started = time.perf_counter()
+                x = to_float(
+                    train_images[order[position * batch_size : (position + 1) * batch_size]]
+                )  # (B, 784)
+                if config.data.binarize == "dynamic":
+                    x = torch.bernoulli(x, generator=generators["binarize"])
+                progress = (
+                    min(1.0, elapsed / budget_seconds) if budget_seconds else step / total_steps
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, progress)
+
+                with autocast:
+                    mu, logvar = model.encode(x)
+                    if config.train.objective == "iwae":
+                        parts = iwae_loss(
+                            x, mu, logvar, model.decode, config.train.k, generators["noise"]
+                        )
+                    else:
+                        z = mu + torch.exp(0.5 * logvar) * torch.randn(
+                            mu.shape, generator=generators["noise"], device=device, dtype=mu.dtype
+                        )
+                        parts = elbo_loss(
+                            x,
+                            step_fn.decode(z),
+                            mu,
+                            logvar,
+                            beta=kl_weight(config, step, steps_per_epoch),
+                            free_bits=config.train.free_bits,
+                        )
+                optimizer.zero_grad(set_to_none=True)
+                parts.loss.backward()
+                max_norm = config.train.grad_clip or math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), max_norm, foreach=True
+                )
+                finite = torch.isfinite(grad_norm) & torch.isfinite(parts.loss)
+                optimizer.found_inf = (~finite).float()  # fused Adam skips the step on device
+                optimizer.step()
+
+                # Running sums stay on the device; the host reads them every PROGRESS_EVERY.
+                reported = (
+                    (parts.recon + parts.kl).sum()
+                    if config.train.objective == "elbo"
+                    else parts.loss * len(x)
+                )
+                clipped = grad_norm > max_norm
+                good = finite.double()
+                zero = good.new_zeros(())
+                stats[:7] += torch.stack(
+                    [good * len(x), good]
+                    + [
+                        torch.where(finite, value.detach().double(), zero)
+                        for value in (
+                            reported,
+                            parts.recon.sum(),
+                            parts.kl.sum(),
+                            clipped,
+                            grad_norm,
+                        )
+                    ]
+                )
+                stats[7] += 1 - good
+                stats[8] = (stats[8] + 1) * (1 - good)  # consecutive bad steps
+                step += 1
+                elapsed += time.perf_counter() - step_started
+
+                done = position + 1 == steps_per_epoch
+                if done or interrupt.requested or (position + 1) % PROGRESS_EVERY == 0:
+                    current = stats.tolist()
+                    if current[7] > read_stats[7]:
+                        callbacks.on_warning(
+                            f"skipped {int(current[7] - read_stats[7])} step(s) with a "
+                            f"non-finite loss or gradient (epoch {epoch + 1}, step {step})"
+                        )
+                    read_stats = current
+                    if current[8] >= config.train.max_bad_steps:
+                        write_status(paths, "failed", epoch)
+                        raise TrainingFailed(
+                            f"{int(current[8])} non-finite steps in a row (--max-bad-steps "
+                            f"{config.train.max_bad_steps}); training stopped, {paths.last} "
+                            "holds the last good epoch (try a lower --lr)"
+                        )
+                    callbacks.on_progress(epoch, position + 1, steps_per_epoch, summarize(current))
+                if interrupt.requested and not done:
+                    check_finite_weights(model)
+                    save_checkpoint(
+                        paths.last,
+                        checkpoint_state(
+                            model,
+                            optimizer,
+                            config,
+                            generators,
+                            epoch_start_order,
+                            {
+                                "epoch": epoch,
+                                "step": step,
+                                "position": position + 1,
+                                "elapsed": elapsed,
+                                "best": best,
+                                "epoch_stats": stats.cpu(),
+                                "mid_epoch": True,
+                            },
+                            device,
+                        ),
+                    )
+                    write_status(paths, "interrupted", epoch)
+                    raise TrainingInterrupted(str(paths.root), str(paths.last))
+
+            # End of epoch: evaluate, log, save.
+            epoch += 1
+            position = 0
+            train_seconds = time.perf_counter() - epoch_started
+            test = evaluate_elbo(model, test_x)
+            epoch_stats = summarize(stats.tolist())
+            stats.zero_()
+            metrics = {
+                "epoch": epoch,
+                "step": step,
+                "binarize": config.data.binarize,
+                "train_loss": epoch_stats["loss"],
+                "train_recon": epoch_stats["recon"],
+                "train_kl": epoch_stats["kl"],
+                "test_loss": test.loss,
+                "test_recon": test.recon,
+                "test_kl": test.kl,
+                "active_units": test.active_units,
+                "kl_per_dim": test.kl_per_dim,
+                "clipped_fraction": epoch_stats["clipped_fraction"],
+                "mean_grad_norm": epoch_stats["mean_grad_norm"],
+                "bad_steps": int(epoch_stats["bad_steps"]),
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": train_seconds,
+                "images_per_s": (epoch_stats["images"] - images_before) / train_seconds,
+            }
+            improved = math.isfinite(test.loss) and test.loss < best["loss"]
+            if improved:
+                best = {"loss": test.loss, "epoch": epoch}
+            check_finite_weights(model)
+            state = checkpoint_state(
+                model,
+                optimizer,
+                config,
+                generators,
+                generators["data_order"].get_state(),
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "position": 0,
+                    "elapsed": elapsed,
+                    "best": best,
+                    "mid_epoch": False,
+                },
+                device,
+            )
+            save_checkpoint(paths.last, state)
+            if improved:
+                save_checkpoint(paths.best, state)
+            append_metrics(paths, metrics)
+            history.append(metrics)
+            save_epoch_pictures(model, paths, epoch, fixed_z, test_x[:RECONSTRUCTED])
+            plots.save_curves(history, paths.curves)
+            callbacks.on_epoch(metrics)
+            if budget_seconds and elapsed >= budget_seconds:
+                break
+    write_status(paths, "finished", epoch)
+    return history
+
+
+def summarize(stats: list[float]) -> dict[str, float]:
+    """Per-image and per-step means from the running sums (slots named in STATS)."""
+    values = dict(zip(STATS, stats, strict=True))
+    images, steps = max(values["images"], 1.0), max(values["steps"], 1.0)
+    return {
+        "images": values["images"],
+        "loss": values["loss"] / images,
+        "recon": values["recon"] / images,
+        "kl": values["kl"] / images,
+        "bad_steps": values["bad_steps"],
+        "clipped_fraction": values["clipped"] / steps,
+        "mean_grad_norm": values["grad_norm"] / steps,
+    }
+
+
+@torch.no_grad()
+def save_epoch_pictures(
+    model: VAE, paths: RunPaths, epoch: int, fixed_z: torch.Tensor, originals: torch.Tensor
+) -> None:
+    model.eval()
+    device = next(model.parameters()).device
+    samples = torch.sigmoid(model.decode(fixed_z.to(device)))
+    images.save_grid(samples, paths.sample_picture(epoch), nrow=8)
+    reconstructions = torch.sigmoid(model(originals, mean_only=True)[0])
+    images.save_grid(
+        images.interleave_rows(originals, reconstructions, 8),
+        paths.reconstruction_picture(epoch),
+        nrow=8,
+    )
+    model.train()
