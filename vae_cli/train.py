@@ -31,23 +31,12 @@ from vae_cli.data import (
 from vae_cli.device import make_deterministic, resolve_device
 from vae_cli.errors import TrainingFailed, TrainingInterrupted
 from vae_cli.evaluate import evaluate_elbo
-from vae_cli.model import VAE, elbo_loss, iwae_loss
+from vae_cli.model import VAE
+from vae_cli.step import TrainStep, summarize
 
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
 RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
 PROGRESS_EVERY = 25  # steps between reads of the on-device statistics (each read is a sync)
-# Slots of the on-device running sums, read once per PROGRESS_EVERY steps.
-STATS = (
-    "images",
-    "steps",
-    "loss",
-    "recon",
-    "kl",
-    "clipped",
-    "grad_norm",
-    "bad_steps",
-    "bad_streak",
-)
 
 
 @dataclass
@@ -107,12 +96,6 @@ def build_model(config: Config, device: torch.device) -> VAE:
         torch.manual_seed(config.train.seed)
         model = VAE(config.model)
     return model.to(device)
-
-
-def build_optimizer(model: VAE, config: Config) -> torch.optim.Adam:
-    # Fused Adam: one kernel for all parameters, and it can skip a step on the device (found_inf)
-    # so the non-finite guard needs no host sync.
-    return torch.optim.Adam(model.parameters(), lr=config.train.lr, fused=True)
 
 
 def prepare_images(dataset: Dataset, binarize: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +187,6 @@ def checkpoint_state(
     config: Config,
     generators: dict[str, torch.Generator],
     epoch_start_order: torch.Tensor,
-    progress: dict[str, Any],
     device: torch.device,
 ) -> dict[str, Any]:
     """Everything needed to continue exactly where training stands."""
@@ -219,7 +201,6 @@ def checkpoint_state(
         "optimizer": optimizer.state_dict(),
         "config": config.to_dict(),
         "rng": rng,
-        **progress,
     }
 
 
@@ -247,9 +228,8 @@ def train(
     train_images = train_images.to(device)  # (N, 784) uint8, indexed per batch
     test_x = to_float(test_images).to(device)
     model = build_model(config, device)
-    optimizer = build_optimizer(model, config)
     generators = make_generators(config, device)
-    step_fn = torch.compile(model) if config.train.compile else model
+    train_step = TrainStep(model, config, generators["noise"])
     fixed_z = torch.randn(
         SAMPLE_GRID,
         config.model.latent_dim,
@@ -257,31 +237,27 @@ def train(
     )
     n_train, batch_size = len(train_images), config.train.batch_size
     steps_per_epoch = math.ceil(n_train / batch_size)
-    budget_seconds = config.train.time_budget * 60 if config.train.time_budget else None
     total_steps = steps_per_epoch * config.train.epochs
-    autocast = torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=config.train.amp and device.type == "cuda"
-    )
+    budget_seconds = config.train.time_budget * 60 if config.train.time_budget else None
 
-    # State that a checkpoint carries; a resume overwrites it below.
+    # What a checkpoint carries; a resume overwrites it.
     epoch, step, position, elapsed = 0, 0, 0, 0.0
     best = {"loss": math.inf, "epoch": 0}
-    stats = torch.zeros(len(STATS), dtype=torch.float64, device=device)
     history = read_metrics(paths)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        for name, generator in generators.items():
-            generator.set_state(resume["rng"][name])
-        torch.set_rng_state(resume["rng"]["torch"])
-        random.setstate(resume["rng"]["python"])
-        if device.type == "cuda" and "cuda" in resume["rng"]:
-            torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+        restore(resume, model, train_step, generators, device)
         epoch, step, position = resume["epoch"], resume["step"], resume["position"]
         elapsed, best = resume["elapsed"], resume["best"]
-        if position:
-            stats = resume["epoch_stats"].to(device)
         history = truncate_metrics(paths, epoch)
+
+    def save(path: Path, epoch_start_order: torch.Tensor, **progress: Any) -> dict[str, Any]:
+        check_finite_weights(model)
+        state = checkpoint_state(
+            model, train_step.optimizer, config, generators, epoch_start_order, device
+        )
+        state.update(epoch=epoch, step=step, elapsed=elapsed, best=best, **progress)
+        save_checkpoint(path, state)
+        return state
 
     callbacks.on_start(
         {
@@ -299,166 +275,58 @@ def train(
             epoch_start_order = generators["data_order"].get_state()
             order = torch.randperm(n_train, generator=generators["data_order"]).to(device)
             epoch_started = time.perf_counter()
-            images_before, read_stats = float(stats[0]), stats.tolist()
+            images_before = last_read = summarize(train_step.stats.tolist())
             for position in range(position, steps_per_epoch):  # noqa: B020 - resumes mid-epoch
                 step_started = time.perf_counter()
-                x = to_float(
-                    train_images[order[position * batch_size : (position + 1) * batch_size]]
-                )  # (B, 784)
+                batch = order[position * batch_size : (position + 1) * batch_size]
+                x = to_float(train_images[batch])  # (B, 784)
                 if config.data.binarize == "dynamic":
                     x = torch.bernoulli(x, generator=generators["binarize"])
                 progress = (
                     min(1.0, elapsed / budget_seconds) if budget_seconds else step / total_steps
                 )
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, progress)
-
-                with autocast:
-                    mu, logvar = model.encode(x)
-                    if config.train.objective == "iwae":
-                        parts = iwae_loss(
-                            x, mu, logvar, model.decode, config.train.k, generators["noise"]
-                        )
-                    else:
-                        z = mu + torch.exp(0.5 * logvar) * torch.randn(
-                            mu.shape, generator=generators["noise"], device=device, dtype=mu.dtype
-                        )
-                        parts = elbo_loss(
-                            x,
-                            step_fn.decode(z),
-                            mu,
-                            logvar,
-                            beta=kl_weight(config, step, steps_per_epoch),
-                            free_bits=config.train.free_bits,
-                        )
-                optimizer.zero_grad(set_to_none=True)
-                parts.loss.backward()
-                max_norm = config.train.grad_clip or math.inf
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), max_norm, foreach=True
+                train_step(
+                    x, learning_rate(config, progress), kl_weight(config, step, steps_per_epoch)
                 )
-                finite = torch.isfinite(grad_norm) & torch.isfinite(parts.loss)
-                optimizer.found_inf = (~finite).float()  # fused Adam skips the step on device
-                optimizer.step()
-
-                # Running sums stay on the device; the host reads them every PROGRESS_EVERY.
-                reported = (
-                    (parts.recon + parts.kl).sum()
-                    if config.train.objective == "elbo"
-                    else parts.loss * len(x)
-                )
-                clipped = grad_norm > max_norm
-                good = finite.double()
-                zero = good.new_zeros(())
-                stats[:7] += torch.stack(
-                    [good * len(x), good]
-                    + [
-                        torch.where(finite, value.detach().double(), zero)
-                        for value in (
-                            reported,
-                            parts.recon.sum(),
-                            parts.kl.sum(),
-                            clipped,
-                            grad_norm,
-                        )
-                    ]
-                )
-                stats[7] += 1 - good
-                stats[8] = (stats[8] + 1) * (1 - good)  # consecutive bad steps
                 step += 1
                 elapsed += time.perf_counter() - step_started
 
-                done = position + 1 == steps_per_epoch
-                if done or interrupt.requested or (position + 1) % PROGRESS_EVERY == 0:
-                    current = stats.tolist()
-                    if current[7] > read_stats[7]:
-                        callbacks.on_warning(
-                            f"skipped {int(current[7] - read_stats[7])} step(s) with a "
-                            f"non-finite loss or gradient (epoch {epoch + 1}, step {step})"
-                        )
-                    read_stats = current
-                    if current[8] >= config.train.max_bad_steps:
-                        write_status(paths, "failed", epoch)
-                        raise TrainingFailed(
-                            f"{int(current[8])} non-finite steps in a row (--max-bad-steps "
-                            f"{config.train.max_bad_steps}); training stopped, {paths.last} "
-                            "holds the last good epoch (try a lower --lr)"
-                        )
-                    callbacks.on_progress(epoch, position + 1, steps_per_epoch, summarize(current))
-                if interrupt.requested and not done:
-                    check_finite_weights(model)
-                    save_checkpoint(
+                # The host reads the on-device sums only every PROGRESS_EVERY steps.
+                end_of_epoch = position + 1 == steps_per_epoch
+                if end_of_epoch or interrupt.requested or (position + 1) % PROGRESS_EVERY == 0:
+                    current = summarize(train_step.stats.tolist())
+                    check_bad_steps(current, last_read, config, paths, epoch, step, callbacks)
+                    last_read = current
+                    callbacks.on_progress(epoch, position + 1, steps_per_epoch, current)
+                if interrupt.requested and not end_of_epoch:
+                    save(
                         paths.last,
-                        checkpoint_state(
-                            model,
-                            optimizer,
-                            config,
-                            generators,
-                            epoch_start_order,
-                            {
-                                "epoch": epoch,
-                                "step": step,
-                                "position": position + 1,
-                                "elapsed": elapsed,
-                                "best": best,
-                                "epoch_stats": stats.cpu(),
-                                "mid_epoch": True,
-                            },
-                            device,
-                        ),
+                        epoch_start_order,
+                        position=position + 1,
+                        mid_epoch=True,
+                        epoch_stats=train_step.stats.cpu(),
                     )
                     write_status(paths, "interrupted", epoch)
                     raise TrainingInterrupted(str(paths.root), str(paths.last))
 
-            # End of epoch: evaluate, log, save.
-            epoch += 1
-            position = 0
+            # End of epoch: evaluate, save, log, draw.
+            epoch, position = epoch + 1, 0
             train_seconds = time.perf_counter() - epoch_started
+            epoch_stats = summarize(train_step.stats.tolist())
+            train_step.stats.zero_()
             test = evaluate_elbo(model, test_x)
-            epoch_stats = summarize(stats.tolist())
-            stats.zero_()
-            metrics = {
-                "epoch": epoch,
-                "step": step,
-                "binarize": config.data.binarize,
-                "train_loss": epoch_stats["loss"],
-                "train_recon": epoch_stats["recon"],
-                "train_kl": epoch_stats["kl"],
-                "test_loss": test.loss,
-                "test_recon": test.recon,
-                "test_kl": test.kl,
-                "active_units": test.active_units,
-                "kl_per_dim": test.kl_per_dim,
-                "clipped_fraction": epoch_stats["clipped_fraction"],
-                "mean_grad_norm": epoch_stats["mean_grad_norm"],
-                "bad_steps": int(epoch_stats["bad_steps"]),
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": train_seconds,
-                "images_per_s": (epoch_stats["images"] - images_before) / train_seconds,
-            }
-            improved = math.isfinite(test.loss) and test.loss < best["loss"]
-            if improved:
+            if math.isfinite(test.loss) and test.loss < best["loss"]:
                 best = {"loss": test.loss, "epoch": epoch}
-            check_finite_weights(model)
-            state = checkpoint_state(
-                model,
-                optimizer,
-                config,
-                generators,
-                generators["data_order"].get_state(),
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "position": 0,
-                    "elapsed": elapsed,
-                    "best": best,
-                    "mid_epoch": False,
-                },
-                device,
+            state = save(
+                paths.last, generators["data_order"].get_state(), position=0, mid_epoch=False
             )
-            save_checkpoint(paths.last, state)
-            if improved:
+            if best["epoch"] == epoch:
                 save_checkpoint(paths.best, state)
+            metrics = epoch_metrics(epoch, step, config, epoch_stats, test, train_step)
+            metrics["seconds"] = train_seconds
+            metrics["images_per_s"] = (
+                epoch_stats["images"] - images_before["images"]
+            ) / train_seconds
             append_metrics(paths, metrics)
             history.append(metrics)
             save_epoch_pictures(model, paths, epoch, fixed_z, test_x[:RECONSTRUCTED])
@@ -470,18 +338,71 @@ def train(
     return history
 
 
-def summarize(stats: list[float]) -> dict[str, float]:
-    """Per-image and per-step means from the running sums (slots named in STATS)."""
-    values = dict(zip(STATS, stats, strict=True))
-    images, steps = max(values["images"], 1.0), max(values["steps"], 1.0)
+def restore(
+    checkpoint: dict[str, Any],
+    model: VAE,
+    train_step: TrainStep,
+    generators: dict[str, torch.Generator],
+    device: torch.device,
+) -> None:
+    """Weights, optimiser, every RNG stream and a mid-epoch's running sums."""
+    model.load_state_dict(checkpoint["model"])
+    train_step.optimizer.load_state_dict(checkpoint["optimizer"])
+    for name, generator in generators.items():
+        generator.set_state(checkpoint["rng"][name])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    random.setstate(checkpoint["rng"]["python"])
+    if device.type == "cuda" and "cuda" in checkpoint["rng"]:
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    if checkpoint["position"]:
+        train_step.stats.copy_(checkpoint["epoch_stats"])
+
+
+def check_bad_steps(
+    current: dict[str, float],
+    last_read: dict[str, float],
+    config: Config,
+    paths: RunPaths,
+    epoch: int,
+    step: int,
+    callbacks: Callbacks,
+) -> None:
+    """Warn about skipped non-finite steps; stop after --max-bad-steps of them in a row."""
+    skipped = int(current["bad_steps"] - last_read["bad_steps"])
+    if skipped > 0:
+        callbacks.on_warning(
+            f"skipped {skipped} step(s) with a non-finite loss or gradient "
+            f"(epoch {epoch + 1}, step {step})"
+        )
+    if current["bad_streak"] >= config.train.max_bad_steps:
+        write_status(paths, "failed", epoch)
+        raise TrainingFailed(
+            f"{int(current['bad_streak'])} non-finite steps in a row (--max-bad-steps "
+            f"{config.train.max_bad_steps}); training stopped, {paths.last} holds the last "
+            "good epoch (try a lower --lr)"
+        )
+
+
+def epoch_metrics(
+    epoch: int, step: int, config: Config, train: dict[str, float], test: Any, train_step: TrainStep
+) -> dict[str, Any]:
+    """One line of metrics.jsonl (timing fields are added by the caller)."""
     return {
-        "images": values["images"],
-        "loss": values["loss"] / images,
-        "recon": values["recon"] / images,
-        "kl": values["kl"] / images,
-        "bad_steps": values["bad_steps"],
-        "clipped_fraction": values["clipped"] / steps,
-        "mean_grad_norm": values["grad_norm"] / steps,
+        "epoch": epoch,
+        "step": step,
+        "binarize": config.data.binarize,
+        "train_loss": train["loss"],
+        "train_recon": train["recon"],
+        "train_kl": train["kl"],
+        "test_loss": test.loss,
+        "test_recon": test.recon,
+        "test_kl": test.kl,
+        "active_units": test.active_units,
+        "kl_per_dim": test.kl_per_dim,
+        "clipped_fraction": train["clipped_fraction"],
+        "mean_grad_norm": train["mean_grad_norm"],
+        "bad_steps": int(train["bad_steps"]),
+        "lr": train_step.optimizer.param_groups[0]["lr"],
     }
 
 

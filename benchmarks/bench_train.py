@@ -1,0 +1,152 @@
+"""Training throughput of vae-cli against the classic recipe, measured in the same run.
+
+(a) reference: the same model and loss fed by torchvision's MNIST with ToTensor() through a
+    DataLoader(batch_size=128, shuffle=True) and a stock Adam step, as in pytorch/examples;
+(b) vae-cli: the trainer's own TrainStep on a preloaded uint8 tensor.
+Rounds alternate (a) and (b) and medians are reported, since 2 shared cores are noisy.
+Also prints (b)'s achieved matmul GFLOP/s against the best matmul rate measured here (the
+roofline), and the peak RSS of a real `vae train` epoch above a bare `import torch`.
+
+    python benchmarks/bench_train.py [--data-dir ../shared/data] [--rounds 5] [--steps 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vae_cli.config import Config
+from vae_cli.data import load_dataset, resolve_data_dir, to_float
+from vae_cli.model import VAE, elbo_loss, reparameterize
+from vae_cli.step import TrainStep
+from vae_cli.train import build_model
+
+
+def matmul_flops_per_image(model: VAE) -> float:
+    """Forward + backward matmul FLOPs per image: backward costs twice the forward, less the
+    input gradient of the first layer (images need none)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    forward = sum(2 * m.in_features * m.out_features for m in linears)
+    first = model.encoder.body[0]
+    return 3 * forward - 2 * first.in_features * first.out_features
+
+
+def best_matmul_gflops(repeats: int = 20) -> float:
+    """The roofline: the best rate of square float32 matmuls on this machine, now."""
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(max(1, repeats * 512 // n)):
+                a @ b
+            elapsed = time.perf_counter() - started
+            best = max(best, 2 * n**3 * max(1, repeats * 512 // n) / elapsed / 1e9)
+    return best
+
+
+def reference_images_per_s(data_dir: Path, steps: int, warmup: int = 20) -> float:
+    """The classic recipe: ToTensor per image, DataLoader batches, stock Adam."""
+    from torchvision import datasets, transforms
+
+    dataset = datasets.MNIST(str(data_dir), train=True, transform=transforms.ToTensor())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True)
+    model = VAE(Config().model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    seen, started = 0, None
+    for i, (x, _) in enumerate(loader):
+        if i == warmup:
+            seen, started = 0, time.perf_counter()
+        if i == warmup + steps:
+            break
+        x = x.view(-1, 784)
+        mu, logvar = model.encode(x)
+        z = reparameterize(mu, logvar)
+        loss = elbo_loss(x, model.decode(z), mu, logvar).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(x)
+    return seen / (time.perf_counter() - started)
+
+
+def vae_cli_images_per_s(images: torch.Tensor, steps: int, warmup: int = 20) -> float:
+    """vae-cli's own step, as the trainer runs it (clipping, guard and statistics included)."""
+    config = Config()
+    model = build_model(config, torch.device("cpu"))
+    train_step = TrainStep(model, config, torch.Generator().manual_seed(1))
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    batch = config.train.batch_size
+    started = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            started = time.perf_counter()
+        start = (i * batch) % (len(images) - batch)
+        train_step(to_float(images[order[start:start + batch]]), config.train.lr, 1.0)
+    train_step.stats.tolist()  # the one sync
+    return steps * batch / (time.perf_counter() - started)
+
+
+def peak_rss_mb(data_dir: Path) -> tuple[float, float]:
+    """Peak RSS (MB) of `import torch` alone and of one default `vae train` epoch."""
+    def child_peak(command: list[str]) -> float:
+        subprocess.run(command, check=True, capture_output=True)
+        return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    import tempfile
+
+    baseline = child_peak([sys.executable, "-c", "import torch"])
+    with tempfile.TemporaryDirectory() as runs:
+        training = child_peak([sys.executable, "-m", "vae_cli", "train", "--epochs", "1",
+                               "--quiet", "--data-dir", str(data_dir), "--runs-dir", runs,
+                               "--device", "cpu"])
+    return baseline, training
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    data_dir = resolve_data_dir(args.data_dir)
+    images = load_dataset(data_dir).train_images
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND', 'unset')}")
+    reference, ours = [], []
+    for round_ in range(args.rounds):
+        reference.append(reference_images_per_s(data_dir, args.steps))
+        ours.append(vae_cli_images_per_s(images, args.steps))
+        print(f"round {round_ + 1}: reference {reference[-1]:,.0f} img/s, "
+              f"vae-cli {ours[-1]:,.0f} img/s")
+    ref, own = statistics.median(reference), statistics.median(ours)
+    flops = matmul_flops_per_image(VAE(Config().model))
+    roofline_gflops = best_matmul_gflops()
+    achieved = own * flops / 1e9
+    print(f"\nmedian reference (DataLoader + ToTensor): {ref:,.0f} images/s")
+    print(f"median vae-cli TrainStep:                 {own:,.0f} images/s")
+    print(f"ratio vae-cli / reference:                {own / ref:.2f}x  (target >= 2x)")
+    print(f"matmul FLOPs per image (fwd + bwd):       {flops / 1e6:.2f} MFLOP")
+    print(f"achieved {achieved:.1f} GFLOP/s of a {roofline_gflops:.1f} GFLOP/s matmul roofline "
+          f"({roofline_gflops * 1e9 / flops:,.0f} images/s): {achieved / roofline_gflops:.0%} "
+          "(target >= 50%)")
+    if not args.skip_rss:
+        baseline, training = peak_rss_mb(data_dir)
+        print(f"peak RSS: import torch {baseline:.0f} MB, vae train (1 epoch, defaults) "
+              f"{training:.0f} MB, difference {training - baseline:.0f} MB (target <= 500 MB)")
+
+
+if __name__ == "__main__":
+    main()
