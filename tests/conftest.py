@@ -17,6 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("VAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
 
 
+@pytest.fixture(autouse=True)
+def fixed_global_seed() -> None:
+    """Tests that build models with nn defaults get the same weights on every run."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "MNIST" / "raw").is_dir():

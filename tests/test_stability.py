@@ -1,0 +1,112 @@
+"""Training never silently goes to NaN: clipping, the non-finite guard, an absurd learning rate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, run_vae
+
+from vae_cli import step as step_module
+from vae_cli.checkpoint import load_checkpoint
+from vae_cli.config import Config
+from vae_cli.model import LossParts
+from vae_cli.step import TrainStep, summarize
+from vae_cli.train import build_model
+
+
+def make_step(**train: object) -> TrainStep:
+    config = Config().replace({"hidden_dim": 32, "latent_dim": 4, **train})
+    model = build_model(config, torch.device("cpu"))
+    return TrainStep(model, config, torch.Generator().manual_seed(0))
+
+
+def test_clipped_gradient_norm_is_at_most_max_norm() -> None:
+    train_step = make_step(grad_clip=0.5)
+    train_step(torch.rand(16, 784), lr=1e-3, beta=1.0)
+    stats = summarize(train_step.stats.tolist())
+    assert stats["mean_grad_norm"] > 0.5  # the raw norm was above the limit...
+    assert train_step.flat_grad.norm().item() <= 0.5 * (1 + 1e-5)  # ...and was clipped
+    assert stats["clipped_fraction"] == 1.0
+
+
+def test_no_clipping_when_disabled() -> None:
+    train_step = make_step(grad_clip=0.0)
+    train_step(torch.rand(16, 784), lr=1e-3, beta=1.0)
+    stats = summarize(train_step.stats.tolist())
+    assert train_step.flat_grad.norm().item() == pytest.approx(stats["mean_grad_norm"], rel=1e-6)
+    assert stats["clipped_fraction"] == 0.0
+
+
+def test_a_poisoned_batch_is_skipped_without_touching_the_weights() -> None:
+    train_step = make_step()
+    train_step(torch.rand(16, 784), lr=1e-3, beta=1.0)
+    before = train_step.flat.detach().clone()
+    adam_before = {k: v.clone() for k, v in train_step.optimizer.state[train_step.flat].items()}
+    poisoned = torch.rand(16, 784)
+    poisoned[3, 100] = float("nan")
+    train_step(poisoned, lr=1e-3, beta=1.0)
+    assert torch.equal(train_step.flat.detach(), before)
+    for key, value in train_step.optimizer.state[train_step.flat].items():
+        assert torch.equal(value, adam_before[key]), key
+    stats = summarize(train_step.stats.tolist())
+    assert stats["bad_steps"] == 1 and stats["bad_streak"] == 1 and stats["images"] == 16
+    train_step(torch.rand(16, 784), lr=1e-3, beta=1.0)
+    assert summarize(train_step.stats.tolist())["bad_streak"] == 0
+    assert not torch.equal(train_step.flat.detach(), before)
+
+
+def nan_every(period: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every `period`-th training loss NaN."""
+    real = step_module.elbo_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args: object, **kwargs: object) -> LossParts:
+        parts = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] % period == 0:
+            return parts._replace(loss=parts.loss * float("nan"))
+        return parts
+
+    monkeypatch.setattr(step_module, "elbo_loss", sometimes_nan)
+
+
+def test_skipped_steps_are_counted_and_warned(tmp_path: Path, data_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    nan_every(3, monkeypatch)
+    result = run_vae("train", "--limit", 512, "--epochs", 1, "--batch-size", 32, "--quiet",
+                     "--data-dir", data_dir, "--runs-dir", tmp_path, "--name", "r")
+    assert result.code == 0, result.stderr
+    assert "Warning: skipped" in result.stderr
+    metrics = json.loads((tmp_path / "r/metrics.jsonl").read_text())
+    assert metrics["bad_steps"] == 5  # 16 steps, every third one poisoned
+
+
+def test_too_many_bad_steps_stop_with_exit_1_and_keep_the_checkpoint(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "r"
+    assert run_vae("train", *TINY, "--epochs", 1, "--data-dir", data_dir, "--runs-dir",
+                   tmp_path, "--name", "r").code == 0
+    good = (run / "checkpoints/last.pt").read_bytes()
+    nan_every(1, monkeypatch)
+    result = run_vae("train", "--resume", run, "--epochs", 3, "--max-bad-steps", 4, "--quiet",
+                     "--data-dir", data_dir)
+    assert result.code == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("Error: ") and "non-finite steps in a row" in last_line
+    assert "Traceback" not in result.stderr
+    assert (run / "checkpoints/last.pt").read_bytes() == good
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+
+
+def test_an_absurd_learning_rate_never_writes_nan_weights(tmp_path: Path,
+                                                          data_dir: Path) -> None:
+    result = run_vae("train", "--lr", 1.0, "--limit", 2048, "--batch-size", 16, "--epochs", 2,
+                     "--quiet", "--data-dir", data_dir, "--runs-dir", tmp_path, "--name", "r")
+    assert result.code in (0, 1), result.stderr  # 256 steps; stopping early is allowed
+    checkpoints = list((tmp_path / "r/checkpoints").glob("*.pt"))
+    for path in checkpoints:
+        weights = load_checkpoint(path)["model"]
+        assert all(torch.isfinite(t).all() for t in weights.values()), path
