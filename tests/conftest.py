@@ -51,7 +51,10 @@ def run_vae_process(*args: object, timeout: float = 300, **kwargs: object) -> Re
     """Run the installed console script in a subprocess (real signals, real exit codes)."""
     done = subprocess.run(
         [sys.executable, "-m", "vae_cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, **kwargs,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
@@ -65,9 +68,11 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def png_pixels(path: Path) -> torch.Tensor:
     """The grey levels of a PNG as an (H, W) uint8 tensor."""
-    from torchvision.io import ImageReadMode, decode_image
+    import numpy as np
+    from PIL import Image
 
-    return decode_image(str(path), mode=ImageReadMode.GRAY)[0]
+    with Image.open(path) as image:
+        return torch.from_numpy(np.array(image.convert("L")))
 
 
 TINY = ("--limit", 512, "--epochs", 2, "--batch-size", 64, "--quiet")

@@ -14,8 +14,14 @@ from vae_cli.images import grid_size
 
 
 def test_train_writes_the_run_layout(trained_run: Path) -> None:
-    for name in ("config.toml", "metrics.jsonl", "curves.png", "status.json",
-                 "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.toml",
+        "metrics.jsonl",
+        "curves.png",
+        "status.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (trained_run / name).is_file(), name
     for epoch in (1, 2):
         assert png_size(trained_run / f"samples/epoch_{epoch:03d}.png") == grid_size(64, 8)
@@ -27,8 +33,16 @@ def test_metrics_have_one_finite_line_per_epoch(trained_run: Path) -> None:
     lines = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
     for m in lines:
-        for key in ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
-                    "test_kl", "seconds", "images_per_s"):
+        for key in (
+            "train_loss",
+            "train_recon",
+            "train_kl",
+            "test_loss",
+            "test_recon",
+            "test_kl",
+            "seconds",
+            "images_per_s",
+        ):
             assert math.isfinite(m[key]), key
         assert math.isclose(m["test_loss"], m["test_recon"] + m["test_kl"], rel_tol=1e-6)
         assert m["binarize"] == "none"
@@ -43,13 +57,15 @@ def test_config_toml_is_resolved_and_has_a_manifest(trained_run: Path) -> None:
     manifest = config["manifest"]
     assert manifest["command"].startswith("vae ")
     assert manifest["torch_version"] == str(torch.__version__)
-    assert any(entry.startswith("train-images-idx3-ubyte:6bbc9ace")
-               for entry in manifest["dataset_md5"])
+    assert any(
+        entry.startswith("train-images-idx3-ubyte:6bbc9ace") for entry in manifest["dataset_md5"]
+    )
 
 
 def test_eval_json_parses_and_names_the_checkpoint(trained_run: Path, data_dir: Path) -> None:
-    result = run_vae("eval", "--checkpoint", trained_run, "--data-dir", data_dir,
-                     "--limit", 500, "--json")
+    result = run_vae(
+        "eval", "--checkpoint", trained_run, "--data-dir", data_dir, "--limit", 500, "--json"
+    )
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["checkpoint"].endswith("best.pt")
@@ -68,8 +84,9 @@ def test_eval_table_by_default(trained_run: Path, data_dir: Path) -> None:
 
 
 def test_eval_uses_the_latest_run_when_no_checkpoint(trained_run: Path, data_dir: Path) -> None:
-    result = run_vae("eval", "--runs-dir", trained_run.parent, "--data-dir", data_dir,
-                     "--limit", 100, "--json")
+    result = run_vae(
+        "eval", "--runs-dir", trained_run.parent, "--data-dir", data_dir, "--limit", 100, "--json"
+    )
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["checkpoint"] == str(trained_run / "checkpoints/best.pt")
 
@@ -77,8 +94,17 @@ def test_eval_uses_the_latest_run_when_no_checkpoint(trained_run: Path, data_dir
 def test_sample_same_seed_same_bytes_other_seed_differs(trained_run: Path, tmp_path: Path) -> None:
     outputs = []
     for seed, name in ((42, "a.png"), (42, "b.png"), (7, "c.png")):
-        result = run_vae("sample", "--checkpoint", trained_run, "--seed", seed,
-                         "--out", tmp_path / name, "--device", "cpu")
+        result = run_vae(
+            "sample",
+            "--checkpoint",
+            trained_run,
+            "--seed",
+            seed,
+            "--out",
+            tmp_path / name,
+            "--device",
+            "cpu",
+        )
         assert result.code == 0, result.stderr
         assert str(tmp_path / name) in result.stdout
         outputs.append((tmp_path / name).read_bytes())
@@ -95,52 +121,105 @@ def test_sample_default_out_is_inside_the_run(trained_run: Path) -> None:
 
 def test_sample_temperature_zero_gives_identical_images(trained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "cold.png"
-    assert run_vae("sample", "--checkpoint", trained_run, "--temperature", 0, "--n", 4,
-                   "--out", out).code == 0
+    assert (
+        run_vae(
+            "sample", "--checkpoint", trained_run, "--temperature", 0, "--n", 4, "--out", out
+        ).code
+        == 0
+    )
     pixels = png_pixels(out)
-    tiles = [pixels[2:30, 2 + i * 30:30 + i * 30] for i in range(4)]
+    tiles = [pixels[2:30, 2 + i * 30 : 30 + i * 30] for i in range(4)]
     assert all(torch.equal(tiles[0], tile) for tile in tiles[1:])
 
 
-def test_reconstruct_mean_only_is_deterministic(trained_run: Path, data_dir: Path,
-                                                tmp_path: Path) -> None:
+def test_reconstruct_mean_only_is_deterministic(
+    trained_run: Path, data_dir: Path, tmp_path: Path
+) -> None:
     pictures = []
     for name in ("a.png", "b.png"):
-        result = run_vae("reconstruct", "--checkpoint", trained_run, "--data-dir", data_dir,
-                         "--mean-only", "--out", tmp_path / name)
+        result = run_vae(
+            "reconstruct",
+            "--checkpoint",
+            trained_run,
+            "--data-dir",
+            data_dir,
+            "--mean-only",
+            "--out",
+            tmp_path / name,
+        )
         assert result.code == 0, result.stderr
         pictures.append((tmp_path / name).read_bytes())
     assert pictures[0] == pictures[1]
     assert png_size(tmp_path / "a.png") == grid_size(64, 8)  # 32 originals over 32 reconstructions
 
 
-def test_reconstruct_sampled_depends_on_seed(trained_run: Path, data_dir: Path,
-                                            tmp_path: Path) -> None:
+def test_reconstruct_sampled_depends_on_seed(
+    trained_run: Path, data_dir: Path, tmp_path: Path
+) -> None:
     pictures = {}
     for seed, name in ((0, "a"), (0, "b"), (1, "c")):
         out = tmp_path / f"{name}.png"
-        assert run_vae("reconstruct", "--checkpoint", trained_run, "--data-dir", data_dir,
-                       "--n", 8, "--seed", seed, "--out", out).code == 0
+        assert (
+            run_vae(
+                "reconstruct",
+                "--checkpoint",
+                trained_run,
+                "--data-dir",
+                data_dir,
+                "--n",
+                8,
+                "--seed",
+                seed,
+                "--out",
+                out,
+            ).code
+            == 0
+        )
         pictures[name] = out.read_bytes()
     assert pictures["a"] == pictures["b"] != pictures["c"]
 
 
 def test_interpolate_writes_a_row(trained_run: Path, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "line.png"
-    result = run_vae("interpolate", "--checkpoint", trained_run, "--data-dir", data_dir,
-                     "--from-index", 0, "--to-index", 1, "--steps", 6, "--out", out)
+    result = run_vae(
+        "interpolate",
+        "--checkpoint",
+        trained_run,
+        "--data-dir",
+        data_dir,
+        "--from-index",
+        0,
+        "--to-index",
+        1,
+        "--steps",
+        6,
+        "--out",
+        out,
+    )
     assert result.code == 0, result.stderr
     assert "0 -> 1" in result.stdout
     assert png_size(out) == grid_size(8, 8)  # original, 6 steps, original
 
 
-def test_latent_picture_has_the_expected_size(trained_run: Path, data_dir: Path,
-                                              tmp_path: Path) -> None:
+def test_latent_picture_has_the_expected_size(
+    trained_run: Path, data_dir: Path, tmp_path: Path
+) -> None:
     from vae_cli.plots import DPI, LATENT_SIZE
 
     out = tmp_path / "latent.png"
-    result = run_vae("latent", "--checkpoint", trained_run, "--data-dir", data_dir,
-                     "--n-inputs", 3, "--samples-per-input", 50, "--out", out)
+    result = run_vae(
+        "latent",
+        "--checkpoint",
+        trained_run,
+        "--data-dir",
+        data_dir,
+        "--n-inputs",
+        3,
+        "--samples-per-input",
+        50,
+        "--out",
+        out,
+    )
     assert result.code == 0, result.stderr
     assert png_size(out) == (LATENT_SIZE[0] * DPI, LATENT_SIZE[1] * DPI)
 
@@ -148,8 +227,10 @@ def test_latent_picture_has_the_expected_size(trained_run: Path, data_dir: Path,
 def test_curves_picture_has_the_expected_size(trained_run: Path) -> None:
     from vae_cli.plots import CURVES_SIZE, DPI
 
-    assert png_size(trained_run / "curves.png") == (CURVES_SIZE[0] * DPI,
-                                                    round(CURVES_SIZE[1] * DPI))
+    assert png_size(trained_run / "curves.png") == (
+        CURVES_SIZE[0] * DPI,
+        round(CURVES_SIZE[1] * DPI),
+    )
 
 
 def test_runs_lists_the_run(trained_run: Path) -> None:

@@ -18,8 +18,11 @@ def draws(mu: torch.Tensor, logvar: torch.Tensor, n: int, seed: int = 0) -> torc
 
 def test_samples_have_the_requested_mean_and_std() -> None:
     n, mu, sigma = 100_000, 2.0, 0.5
-    z = draws(torch.tensor([mu], dtype=torch.float64),
-              torch.tensor([2 * math.log(sigma)], dtype=torch.float64), n).squeeze(1)
+    z = draws(
+        torch.tensor([mu], dtype=torch.float64),
+        torch.tensor([2 * math.log(sigma)], dtype=torch.float64),
+        n,
+    ).squeeze(1)
     mean_se = sigma / math.sqrt(n)
     std_se = sigma / math.sqrt(2 * (n - 1))
     assert abs(z.mean().item() - mu) < 4 * mean_se
@@ -81,8 +84,10 @@ def test_values_inside_the_range_pass_unchanged() -> None:
     # The copied bug clamp(max=-m, min=m) would turn every one of these into +m.
     logvar = torch.linspace(-9.9, 9.9, 101)
     torch.testing.assert_close(clamp_logvar(logvar, max_logvar=10.0, min_std=0.0), logvar)
-    assert clamp_logvar(torch.tensor([-20.0, 20.0]), max_logvar=10.0, min_std=0.0).tolist() == \
-        [-10.0, 10.0]
+    assert clamp_logvar(torch.tensor([-20.0, 20.0]), max_logvar=10.0, min_std=0.0).tolist() == [
+        -10.0,
+        10.0,
+    ]
 
 
 def test_mean_only_returns_mu_exactly() -> None:
@@ -107,13 +112,17 @@ def test_kl_is_zero_at_the_prior() -> None:
 
 
 def test_kl_matches_a_monte_carlo_estimate() -> None:
-    mu, sigma = torch.tensor([0.7, -1.2], dtype=torch.float64), \
-        torch.tensor([0.5, 1.6], dtype=torch.float64)
+    mu, sigma = (
+        torch.tensor([0.7, -1.2], dtype=torch.float64),
+        torch.tensor([0.5, 1.6], dtype=torch.float64),
+    )
     q = torch.distributions.Normal(mu, sigma)
-    z = mu + sigma * torch.randn(200_000, 2, generator=torch.Generator().manual_seed(5),
-                                 dtype=torch.float64)
+    z = mu + sigma * torch.randn(
+        200_000, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
     monte_carlo = (q.log_prob(z) - torch.distributions.Normal(0.0, 1.0).log_prob(z)).mean(0)
     analytic = gaussian_kl(mu, 2 * sigma.log())
     torch.testing.assert_close(analytic, monte_carlo, atol=0.02, rtol=0.0)
-    torch.testing.assert_close(analytic, torch.distributions.kl_divergence(
-        q, torch.distributions.Normal(0.0, 1.0)))
+    torch.testing.assert_close(
+        analytic, torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0))
+    )

@@ -73,11 +73,26 @@ def nan_every(period: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(step_module, "elbo_loss", sometimes_nan)
 
 
-def test_skipped_steps_are_counted_and_warned(tmp_path: Path, data_dir: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skipped_steps_are_counted_and_warned(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nan_every(3, monkeypatch)
-    result = run_vae("train", "--limit", 512, "--epochs", 1, "--batch-size", 32, "--quiet",
-                     "--data-dir", data_dir, "--runs-dir", tmp_path, "--name", "r")
+    result = run_vae(
+        "train",
+        "--limit",
+        512,
+        "--epochs",
+        1,
+        "--batch-size",
+        32,
+        "--quiet",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "r",
+    )
     assert result.code == 0, result.stderr
     assert "Warning: skipped" in result.stderr
     metrics = json.loads((tmp_path / "r/metrics.jsonl").read_text())
@@ -85,14 +100,38 @@ def test_skipped_steps_are_counted_and_warned(tmp_path: Path, data_dir: Path,
 
 
 def test_too_many_bad_steps_stop_with_exit_1_and_keep_the_checkpoint(
-        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "r"
-    assert run_vae("train", *TINY, "--epochs", 1, "--data-dir", data_dir, "--runs-dir",
-                   tmp_path, "--name", "r").code == 0
+    assert (
+        run_vae(
+            "train",
+            *TINY,
+            "--epochs",
+            1,
+            "--data-dir",
+            data_dir,
+            "--runs-dir",
+            tmp_path,
+            "--name",
+            "r",
+        ).code
+        == 0
+    )
     good = (run / "checkpoints/last.pt").read_bytes()
     nan_every(1, monkeypatch)
-    result = run_vae("train", "--resume", run, "--epochs", 3, "--max-bad-steps", 4, "--quiet",
-                     "--data-dir", data_dir)
+    result = run_vae(
+        "train",
+        "--resume",
+        run,
+        "--epochs",
+        3,
+        "--max-bad-steps",
+        4,
+        "--quiet",
+        "--data-dir",
+        data_dir,
+    )
     assert result.code == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("Error: ") and "non-finite steps in a row" in last_line
@@ -101,10 +140,25 @@ def test_too_many_bad_steps_stop_with_exit_1_and_keep_the_checkpoint(
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
 
 
-def test_an_absurd_learning_rate_never_writes_nan_weights(tmp_path: Path,
-                                                          data_dir: Path) -> None:
-    result = run_vae("train", "--lr", 1.0, "--limit", 2048, "--batch-size", 16, "--epochs", 2,
-                     "--quiet", "--data-dir", data_dir, "--runs-dir", tmp_path, "--name", "r")
+def test_an_absurd_learning_rate_never_writes_nan_weights(tmp_path: Path, data_dir: Path) -> None:
+    result = run_vae(
+        "train",
+        "--lr",
+        1.0,
+        "--limit",
+        2048,
+        "--batch-size",
+        16,
+        "--epochs",
+        2,
+        "--quiet",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "r",
+    )
     assert result.code in (0, 1), result.stderr  # 256 steps; stopping early is allowed
     checkpoints = list((tmp_path / "r/checkpoints").glob("*.pt"))
     for path in checkpoints:

@@ -1,0 +1,170 @@
+"""Determinism, bit-exact resume (epoch boundary and mid-epoch), SIGINT and SIGKILL safety."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_vae
+
+from vae_cli import console
+from vae_cli.checkpoint import load_checkpoint
+
+SMALL = ("--limit", 1024, "--batch-size", 64, "--quiet")  # 16 steps per epoch
+TIMING = {"seconds", "images_per_s"}
+
+
+def train(runs: Path, name: str, data_dir: Path, *args: object) -> Path:
+    result = run_vae(
+        "train", *SMALL, "--data-dir", data_dir, "--runs-dir", runs, "--name", name, *args
+    )
+    assert result.code == 0, result.stderr
+    return runs / name
+
+
+def resume(run: Path, data_dir: Path, *args: object) -> None:
+    result = run_vae("train", "--resume", run, "--data-dir", data_dir, "--quiet", *args)
+    assert result.code == 0, result.stderr
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    first, second = (load_checkpoint(p / "checkpoints/last.pt") for p in (a, b))
+    assert first["step"] == second["step"]
+    for key, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][key]), key
+    state_a, state_b = first["optimizer"]["state"], second["optimizer"]["state"]
+    assert state_a.keys() == state_b.keys()
+    for index, slots in state_a.items():
+        for key, value in slots.items():
+            assert torch.equal(value, state_b[index][key]), key
+    assert metrics_without_timing(a) == metrics_without_timing(b)
+
+
+def metrics_without_timing(run: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in lines]
+
+
+def test_same_seed_same_weights_and_pictures(tmp_path: Path, data_dir: Path) -> None:
+    a = train(tmp_path, "a", data_dir, "--epochs", 1)
+    b = train(tmp_path, "b", data_dir, "--epochs", 1)
+    assert_same_training_state(a, b)
+    for picture in ("samples/epoch_001.png", "reconstructions/epoch_001.png"):
+        assert (a / picture).read_bytes() == (b / picture).read_bytes()
+    c = train(tmp_path, "c", data_dir, "--epochs", 1, "--seed", 1)
+    assert not torch.equal(
+        load_checkpoint(a / "checkpoints/last.pt")["model"]["decoder.body.0.weight"],
+        load_checkpoint(c / "checkpoints/last.pt")["model"]["decoder.body.0.weight"],
+    )
+
+
+def test_resume_at_an_epoch_boundary_is_bit_exact(tmp_path: Path, data_dir: Path) -> None:
+    straight = train(tmp_path, "straight", data_dir, "--epochs", 2, "--binarize", "dynamic")
+    halves = train(tmp_path, "halves", data_dir, "--epochs", 1, "--binarize", "dynamic")
+    resume(halves, data_dir, "--epochs", 2)
+    assert_same_training_state(straight, halves)
+
+
+def test_resume_after_a_mid_epoch_interrupt_is_bit_exact(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight = train(tmp_path, "straight", data_dir, "--epochs", 2, "--batch-size", 16)
+
+    def ctrl_c_in_epoch_two(
+        self: console.TrainingDisplay, epoch: int, step: int, *_: object
+    ) -> None:
+        if epoch == 1 and step == 25:  # the second epoch, 25 of its 64 steps done
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c_in_epoch_two)
+    result = run_vae(
+        "train",
+        *SMALL,
+        "--batch-size",
+        16,
+        "--epochs",
+        2,
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "interrupted",
+    )
+    interrupted = tmp_path / "interrupted"
+    assert result.code == 130
+    assert f"vae train --resume {interrupted}" in result.stderr
+    saved = load_checkpoint(interrupted / "checkpoints/last.pt")
+    assert saved["mid_epoch"] and saved["epoch"] == 1 and saved["position"] == 25
+    assert json.loads((interrupted / "status.json").read_text())["status"] == "interrupted"
+    monkeypatch.undo()
+    resume(interrupted, data_dir)
+    assert_same_training_state(straight, interrupted)
+
+
+def start_training_process(runs: Path, data_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vae_cli",
+            "train",
+            "--limit",
+            "20000",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "20",
+            "--quiet",
+            "--data-dir",
+            str(data_dir),
+            "--runs-dir",
+            str(runs),
+            "--name",
+            "r",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_sigint_saves_a_resumable_checkpoint_and_exits_130(tmp_path: Path, data_dir: Path) -> None:
+    process = start_training_process(tmp_path, data_dir)
+    wait_for(tmp_path / "r/status.json", process)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"vae train --resume {tmp_path / 'r'}" in stderr
+    saved = load_checkpoint(tmp_path / "r/checkpoints/last.pt")
+    assert saved["mid_epoch"] or saved["position"] == 0
+
+
+def test_sigkill_leaves_a_loadable_last_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    process = start_training_process(tmp_path, data_dir)
+    last = tmp_path / "r/checkpoints/last.pt"
+    wait_for(last, process)
+    time.sleep(0.7)  # somewhere inside the next epoch, possibly mid-write
+    process.kill()
+    process.communicate(timeout=60)
+    checkpoint = load_checkpoint(last)
+    assert checkpoint["epoch"] >= 1
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+    leftovers = [p.name for p in last.parent.iterdir() if p.suffix == ".tmp"]
+    assert all(name.startswith(".last.pt.") or name.startswith(".best.pt.") for name in leftovers)
