@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import run_vae
 
-from vae_cli import checkpoint as checkpoint_module
+from vae_cli import files as files_module
 from vae_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from vae_cli.config import Config
 from vae_cli.errors import UserError
@@ -136,7 +136,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module.os, "fsync", disk_full)
+    monkeypatch.setattr(files_module.os, "fsync", disk_full)
     with pytest.raises(UserError, match="No space left on device"):
         save_checkpoint(path, {**sample_checkpoint(), "epoch": 4})
     assert path.read_bytes() == before

@@ -7,9 +7,7 @@ so a file can never run code; the model is rebuilt from the config stored inside
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,35 +18,11 @@ import torch
 from vae_cli import __version__
 from vae_cli.config import Config, from_dict
 from vae_cli.errors import UserError
+from vae_cli.files import write_atomically
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "vae-cli checkpoint"
 REQUIRED_KEYS = ("model", "optimizer", "config", "epoch", "step", "rng")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` so that `path` is either its old content or the new one, never a mix.
-
-    Temporary file in the same folder, flush + fsync, then os.replace (atomic on POSIX).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before os.replace
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
@@ -63,13 +37,7 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
         },
         buffer,
     )
-    try:
-        write_atomically(path, buffer.getvalue())
-    except OSError as error:
-        raise UserError(
-            f"{path}: could not write checkpoint ({error.strerror or error}); "
-            "the previous checkpoint is unchanged"
-        ) from None
+    write_atomically(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

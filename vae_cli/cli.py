@@ -26,10 +26,17 @@ class App(typer.Typer):
 app = App(
     name="vae",
     help="Train, evaluate and look at variational autoencoders on MNIST.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def show_help_without_command(ctx: typer.Context) -> None:
+    """Train, evaluate and look at variational autoencoders on MNIST."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
 
 
 def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:

@@ -16,7 +16,7 @@ from vae_cli.train import Callbacks
 
 
 def stdout() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)  # paths are never broken across lines
 
 
 def stderr() -> Console:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,17 +98,22 @@ def download_dataset(root: Path, dataset: str) -> None:
 
 
 def ensure_files(root: Path, dataset: str) -> None:
-    """Download the dataset when its files are absent; a failure names the folder searched."""
+    """Download the dataset when its files are absent; a failure names the folder searched
+    and removes the folders the attempt created, so nothing is left behind."""
     folder = raw_folder(root, dataset)
     missing = [
         name for pair in RAW_FILES.values() for name in pair if not (folder / name).is_file()
     ]
     if not missing:
         return
+    created = [p for p in (root, folder.parent, folder) if not p.exists()]
     try:
         download_dataset(root, dataset)
     except Exception as error:  # any network or disk failure ends the same way for the user
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if created:
+            shutil.rmtree(created[0], ignore_errors=True)
+        text = str(error).strip()
+        reason = text.splitlines()[0].rstrip(":") if text else type(error).__name__
         raise UserError(
             f"{DATASET_CLASSES[dataset]} not found in {folder} (missing {missing[0]}) and the "
             f"download failed ({reason}); pass --data-dir or set VAE_DATA_DIR to the folder "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from vae_cli.checkpoint import write_atomically
+from vae_cli.files import write_atomically
 from vae_cli.model import IMAGE_SIDE
 
 GRID_PADDING = 2

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from vae_cli.checkpoint import write_atomically
+from vae_cli.files import write_atomically
 
 CURVES_SIZE = (12, 3.6)  # inches at DPI -> 1200 x 360 pixels
 LATENT_SIZE = (14, 6.5)  # -> 1400 x 650 pixels

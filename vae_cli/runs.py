@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from vae_cli import __version__
-from vae_cli.checkpoint import write_atomically
 from vae_cli.config import Config, load_config, to_toml
 from vae_cli.errors import UserError
+from vae_cli.files import write_atomically
 
 
 def default_run_name() -> str:

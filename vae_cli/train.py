@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import time
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 
 from vae_cli import images, plots
-from vae_cli.checkpoint import save_checkpoint, write_atomically
+from vae_cli.checkpoint import save_checkpoint
 from vae_cli.config import Config
 from vae_cli.data import (
     STATIC_BINARIZE_SEED,
@@ -31,6 +30,7 @@ from vae_cli.data import (
 from vae_cli.device import make_deterministic, resolve_device
 from vae_cli.errors import TrainingFailed, TrainingInterrupted
 from vae_cli.evaluate import evaluate_elbo
+from vae_cli.files import append_line, write_atomically
 from vae_cli.model import VAE
 from vae_cli.step import TrainStep, summarize
 
@@ -161,10 +161,7 @@ def write_status(paths: RunPaths, status: str, epoch: int) -> None:
 
 
 def append_metrics(paths: RunPaths, metrics: dict[str, Any]) -> None:
-    with paths.metrics.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(metrics) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_line(paths.metrics, json.dumps(metrics))
 
 
 def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:

@@ -1,0 +1,309 @@
+"""Bad input: one `Error:` line on stderr, exit code 2, no traceback, nothing on disk changed."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Result, run_vae, run_vae_process
+
+from vae_cli import data as data_module
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """MD5 of every file below `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_user_error(result: Result, *fragments: str) -> None:
+    assert result.code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs never reach the network: the download fails at once."""
+
+    def no_network(root: Path, dataset: str) -> None:
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network")
+
+    monkeypatch.setattr(data_module, "download_dataset", no_network)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("train", "--epochs", 0), "--epochs"),
+        (("train", "--batch-size", 0), "--batch-size"),
+        (("train", "--batch-size", -1), "--batch-size"),
+        (("train", "--latent-dim", 0), "--latent-dim"),
+        (("train", "--lr", -1), "--lr"),
+        (("train", "--lr", "nan"), "--lr"),
+        (("train", "--limit", 0), "--limit"),
+        (("train", "--grad-clip", -1), "--grad-clip"),
+        (("train", "--max-logvar", 0), "--max-logvar"),
+        (("train", "--binarize", "sometimes"), "--binarize"),
+        (("train", "--epochs", "ten"), "--epochs"),
+        (("train", "--no-such-flag"), "--no-such-flag"),
+        (("sample", "--n", 0), "--n"),
+        (("eval", "--iw-samples", 0), "--iw-samples"),
+        (("interpolate", "--steps", 1), "--steps"),
+        (("frobnicate",), "frobnicate"),
+    ],
+)
+def test_absurd_values_are_refused(args: tuple, fragment: str, tmp_path: Path) -> None:
+    assert_user_error(
+        run_vae(*args, "--runs-dir", tmp_path) if args[0] != "frobnicate" else run_vae(*args),
+        fragment,
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_an_unavailable_device_suggests_cpu(device: str, tmp_path: Path, data_dir: Path) -> None:
+    import torch
+
+    if (device == "cuda" and torch.cuda.is_available()) or (
+        device == "mps" and torch.backends.mps.is_available()
+    ):
+        pytest.skip(f"{device} is available here")
+    result = run_vae("train", "--device", device, "--data-dir", data_dir, "--runs-dir", tmp_path)
+    assert_user_error(result, f"--device {device}", "--device cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    assert_user_error(run_vae("eval", "--checkpoint", tmp_path / "nope.pt"), "nope.pt", "not found")
+
+
+def test_folder_without_checkpoints(tmp_path: Path) -> None:
+    assert_user_error(run_vae("sample", "--checkpoint", tmp_path), str(tmp_path), "no checkpoint")
+
+
+def test_no_runs_yet_says_how_to_start(tmp_path: Path) -> None:
+    assert_user_error(run_vae("sample", "--runs-dir", tmp_path / "runs"), "no runs", "vae train")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 3, b"PK\x03\x04truncated", b"text\n"])
+def test_broken_checkpoint_files(content: bytes, tmp_path: Path) -> None:
+    (tmp_path / "c.pt").write_bytes(content)
+    assert_user_error(run_vae("eval", "--checkpoint", tmp_path / "c.pt"), str(tmp_path / "c.pt"))
+
+
+def test_data_dir_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = run_vae("train", "--data-dir", missing, "--runs-dir", tmp_path / "runs")
+    assert_user_error(result, str(missing / "MNIST" / "raw"), "--data-dir", "download failed")
+    assert not missing.exists()  # the failed download attempt cleaned up after itself
+    assert not (tmp_path / "runs").exists()
+
+
+def test_empty_data_dir(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    result = run_vae("train", "--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs")
+    assert_user_error(result, str(tmp_path / "data" / "MNIST" / "raw"))
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def copy_mnist(data_dir: Path, target: Path) -> Path:
+    raw = target / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte"):
+        shutil.copy(data_dir / "MNIST/raw" / name, raw / name)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("magic", "wrong magic number"),
+        ("truncate", "truncated"),
+        ("flip", "MD5"),
+    ],
+)
+def test_corrupt_idx_files_are_named(
+    damage: str, fragment: str, tmp_path: Path, data_dir: Path
+) -> None:
+    raw = copy_mnist(data_dir, tmp_path)
+    images = (data_dir / "MNIST/raw/train-images-idx3-ubyte").read_bytes()
+    if damage == "magic":
+        images = b"\x00\x00\x08\x01" + images[4:]
+    elif damage == "truncate":
+        images = images[:-1000]
+    else:
+        images = images[:5000] + bytes([images[5000] ^ 0xFF]) + images[5001:]
+    (raw / "train-images-idx3-ubyte").write_bytes(images)
+    before = snapshot(tmp_path)
+    result = run_vae("train", "--data-dir", tmp_path, "--runs-dir", tmp_path / "runs")
+    assert_user_error(result, str(raw / "train-images-idx3-ubyte"), fragment)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (None, "config file not found"),
+        ("this is = = not toml", "not valid TOML"),
+        ("[train]\nepoch = 3\n", "[train] epoch: unknown key"),
+        ('[train]\nepochs = "three"\n', "[train] epochs: expected an integer"),
+        ("[model]\nlatent_dim = 0\n", "[model] latent_dim: expected an integer >= 1"),
+        ("[optimizer]\nlr = 1.0\n", "unknown section [optimizer]"),
+        ("[train]\nlatent_dim = 4\n", "[train] latent_dim: unknown key"),
+    ],
+)
+def test_config_file_errors_name_file_and_key(
+    text: str | None, fragment: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    if text is not None:
+        path.write_text(text)
+    result = run_vae("train", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert_user_error(result, str(path), fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_out_folder_is_created(trained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "deeper" / "s.png"
+    assert run_vae("sample", "--checkpoint", trained_run, "--out", out).code == 0
+    assert out.is_file()
+
+
+def test_out_without_png_suffix_is_refused(trained_run: Path, tmp_path: Path) -> None:
+    assert_user_error(
+        run_vae("sample", "--checkpoint", trained_run, "--out", tmp_path / "s.jpg"), "s.jpg", ".png"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_that_cannot_be_written(trained_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = run_vae("sample", "--checkpoint", trained_run, "--out", tmp_path / "file/s.png")
+    assert_user_error(result, "file/s.png")
+
+
+def test_existing_run_name_is_refused(trained_run: Path, data_dir: Path) -> None:
+    before = snapshot(trained_run)
+    result = run_vae(
+        "train",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        trained_run.parent,
+        "--name",
+        trained_run.name,
+    )
+    assert_user_error(result, "already exists", "--resume", "--overwrite")
+    assert snapshot(trained_run) == before
+
+
+def test_resume_with_a_different_latent_dim_is_refused(trained_run: Path, data_dir: Path) -> None:
+    before = snapshot(trained_run)
+    result = run_vae(
+        "train", "--resume", trained_run, "--latent-dim", 16, "--epochs", 5, "--data-dir", data_dir
+    )
+    assert_user_error(result, "--latent-dim 16", "32")
+    assert snapshot(trained_run) == before
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import TINY
+
+    from vae_cli import files as files_module
+
+    run = tmp_path / "r"
+    assert (
+        run_vae(
+            "train",
+            *TINY,
+            "--epochs",
+            1,
+            "--data-dir",
+            data_dir,
+            "--runs-dir",
+            tmp_path,
+            "--name",
+            "r",
+        ).code
+        == 0
+    )
+    before = (run / "checkpoints/last.pt").read_bytes()
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files_module.os, "fsync", disk_full)
+    result = run_vae("train", "--resume", run, "--epochs", 2, "--data-dir", data_dir, "--quiet")
+    assert result.code == 2
+    assert result.stderr.splitlines()[-1].startswith("Error: ")
+    assert "No space left on device" in result.stderr and "unchanged" in result.stderr
+    assert (run / "checkpoints/last.pt").read_bytes() == before
+
+
+def test_sigint_during_sample_exits_130_without_a_partial_png(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "big.png"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vae_cli",
+            "sample",
+            "--checkpoint",
+            str(trained_run),
+            "--n",
+            "4096",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)  # inside the torch import or the decoding
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("sampling finished before the signal arrived")
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_unexpected_errors_keep_their_traceback(tmp_path: Path) -> None:
+    # A corrupted installation is not the user's fault: it must show a traceback, exit 1.
+    script = (
+        "import sys, vae_cli.inference as i\n"
+        "def broken(*a, **k): raise ZeroDivisionError('bug')\n"
+        "i.load_model = broken\n"
+        "from vae_cli.cli import main\n"
+        f"sys.exit(main(['sample', '--checkpoint', {str(tmp_path)!r}]))\n"
+    )
+    (tmp_path / "best.pt").write_bytes(b"x")
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "ZeroDivisionError" in done.stderr
+
+
+def test_real_script_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
+    result = run_vae_process("train", "--epochs", 0, "--runs-dir", tmp_path)
+    assert_user_error(result, "--epochs")

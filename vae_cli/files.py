@@ -1,0 +1,51 @@
+"""Crash-safe writes: a file is either its old content or its new one, never a mix.
+
+Disk problems (full, read-only, no permission) become one-line user errors naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from vae_cli.errors import UserError
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, flush + fsync, then os.replace (atomic on POSIX)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before os.replace
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        )
+        try:
+            with handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(handle.name, path)
+        except BaseException:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
+    except OSError as error:
+        raise UserError(
+            f"{path}: could not write ({error.strerror or error}); "
+            "any previous version of the file is unchanged"
+        ) from None
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line and flush it to disk, so a crash loses at most the line being written."""
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise UserError(f"{path}: could not append ({error.strerror or error})") from None
