@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:
     """Run the CLI and return its exit code; the one place user errors are reported."""
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        # The command line travels in ctx.obj so a run's manifest can record it.
+        result = command.main(
+            args=argv, prog_name=prog_name, standalone_mode=False, obj={"argv": argv}
+        )
         return result if isinstance(result, int) else 0
     except typer.Exit as stop:
         return stop.exit_code
@@ -104,8 +108,13 @@ def wrote(path: Path) -> None:
     print(f"wrote {path}")
 
 
+# train's options that are not config fields.
+RUN_OPTIONS = ("ctx", "config_file", "data_dir", "runs_dir", "name", "resume", "overwrite", "quiet")
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     config_file: Annotated[
         Path | None, typer.Option("--config", help="TOML file of settings; flags override it.")
     ] = None,
@@ -149,12 +158,7 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bars: one line per epoch.")] = False,
 ) -> None:
     """Train a VAE; writes config, checkpoints, metrics and pictures to runs/NAME/."""
-    flags = {
-        key: value
-        for key, value in locals().items()
-        if key
-        not in ("config_file", "data_dir", "runs_dir", "name", "resume", "overwrite", "quiet")
-    }
+    flags = {key: value for key, value in locals().items() if key not in RUN_OPTIONS}
     from vae_cli import console
     from vae_cli.session import start_training
 
@@ -166,6 +170,7 @@ def train(
         name=name,
         resume=resume,
         overwrite=overwrite,
+        command=" ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
         display=lambda **kw: console.TrainingDisplay(quiet=quiet, **kw),
     )
     console.training_summary(history, paths)

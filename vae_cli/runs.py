@@ -7,7 +7,6 @@ import json
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +61,13 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def build_manifest(device_name: str, data_dir: Path, md5: dict[str, str]) -> dict[str, Any]:
+def build_manifest(
+    command: str, device_name: str, data_dir: Path, md5: dict[str, str]
+) -> dict[str, Any]:
     import torch
 
     return {
-        "command": " ".join(["vae", *sys.argv[1:]]) if sys.argv else "vae",
+        "command": command,
         "vae_cli_version": __version__,
         "torch_version": str(torch.__version__),
         "python_version": platform.python_version(),

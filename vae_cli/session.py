@@ -59,6 +59,7 @@ def start_training(
     name: str | None,
     resume: Path | None,
     overwrite: bool,
+    command: str,
     display: Callable[..., Any],
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Validate everything, prepare the run folder, train; returns metrics and paths written."""
@@ -93,7 +94,7 @@ def start_training(
     paths = RunPaths(root)
     if checkpoint is None:
         manifest = build_manifest(
-            device_description(device), resolve_data_dir(data_dir), dataset.md5
+            command, device_description(device), resolve_data_dir(data_dir), dataset.md5
         )
         create_run(root, config, manifest, overwrite=overwrite)
     progress = display(run_dir=str(root), epochs=config.train.epochs, binarize=config.data.binarize)

@@ -1,0 +1,120 @@
+"""Data loading: the IDX checks, binarization modes, and Fashion-MNIST on synthetic files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import png_size, run_vae
+
+from vae_cli.data import binarize_fixed, load_dataset, resolve_data_dir
+from vae_cli.images import grid_size
+from vae_cli.train import prepare_images
+
+
+def write_idx(path: Path, array: torch.Tensor, magic: int) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.to(torch.uint8).numpy().tobytes())
+
+
+def synthetic_fashion(root: Path, n_train: int = 256, n_test: int = 128) -> Path:
+    """Small IDX files in torchvision's FashionMNIST layout: bright squares per class."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=generator)
+        images = torch.zeros(n, 28, 28)
+        for i, label in enumerate(labels.tolist()):
+            images[i, 2 + 2 * label : 10 + 2 * label, 4:24] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 0x803)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 0x801)
+    return root
+
+
+def test_data_dir_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAE_DATA_DIR", "/from/env")
+    assert resolve_data_dir(Path("/flag")) == Path("/flag")
+    assert resolve_data_dir(None) == Path("/from/env")
+    monkeypatch.delenv("VAE_DATA_DIR")
+    assert resolve_data_dir(None) == Path("data")
+
+
+def test_mnist_loads_as_flat_uint8(data_dir: Path) -> None:
+    dataset = load_dataset(data_dir, "mnist", limit=100)
+    assert dataset.train_images.shape == (100, 784) and dataset.train_images.dtype == torch.uint8
+    assert dataset.test_labels.shape == (100,)
+    assert dataset.md5["train-images-idx3-ubyte"] == "6bbc9ace898e44ae57da46a324031adb"
+
+
+def test_static_binarization_is_one_fixed_draw(data_dir: Path) -> None:
+    dataset = load_dataset(data_dir, "mnist", limit=200)
+    train_a, test_a = prepare_images(dataset, "static")
+    train_b, test_b = prepare_images(dataset, "static")
+    assert torch.equal(train_a, train_b) and torch.equal(test_a, test_b)
+    assert set(train_a.unique().tolist()) <= {0, 255}
+
+
+def test_dynamic_keeps_training_pixels_and_fixes_the_test_draw(data_dir: Path) -> None:
+    dataset = load_dataset(data_dir, "mnist", limit=200)
+    train, test = prepare_images(dataset, "dynamic")
+    assert torch.equal(train, dataset.train_images)  # drawn afresh per batch, in the trainer
+    assert torch.equal(test, prepare_images(dataset, "static")[1])  # same test set as static
+    _, none_test = prepare_images(dataset, "none")
+    assert torch.equal(none_test, dataset.test_images)
+
+
+def test_binarization_frequency_matches_intensity() -> None:
+    images = torch.full((20000, 1), 64, dtype=torch.uint8)
+    drawn = binarize_fixed(images, seed=1).float() / 255
+    p = 64 / 255
+    assert abs(drawn.mean().item() - p) < 4 * (p * (1 - p) / 20000) ** 0.5
+
+
+def test_fashion_mnist_end_to_end_on_synthetic_files(tmp_path: Path) -> None:
+    root = synthetic_fashion(tmp_path / "data")
+    runs = tmp_path / "runs"
+    result = run_vae(
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--epochs",
+        2,
+        "--batch-size",
+        64,
+        "--quiet",
+        "--data-dir",
+        root,
+        "--runs-dir",
+        runs,
+        "--name",
+        "f",
+    )
+    assert result.code == 0, result.stderr
+    assert "256 train / 128 test" in result.stdout
+    metrics = [json.loads(line) for line in (runs / "f/metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["test_loss"] < metrics[0]["test_loss"]
+    # eval and reconstruct read the dataset the checkpoint names; MNIST is not in this folder.
+    evaluation = run_vae("eval", "--checkpoint", runs / "f", "--data-dir", root, "--json")
+    assert evaluation.code == 0, evaluation.stderr
+    report = json.loads(evaluation.stdout)
+    assert report["dataset"] == "fashion-mnist" and report["images"] == 128
+    out = tmp_path / "r.png"
+    assert (
+        run_vae(
+            "reconstruct",
+            "--checkpoint",
+            runs / "f",
+            "--data-dir",
+            root,
+            "--n",
+            8,
+            "--mean-only",
+            "--out",
+            out,
+        ).code
+        == 0
+    )
+    assert png_size(out) == grid_size(16, 8)

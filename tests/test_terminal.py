@@ -1,0 +1,100 @@
+"""What the terminal shows: --help without torch, no escape codes when piped, `vae runs`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_vae, run_vae_process
+
+
+def test_cli_module_does_not_import_torch() -> None:
+    code = (
+        "import sys, vae_cli.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', "
+        "'matplotlib', 'numpy')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_help_of_every_command_is_quick_and_torch_free() -> None:
+    for command in (
+        [],
+        ["train"],
+        ["eval"],
+        ["sample"],
+        ["reconstruct"],
+        ["latent"],
+        ["interpolate"],
+        ["runs"],
+    ):
+        code = (
+            "import sys\nfrom vae_cli.cli import main\n"
+            f"code = main({[*command, '--help']!r})\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nsys.exit(code)\n"
+        )
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        elapsed = time.perf_counter() - started
+        assert done.returncode == 0, done.stderr
+        assert "Usage" in done.stdout
+        assert elapsed < 5, f"--help of {command} took {elapsed:.1f}s"  # torch alone takes ~3s
+
+
+def test_piped_training_output_has_no_progress_bar_codes(tmp_path: Path, data_dir: Path) -> None:
+    result = run_vae_process(
+        "train",
+        "--limit",
+        256,
+        "--epochs",
+        2,
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "r",
+    )
+    assert result.code == 0, result.stderr
+    assert "\r" not in result.stdout + result.stderr
+    assert "\x1b[" not in result.stdout + result.stderr
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and "[none]" in epoch_lines[0]
+    assert "run folder" in result.stdout and "best epoch" in result.stdout
+
+
+def test_runs_table_shows_finished_and_interrupted(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    monkeypatch.setenv("COLUMNS", "200")  # one table row per line
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "done")
+    shutil.copytree(trained_run, runs / "stopped")
+    (runs / "stopped/status.json").write_text(json.dumps({"status": "interrupted", "epoch": 1}))
+    lines = (runs / "stopped/metrics.jsonl").read_text().splitlines()
+    (runs / "stopped/metrics.jsonl").write_text(lines[0] + "\n")
+    (runs / "not-a-run").mkdir()
+    result = run_vae("runs", "--runs-dir", runs)
+    assert result.code == 0
+    rows = {
+        line.split()[1]: line
+        for line in result.stdout.splitlines()
+        if line.startswith("│") and line.split()[1] in ("done", "stopped")
+    }
+    assert "2/2" in rows["done"] and "finished" in rows["done"]
+    assert "1/2" in rows["stopped"] and "interrupted" in rows["stopped"]
+    best = min(json.loads(line)["test_loss"] for line in lines)
+    assert f"{best:.2f} (none)" in rows["done"]
+    assert "not-a-run" not in result.stdout
+
+
+def test_runs_on_an_empty_folder_says_how_to_start(tmp_path: Path) -> None:
+    result = run_vae("runs", "--runs-dir", tmp_path)
+    assert result.code == 0 and "vae train" in result.stdout
