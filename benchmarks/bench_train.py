@@ -92,13 +92,14 @@ def vae_cli_images_per_s(images: torch.Tensor, steps: int, warmup: int = 20) -> 
         if i == warmup:
             started = time.perf_counter()
         start = (i * batch) % (len(images) - batch)
-        train_step(to_float(images[order[start:start + batch]]), config.train.lr, 1.0)
+        train_step(to_float(images[order[start : start + batch]]), config.train.lr, 1.0)
     train_step.stats.tolist()  # the one sync
     return steps * batch / (time.perf_counter() - started)
 
 
 def peak_rss_mb(data_dir: Path) -> tuple[float, float]:
     """Peak RSS (MB) of `import torch` alone and of one default `vae train` epoch."""
+
     def child_peak(command: list[str]) -> float:
         subprocess.run(command, check=True, capture_output=True)
         return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -107,9 +108,23 @@ def peak_rss_mb(data_dir: Path) -> tuple[float, float]:
 
     baseline = child_peak([sys.executable, "-c", "import torch"])
     with tempfile.TemporaryDirectory() as runs:
-        training = child_peak([sys.executable, "-m", "vae_cli", "train", "--epochs", "1",
-                               "--quiet", "--data-dir", str(data_dir), "--runs-dir", runs,
-                               "--device", "cpu"])
+        training = child_peak(
+            [
+                sys.executable,
+                "-m",
+                "vae_cli",
+                "train",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--data-dir",
+                str(data_dir),
+                "--runs-dir",
+                runs,
+                "--device",
+                "cpu",
+            ]
+        )
     return baseline, training
 
 
@@ -123,14 +138,18 @@ def main() -> None:
     data_dir = resolve_data_dir(args.data_dir)
     images = load_dataset(data_dir).train_images
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND', 'unset')}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND', 'unset')}"
+    )
     reference, ours = [], []
     for round_ in range(args.rounds):
         reference.append(reference_images_per_s(data_dir, args.steps))
         ours.append(vae_cli_images_per_s(images, args.steps))
-        print(f"round {round_ + 1}: reference {reference[-1]:,.0f} img/s, "
-              f"vae-cli {ours[-1]:,.0f} img/s")
+        print(
+            f"round {round_ + 1}: reference {reference[-1]:,.0f} img/s, "
+            f"vae-cli {ours[-1]:,.0f} img/s"
+        )
     ref, own = statistics.median(reference), statistics.median(ours)
     flops = matmul_flops_per_image(VAE(Config().model))
     roofline_gflops = best_matmul_gflops()
@@ -139,13 +158,17 @@ def main() -> None:
     print(f"median vae-cli TrainStep:                 {own:,.0f} images/s")
     print(f"ratio vae-cli / reference:                {own / ref:.2f}x  (target >= 2x)")
     print(f"matmul FLOPs per image (fwd + bwd):       {flops / 1e6:.2f} MFLOP")
-    print(f"achieved {achieved:.1f} GFLOP/s of a {roofline_gflops:.1f} GFLOP/s matmul roofline "
-          f"({roofline_gflops * 1e9 / flops:,.0f} images/s): {achieved / roofline_gflops:.0%} "
-          "(target >= 50%)")
+    print(
+        f"achieved {achieved:.1f} GFLOP/s of a {roofline_gflops:.1f} GFLOP/s matmul roofline "
+        f"({roofline_gflops * 1e9 / flops:,.0f} images/s): {achieved / roofline_gflops:.0%} "
+        "(target >= 50%)"
+    )
     if not args.skip_rss:
         baseline, training = peak_rss_mb(data_dir)
-        print(f"peak RSS: import torch {baseline:.0f} MB, vae train (1 epoch, defaults) "
-              f"{training:.0f} MB, difference {training - baseline:.0f} MB (target <= 500 MB)")
+        print(
+            f"peak RSS: import torch {baseline:.0f} MB, vae train (1 epoch, defaults) "
+            f"{training:.0f} MB, difference {training - baseline:.0f} MB (target <= 500 MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -122,10 +122,19 @@ INFORMATIONAL_SECTIONS = ("manifest",)
 
 
 def help_for(name: str) -> str:
-    """The help text of a field, with its choices, for `--help`."""
-    meta = FIELDS[name][1].metadata
-    choices = f" [{'|'.join(meta['choices'])}]" if meta["choices"] else ""
-    return meta["help"] + choices
+    """The help text of a field with its choices and default, for `--help` and TOML comments."""
+    field_ = FIELDS[name][1]
+    choices = (
+        f" One of: {', '.join(field_.metadata['choices'])}." if field_.metadata["choices"] else ""
+    )
+    default = (
+        "not set"
+        if field_.default is None
+        else str(field_.default).lower()
+        if isinstance(field_.default, bool)
+        else repr(field_.default)
+    )
+    return f"{field_.metadata['help']}{choices} (default: {default.strip(chr(39))})"
 
 
 def _type_name(annotation: str) -> str:
@@ -245,3 +254,15 @@ def to_toml(config: Config, manifest: dict[str, Any] | None = None) -> str:
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in manifest.items())
         lines.append("")
     return "\n".join(lines)
+
+
+def default_toml() -> str:
+    """configs/default.toml: the built-in defaults, commented (a test keeps the file in sync)."""
+    header = (
+        "# vae-cli's built-in defaults, generated from vae_cli/config.py (the single source):\n"
+        "#   python -c 'from vae_cli.config import default_toml; print(default_toml(), end=\"\")'"
+        " > configs/default.toml\n"
+        "# Copy and edit; every key is optional. Flags given on the command line win.\n"
+        "# Run:  vae train --config configs/default.toml\n\n"
+    )
+    return header + to_toml(Config())
