@@ -130,6 +130,7 @@ def train(
     epochs: Annotated[int | None, config_option("epochs")] = None,
     batch_size: Annotated[int | None, config_option("batch_size")] = None,
     lr: Annotated[float | None, config_option("lr")] = None,
+    adam_beta2: Annotated[float | None, config_option("adam_beta2")] = None,
     lr_schedule: Annotated[str | None, config_option("lr_schedule")] = None,
     final_lr: Annotated[float | None, config_option("final_lr")] = None,
     time_budget: Annotated[float | None, config_option("time_budget")] = None,

@@ -55,7 +55,9 @@ class TrainStep:
         self.model, self.config, self.noise = model, config, noise
         self.flat, self.flat_grad = flatten_parameters(model)
         # Fused Adam: one kernel, and it skips the update on the device when found_inf is set.
-        self.optimizer = torch.optim.Adam([self.flat], lr=config.train.lr, fused=True)
+        self.optimizer = torch.optim.Adam(
+            [self.flat], lr=config.train.lr, fused=True, betas=(0.9, config.train.adam_beta2)
+        )
         device = self.flat.device
         self.stats = torch.zeros(len(STATS), dtype=torch.float64, device=device)
         self.max_norm = config.train.grad_clip or math.inf
