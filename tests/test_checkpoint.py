@@ -148,3 +148,11 @@ def test_bad_checkpoints_through_the_cli(tmp_path: Path) -> None:
     result = run_vae("eval", "--checkpoint", tmp_path / "zero.pt")
     assert result.code == 2
     assert result.stderr == f"Error: {tmp_path / 'zero.pt'}: empty file, not a checkpoint\n"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    # Temporary files are created private (0600); the final file must not stay that way.
+    save_checkpoint(tmp_path / "c.pt", sample_checkpoint())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -20,6 +20,10 @@ def write_atomically(path: Path, data: bytes) -> None:
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
         )
         try:
+            # NamedTemporaryFile is private (0600); give the file the mode a plain open() would.
+            os.chmod(
+                handle.name, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+            )
             with handle:
                 handle.write(data)
                 handle.flush()
@@ -38,6 +42,12 @@ def write_atomically(path: Path, data: bytes) -> None:
             f"{path}: could not write ({error.strerror or error}); "
             "any previous version of the file is unchanged"
         ) from None
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def append_line(path: Path, line: str) -> None:

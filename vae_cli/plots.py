@@ -60,7 +60,7 @@ def save_latent_figure(view: Any, path: Path) -> Path:
     colours = plt.get_cmap("tab10")
     for i in range(len(view.inputs)):
         cloud, centre = view.clouds[i].numpy(), view.input_mu[i].numpy()
-        left.scatter(cloud[:, 0], cloud[:, 1], s=4, alpha=0.35, color=colours(i % 10))
+        left.scatter(cloud[:, 0], cloud[:, 1], s=4, alpha=0.35, linewidths=0, color=colours(i % 10))
         left.scatter(*centre, marker="x", s=80, color="black", zorder=3)
         sigma = view.input_sigma[i].numpy()
         left.annotate(
@@ -85,7 +85,8 @@ def save_latent_figure(view: Any, path: Path) -> Path:
     points = right.scatter(
         view.test_mu[:, 0].numpy(),
         view.test_mu[:, 1].numpy(),
-        s=2,
+        s=1,
+        linewidths=0,
         c=view.test_labels.numpy(),
         cmap="tab10",
         vmin=-0.5,
