@@ -92,7 +92,9 @@ def vae_cli_images_per_s(images: torch.Tensor, steps: int, warmup: int = 20) -> 
         if i == warmup:
             started = time.perf_counter()
         start = (i * batch) % (len(images) - batch)
-        train_step(to_float(images[order[start : start + batch]]), config.train.lr, 1.0)
+        train_step(
+            to_float(images.index_select(0, order[start : start + batch])), config.train.lr, 1.0
+        )
     train_step.stats.tolist()  # the one sync
     return steps * batch / (time.perf_counter() - started)
 

@@ -60,6 +60,8 @@ class TrainStep:
         )
         device = self.flat.device
         self.stats = torch.zeros(len(STATS), dtype=torch.float64, device=device)
+        self.bad_step = torch.zeros(len(STATS) - 1, dtype=torch.float64, device=device)
+        self.bad_step[STATS.index("bad_steps")] = 1.0  # what a skipped step adds
         self.max_norm = config.train.grad_clip or math.inf
         self.decode: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(model.decode) if config.train.compile else model.decode
@@ -100,28 +102,26 @@ class TrainStep:
     def accumulate(
         self, parts: LossParts, grad_norm: torch.Tensor, finite: torch.Tensor, batch: int
     ) -> None:
-        """Add this step to the running sums; a non-finite step only counts as bad."""
+        """Add this step to the running sums (a few kernels, no sync); a non-finite step
+        only counts as bad."""
+        recon, kl = parts.recon.detach().sum(), parts.kl.detach().sum()
         reported = (
-            (parts.recon + parts.kl).sum()
-            if self.config.train.objective == "elbo"
-            else parts.loss * batch
+            recon + kl if self.config.train.objective == "elbo" else parts.loss.detach() * batch
         )
         good = finite.double()
-        zero = good.new_zeros(())
-        self.stats[:7] += torch.stack(
-            [good * batch, good]
-            + [
-                torch.where(finite, value.detach().double(), zero)
-                for value in (
-                    reported,
-                    parts.recon.sum(),
-                    parts.kl.sum(),
-                    grad_norm > self.max_norm,
-                    grad_norm,
-                )
+        step = torch.stack(
+            [
+                good.new_tensor(float(batch)),
+                good.new_ones(()),
+                reported.double(),
+                recon.double(),
+                kl.double(),
+                (grad_norm > self.max_norm).double(),
+                grad_norm.detach().double(),
+                good.new_zeros(()),
             ]
         )
-        self.stats[7] += 1 - good
+        self.stats[:8] += torch.where(finite, step, self.bad_step)
         self.stats[8] = (self.stats[8] + 1) * (1 - good)  # consecutive bad steps
 
 
