@@ -240,6 +240,7 @@ def train(
     # What a checkpoint carries; a resume overwrites it.
     epoch, step, position, elapsed = 0, 0, 0, 0.0
     best = {"loss": math.inf, "epoch": 0}
+    compile_reported = False
     history = read_metrics(paths)
     if resume is not None:
         restore(resume, model, train_step, generators, device)
@@ -322,6 +323,11 @@ def train(
             if best["epoch"] == epoch:
                 save_checkpoint(paths.best, state)
             metrics = epoch_metrics(epoch, step, config, epoch_stats, test, train_step)
+            if train_step.compile_seconds is not None and not compile_reported:
+                # Reported apart, and left out of this epoch's throughput.
+                metrics["compile_seconds"] = train_step.compile_seconds
+                train_seconds -= train_step.compile_seconds
+                compile_reported = True
             metrics["seconds"] = train_seconds
             metrics["images_per_s"] = (
                 epoch_stats["images"] - images_before["images"]
