@@ -59,10 +59,12 @@ class TrainingDisplay(Callbacks):
                 leave=False,
                 dynamic_ncols=True,
             )
+            # Counted in images, so the rate tqdm shows is images/s.
             self.batch_bar = tqdm(
-                total=info["steps_per_epoch"],
-                initial=info["resumed_position"],
+                total=len(info["dataset"].train_images),
                 desc="batches",
+                unit="img",
+                unit_scale=True,
                 leave=False,
                 dynamic_ncols=True,
             )
@@ -70,7 +72,7 @@ class TrainingDisplay(Callbacks):
     def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None:
         if self.batch_bar is None:
             return
-        self.batch_bar.n = step
+        self.batch_bar.n = int(stats["images"])
         self.batch_bar.set_postfix(
             loss=f"{stats['loss']:.2f}",
             recon=f"{stats['recon']:.2f}",
