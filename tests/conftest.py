@@ -78,10 +78,16 @@ def png_pixels(path: Path) -> torch.Tensor:
 TINY = ("--limit", 512, "--epochs", 2, "--batch-size", 64, "--quiet")
 
 
+def train_tiny(runs: Path, name: str, data_dir: Path, *extra: object) -> Path:
+    """A TINY run (with `extra` flags) that must succeed; returns its folder."""
+    result = run_vae(
+        "train", *TINY, "--data-dir", data_dir, "--runs-dir", runs, "--name", name, *extra
+    )
+    assert result.code == 0, result.stderr
+    return runs / name
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """One tiny run (512 images, 2 epochs) shared by the tests that only read it."""
-    runs = tmp_path_factory.mktemp("runs")
-    result = run_vae("train", *TINY, "--data-dir", data_dir, "--runs-dir", runs, "--name", "tiny")
-    assert result.code == 0, result.stderr
-    return runs / "tiny"
+    return train_tiny(tmp_path_factory.mktemp("runs"), "tiny", data_dir)

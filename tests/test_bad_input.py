@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Result, run_vae, run_vae_process
+from conftest import Result, run_vae, run_vae_process, train_tiny
 
 from vae_cli import data as data_module
 
@@ -222,26 +222,10 @@ def test_resume_with_a_different_latent_dim_is_refused(trained_run: Path, data_d
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conftest import TINY
-
     from vae_cli import files as files_module
 
     run = tmp_path / "r"
-    assert (
-        run_vae(
-            "train",
-            *TINY,
-            "--epochs",
-            1,
-            "--data-dir",
-            data_dir,
-            "--runs-dir",
-            tmp_path,
-            "--name",
-            "r",
-        ).code
-        == 0
-    )
+    train_tiny(tmp_path, "r", data_dir, "--epochs", 1)
     before = (run / "checkpoints/last.pt").read_bytes()
 
     def disk_full(fd: int) -> None:

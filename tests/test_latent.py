@@ -16,8 +16,14 @@ from vae_cli.model import VAE
 def test_sample_clouds_centre_on_mu_in_the_pca_view(trained_run: Path, data_dir: Path) -> None:
     loaded = load_model(trained_run / "checkpoints/best.pt", "cpu")
     dataset = load_dataset(data_dir, "mnist", limit=500)
-    view = latent_view(loaded, to_float(dataset.test_images), dataset.test_labels, n_inputs=4,
-                       samples_per_input=2000, seed=0)
+    view = latent_view(
+        loaded,
+        to_float(dataset.test_images),
+        dataset.test_labels,
+        n_inputs=4,
+        samples_per_input=2000,
+        seed=0,
+    )
     assert view.clouds.shape == (4, 2000, 2) and view.test_mu.shape == (500, 2)
     standard_error = view.input_sigma / math.sqrt(2000)
     assert ((view.clouds.mean(1) - view.input_mu).abs() < 4 * standard_error).all()
@@ -29,8 +35,9 @@ def test_a_two_dimensional_latent_is_shown_as_is(tmp_path: Path) -> None:
     model = VAE(ModelConfig(latent_dim=2, hidden_dim=8)).eval()
     loaded = Loaded(model, None, {}, tmp_path / "c.pt", torch.device("cpu"))
     x = torch.rand(50, 784)
-    view = latent_view(loaded, x, torch.zeros(50, dtype=torch.long), n_inputs=2,
-                       samples_per_input=10, seed=0)
+    view = latent_view(
+        loaded, x, torch.zeros(50, dtype=torch.long), n_inputs=2, samples_per_input=10, seed=0
+    )
     mu, logvar = model.encode(x)
     torch.testing.assert_close(view.test_mu, mu.detach())
     assert view.axis_names == ("z1", "z2")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_vae
+from conftest import run_vae, train_tiny
 
 from vae_cli import step as step_module
 from vae_cli.checkpoint import load_checkpoint
@@ -103,21 +103,7 @@ def test_too_many_bad_steps_stop_with_exit_1_and_keep_the_checkpoint(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "r"
-    assert (
-        run_vae(
-            "train",
-            *TINY,
-            "--epochs",
-            1,
-            "--data-dir",
-            data_dir,
-            "--runs-dir",
-            tmp_path,
-            "--name",
-            "r",
-        ).code
-        == 0
-    )
+    train_tiny(tmp_path, "r", data_dir, "--epochs", 1)
     good = (run / "checkpoints/last.pt").read_bytes()
     nan_every(1, monkeypatch)
     result = run_vae(

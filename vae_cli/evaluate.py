@@ -16,7 +16,7 @@ from vae_cli.model import (
     bernoulli_log_likelihood,
     elbo_loss,
     log_importance_weights,
-    reparameterize,
+    posterior_samples,
 )
 
 EVAL_SEED = 1234  # noise for the test-set ELBO: the same draws at every evaluation
@@ -103,13 +103,7 @@ def importance_weighted_nll(
         running = torch.full((len(batch),), -math.inf, dtype=torch.float64, device=x.device)
         for first in range(0, samples, chunk):
             k = min(chunk, samples - first)
-            z = reparameterize(
-                mu.expand(k, *mu.shape),
-                logvar.expand(k, *logvar.shape),
-                generator,
-                max_logvar=math.inf,
-                min_std=0.0,
-            )  # (k, B, D)
+            z = posterior_samples(mu, logvar, k, generator)  # (k, B, D)
             log_px_z = bernoulli_log_likelihood(model.decode(z), batch)
             log_w = log_importance_weights(log_px_z, z, mu, logvar).double()
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))

@@ -3,7 +3,6 @@ and look at the latent space. Each function writes its output and returns what i
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from vae_cli.data import load_dataset, to_float
 from vae_cli.device import resolve_device
 from vae_cli.errors import UserError
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
-from vae_cli.model import VAE, reparameterize
+from vae_cli.model import VAE, posterior_samples
 from vae_cli.train import prepare_images
 
 
@@ -214,13 +213,8 @@ def latent_view(
         names = ("PC1 of mu", "PC2 of mu")
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(x), generator=generator)[:n_inputs]
-    z = reparameterize(
-        mu[chosen].unsqueeze(1).expand(-1, samples_per_input, -1),
-        logvar[chosen].unsqueeze(1).expand(-1, samples_per_input, -1),
-        generator,
-        max_logvar=math.inf,
-        min_std=0.0,
-    )  # (n, S, D)
+    z = posterior_samples(mu[chosen], logvar[chosen], samples_per_input, generator)
+    z = z.transpose(0, 1)  # (n, S, D)
     sigma = torch.exp(0.5 * logvar[chosen])
     return LatentView(
         inputs=x[chosen].cpu(),

@@ -48,6 +48,19 @@ def reparameterize(
     return mu + std * eps
 
 
+def posterior_samples(
+    mu: torch.Tensor, logvar: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """k draws of z ~ q(z|x) per row, shape (k, B, D), from an already clamped logvar."""
+    return reparameterize(
+        mu.expand(k, *mu.shape),
+        logvar.expand(k, *logvar.shape),
+        generator,
+        max_logvar=math.inf,
+        min_std=0.0,
+    )
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma²) || N(0, 1)) per dimension (Kingma & Welling 2014, App. B)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
@@ -122,13 +135,7 @@ def iwae_loss(
 
     recon is the mean over samples of -log p(x|z_k) and kl the analytic KL, for reporting.
     """
-    z = reparameterize(
-        mu.expand(k, *mu.shape),
-        logvar.expand(k, *logvar.shape),
-        generator,
-        max_logvar=math.inf,
-        min_std=0.0,
-    )  # (k, B, D); logvar is already clamped
+    z = posterior_samples(mu, logvar, k, generator)  # (k, B, D)
     log_px_z = bernoulli_log_likelihood(decode(z), x)  # (k, B)
     bound = iwae_bound(log_importance_weights(log_px_z, z, mu, logvar))
     kl_dims = gaussian_kl(mu, logvar)
