@@ -79,11 +79,11 @@ def start_training(
         root, checkpoint_path = resume_target(resume)
         checkpoint = load_checkpoint(checkpoint_path)
         config = resumed_config(checkpoint["config"], flags)
-        if checkpoint["epoch"] >= config.train.epochs and not checkpoint.get("mid_epoch"):
+        if config.train.epochs <= checkpoint["epoch"]:
             raise UserError(
-                f"--resume {resume}: the run has finished its "
-                f"{checkpoint['epoch']} epochs; pass --epochs N with N > "
-                f"{checkpoint['epoch']} to train it further"
+                f"--resume {resume}: the run has completed {checkpoint['epoch']} of "
+                f"{config.train.epochs} epochs; pass --epochs N with N > {checkpoint['epoch']} "
+                "to train it further"
             )
     else:
         config = build_config(flags, config_file)
