@@ -267,8 +267,8 @@ def train(
             "resumed_position": position,
         }
     )
-    write_status(paths, "running", epoch)
     with InterruptFlag() as interrupt:
+        write_status(paths, "running", epoch)  # inside: from here on Ctrl-C saves a checkpoint
         while epoch < config.train.epochs:
             epoch_start_order = generators["data_order"].get_state()
             order = torch.randperm(n_train, generator=generators["data_order"]).to(device)
