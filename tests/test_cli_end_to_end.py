@@ -7,6 +7,7 @@ import math
 import tomllib
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import png_pixels, png_size, run_vae
 
@@ -253,3 +254,37 @@ def test_real_console_script_runs(trained_run: Path, tmp_path: Path) -> None:
     result = run_vae_process("sample", "--checkpoint", trained_run, "--out", out)
     assert result.code == 0, result.stderr
     assert png_size(out) == grid_size(64, 8)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--objective", "iwae", "--k", 4),
+        ("--arch", "conv", "--hidden-dim", 64),
+        ("--binarize", "dynamic", "--beta", 0.5, "--kl-warmup-epochs", 1, "--free-bits", 0.1),
+        ("--lr-schedule", "cosine", "--time-budget", 5, "--activation", "tanh", "--amp"),
+    ],
+)
+def test_training_options_run_end_to_end(options: tuple, tmp_path: Path, data_dir: Path) -> None:
+    result = run_vae(
+        "train",
+        "--limit",
+        256,
+        "--epochs",
+        2,
+        "--batch-size",
+        64,
+        "--quiet",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "r",
+        *options,
+    )
+    assert result.code == 0, result.stderr
+    lines = [json.loads(line) for line in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    assert all(math.isfinite(m["train_loss"]) and math.isfinite(m["test_loss"]) for m in lines)
+    assert lines[1]["test_loss"] < lines[0]["test_loss"]
