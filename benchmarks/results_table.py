@@ -1,0 +1,72 @@
+"""Markdown rows for the results table, produced by the tool itself from finished runs.
+
+For each run folder: its model and objective (from config.toml), binarization, epochs and
+training time (from metrics.jsonl), and `vae eval --json [--iw-samples K]` on its best.pt.
+
+    python benchmarks/results_table.py runs/default runs/quality --iw-samples 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+import tomllib
+from pathlib import Path
+
+from vae_cli.cli import main as vae
+
+
+def describe(config: dict) -> str:
+    model, train = config["model"], config["train"]
+    width = f"784-{model['hidden_dim']}-{model['hidden_dim']}-{model['latent_dim']}"
+    objective = "IWAE k=" + str(train["k"]) if train["objective"] == "iwae" else "ELBO"
+    return f"{model['arch']} {width} {model['activation']}, {objective}"
+
+
+def evaluate(run: Path, data_dir: Path | None, iw_samples: int | None) -> tuple[dict, float]:
+    args = ["eval", "--checkpoint", str(run), "--json", "--device", "cpu"]
+    if data_dir is not None:
+        args += ["--data-dir", str(data_dir)]
+    if iw_samples:
+        args += ["--iw-samples", str(iw_samples)]
+    out = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        code = vae(args)
+    if code != 0:
+        raise SystemExit(f"vae eval failed on {run} (exit {code})")
+    return json.loads(out.getvalue()), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--iw-samples", type=int, default=None)
+    args = parser.parse_args()
+    print(
+        "| run | model | pixels | epochs | training time | test −ELBO | IW-NLL | "
+        "active units | eval time |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for run in args.runs:
+        config = tomllib.loads((run / "config.toml").read_text())
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        minutes = sum(m["seconds"] for m in metrics) / 60
+        report, seconds = evaluate(run, args.data_dir, args.iw_samples)
+        iw = "–"
+        if "iw" in report:
+            iw = f"{report['iw']['nll']:.2f} ± {report['iw']['stderr']:.2f} (K={args.iw_samples})"
+        print(
+            f"| {run.name} | {describe(config)} | {report['binarize']} | {report['epoch']} "
+            f"of {len(metrics)} | {minutes:.1f} min | {report['loss']:.2f} | {iw} | "
+            f"{report['active_units']} / {len(report['kl_per_dim'])} | {seconds / 60:.1f} min |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
