@@ -61,6 +61,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
         (("train", "--no-such-flag"), "--no-such-flag"),
         (("sample", "--n", 0), "--n"),
         (("eval", "--iw-samples", 0), "--iw-samples"),
+        (("eval", "--binarize", "half"), "--binarize"),
         (("interpolate", "--steps", 1), "--steps"),
         (("frobnicate",), "frobnicate"),
     ],

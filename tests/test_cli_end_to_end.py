@@ -288,3 +288,33 @@ def test_training_options_run_end_to_end(options: tuple, tmp_path: Path, data_di
     assert len(lines) == 2
     assert all(math.isfinite(m["train_loss"]) and math.isfinite(m["test_loss"]) for m in lines)
     assert lines[1]["test_loss"] < lines[0]["test_loss"]
+
+
+def test_eval_can_score_another_binarization(trained_run: Path, data_dir: Path) -> None:
+    result = run_vae(
+        "eval",
+        "--checkpoint",
+        trained_run,
+        "--data-dir",
+        data_dir,
+        "--limit",
+        200,
+        "--binarize",
+        "static",
+        "--json",
+    )
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["binarize"] == "static" and report["trained_binarize"] == "none"
+    table = run_vae(
+        "eval",
+        "--checkpoint",
+        trained_run,
+        "--data-dir",
+        data_dir,
+        "--limit",
+        200,
+        "--binarize",
+        "static",
+    )
+    assert "binarize=static, trained on none" in table.stdout

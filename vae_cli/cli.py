@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vae_cli.config import help_for
+from vae_cli.config import check_value, help_for
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, UserError
 
 
@@ -190,6 +190,10 @@ def evaluate(
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N test images.")] = None,
+    binarize: Annotated[
+        str | None,
+        typer.Option(help="Test pixels: none, static or dynamic (default: as trained)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Test-set loss, reconstruction, KL (nats per image) and posterior-collapse diagnostics."""
@@ -198,11 +202,14 @@ def evaluate(
     from vae_cli.data import resolve_data_dir
     from vae_cli.inference import evaluate_checkpoint
 
+    if binarize is not None and (problem := check_value("binarize", binarize)):
+        raise UserError(f"--binarize: {problem}")
     result = evaluate_checkpoint(
         load(checkpoint, runs_dir, device),
         resolve_data_dir(data_dir),
         iw_samples=iw_samples,
         limit=limit,
+        binarize=binarize,
     )
     if json_output:
         print(json.dumps(result))

@@ -124,7 +124,10 @@ def training_summary(history: list[dict[str, Any]], paths: list[str]) -> None:
 
 
 def evaluation_table(result: dict[str, Any]) -> None:
-    table = Table(title=f"test set, nats per image (binarize={result['binarize']})")
+    mode = result["binarize"]
+    if mode != result["trained_binarize"]:
+        mode += f", trained on {result['trained_binarize']}"
+    table = Table(title=f"test set, nats per image (binarize={mode})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("-ELBO (loss)", f"{result['loss']:.3f}")

@@ -78,24 +78,33 @@ def save_picture(save: Any, path: Path) -> Path:
         raise UserError(f"--out {path}: cannot write ({error.strerror or error})") from None
 
 
-def test_images(loaded: Loaded, data_dir: Path, limit: int | None) -> tuple[torch.Tensor, ...]:
-    """The checkpoint's dataset's test images (in its binarization) as floats, and labels."""
+def test_images(
+    loaded: Loaded, data_dir: Path, limit: int | None, binarize: str | None = None
+) -> tuple[torch.Tensor, ...]:
+    """The checkpoint's dataset's test images as floats (in the checkpoint's binarization
+    unless `binarize` says otherwise), and their labels."""
     dataset = load_dataset(data_dir, loaded.config.data.dataset, limit)
-    _, test = prepare_images(dataset, loaded.config.data.binarize)
+    _, test = prepare_images(dataset, binarize or loaded.config.data.binarize)
     return to_float(test).to(loaded.device), dataset.test_labels
 
 
 def evaluate_checkpoint(
-    loaded: Loaded, data_dir: Path, *, iw_samples: int | None = None, limit: int | None = None
+    loaded: Loaded,
+    data_dir: Path,
+    *,
+    iw_samples: int | None = None,
+    limit: int | None = None,
+    binarize: str | None = None,
 ) -> dict[str, Any]:
-    x, _ = test_images(loaded, data_dir, limit)
+    x, _ = test_images(loaded, data_dir, limit, binarize)
     elbo = evaluate_elbo(loaded.model, x)
     result: dict[str, Any] = {
         "checkpoint": str(loaded.path),
         "epoch": loaded.checkpoint["epoch"],
         "step": loaded.checkpoint["step"],
         "dataset": loaded.config.data.dataset,
-        "binarize": loaded.config.data.binarize,
+        "binarize": binarize or loaded.config.data.binarize,
+        "trained_binarize": loaded.config.data.binarize,
         **asdict(elbo),
     }
     if iw_samples:
