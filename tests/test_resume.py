@@ -168,3 +168,36 @@ def test_sigkill_leaves_a_loadable_last_checkpoint(tmp_path: Path, data_dir: Pat
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
     leftovers = [p.name for p in last.parent.iterdir() if p.suffix == ".tmp"]
     assert all(name.startswith(".last.pt.") or name.startswith(".best.pt.") for name in leftovers)
+
+
+def test_a_finished_run_can_be_fine_tuned_with_other_training_settings(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    import tomllib
+
+    from conftest import train_tiny
+
+    run = train_tiny(tmp_path, "r", data_dir)  # 2 epochs
+    resume(
+        run,
+        data_dir,
+        "--epochs",
+        3,
+        "--objective",
+        "iwae",
+        "--k",
+        2,
+        "--lr",
+        5e-4,
+        "--adam-beta2",
+        0.999,
+    )
+    saved = load_checkpoint(run / "checkpoints/last.pt")
+    assert saved["epoch"] == 3
+    assert saved["config"].train.objective == "iwae" and saved["config"].train.k == 2
+    assert saved["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    stored = tomllib.loads((run / "config.toml").read_text())
+    assert stored["train"]["epochs"] == 3 and stored["train"]["objective"] == "iwae"
+    assert len(stored["manifest"]["resumed_with"]) == 1
+    assert stored["manifest"]["command"].startswith("vae train --limit")  # the original
+    assert len(metrics_without_timing(run)) == 3

@@ -13,8 +13,26 @@ from typing import Any
 from vae_cli.config import FIELDS, Config, apply_flags, flag_name, load_config
 from vae_cli.errors import UserError
 
-# Settings a resumed run may change: they affect neither the model nor the data.
-RESUMABLE = {"epochs", "device", "amp", "compile", "max_bad_steps"}
+# Settings a resumed run may change: they affect neither the model nor the data (e.g. an
+# IWAE or lower-learning-rate fine-tune of a finished run).
+RESUMABLE = {
+    "epochs",
+    "device",
+    "amp",
+    "compile",
+    "max_bad_steps",
+    "lr",
+    "adam_beta2",
+    "lr_schedule",
+    "final_lr",
+    "time_budget",
+    "grad_clip",
+    "beta",
+    "kl_warmup_epochs",
+    "free_bits",
+    "objective",
+    "k",
+}
 
 
 def build_config(flags: dict[str, Any], config_file: Path | None) -> Config:
@@ -48,6 +66,21 @@ def resumed_config(stored: Config, flags: dict[str, Any]) -> Config:
                 "(start a new run with --name instead)"
             )
     return apply_flags(stored, {key: given[key] for key in given if key in RESUMABLE})
+
+
+def update_run_config(root: Path, config: Config, command: str) -> None:
+    """A resume that changed settings rewrites config.toml, keeping the original manifest."""
+    import tomllib
+
+    from vae_cli.config import to_toml
+    from vae_cli.files import write_atomically
+
+    try:
+        manifest = tomllib.loads((root / "config.toml").read_text()).get("manifest", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        manifest = {}
+    manifest["resumed_with"] = [*manifest.get("resumed_with", []), command]
+    write_atomically(root / "config.toml", to_toml(config, manifest).encode())
 
 
 def start_training(
@@ -97,6 +130,8 @@ def start_training(
             command, device_description(device), resolve_data_dir(data_dir), dataset.md5
         )
         create_run(root, config, manifest, overwrite=overwrite)
+    elif config != checkpoint["config"]:
+        update_run_config(root, config, command)
     progress = display(run_dir=str(root), epochs=config.train.epochs, binarize=config.data.binarize)
     try:
         history = train(config, paths, dataset=dataset, resume=checkpoint, callbacks=progress)

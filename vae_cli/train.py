@@ -361,6 +361,8 @@ def restore(
     """Weights, optimiser, every RNG stream and a mid-epoch's running sums."""
     model.load_state_dict(checkpoint["model"])
     train_step.optimizer.load_state_dict(checkpoint["optimizer"])
+    # The loaded param_groups carry the old betas; a resume may change beta2 (lr is set per step).
+    train_step.optimizer.param_groups[0]["betas"] = (0.9, train_step.config.train.adam_beta2)
     for name, generator in generators.items():
         generator.set_state(checkpoint["rng"][name])
     torch.set_rng_state(checkpoint["rng"]["torch"])
