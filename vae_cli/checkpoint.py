@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from vae_cli import __version__
-from vae_cli.config import Config, from_dict
+from vae_cli.config import from_dict
 from vae_cli.errors import UserError
 from vae_cli.files import write_atomically
 
@@ -97,10 +97,6 @@ def validate_checkpoint(path: Path, checkpoint: Any) -> dict[str, Any]:
         raise UserError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
     checkpoint["config"] = from_dict(checkpoint["config"], f"{path} (stored config)")
     return checkpoint
-
-
-def checkpoint_config(checkpoint: dict[str, Any]) -> Config:
-    return checkpoint["config"]
 
 
 def find_latest_run(runs_dir: Path) -> Path:

@@ -248,14 +248,13 @@ def train(
         elapsed, best = resume["elapsed"], resume["best"]
         history = truncate_metrics(paths, epoch)
 
-    def save(path: Path, epoch_start_order: torch.Tensor, **progress: Any) -> dict[str, Any]:
+    def save(path: Path, epoch_start_order: torch.Tensor, **progress: Any) -> None:
         check_finite_weights(model)
         state = checkpoint_state(
             model, train_step.optimizer, config, generators, epoch_start_order, device
         )
         state.update(epoch=epoch, step=step, elapsed=elapsed, best=best, **progress)
         save_checkpoint(path, state)
-        return state
 
     callbacks.on_start(
         {
@@ -317,11 +316,9 @@ def train(
                 test = evaluate_elbo(model, test_x)
                 if math.isfinite(test.loss) and test.loss < best["loss"]:
                     best = {"loss": test.loss, "epoch": epoch}
-                state = save(
-                    paths.last, generators["data_order"].get_state(), position=0, mid_epoch=False
-                )
-                if best["epoch"] == epoch:
-                    save_checkpoint(paths.best, state)
+                save(paths.last, generators["data_order"].get_state(), position=0, mid_epoch=False)
+                if best["epoch"] == epoch:  # the same bytes: no second serialisation
+                    write_atomically(paths.best, paths.last.read_bytes())
                 metrics = epoch_metrics(epoch, step, config, epoch_stats, test, train_step)
                 if train_step.compile_seconds is not None and not compile_reported:
                     # Reported apart, and left out of this epoch's throughput.
