@@ -200,4 +200,10 @@ def test_a_finished_run_can_be_fine_tuned_with_other_training_settings(
     assert stored["train"]["epochs"] == 3 and stored["train"]["objective"] == "iwae"
     assert len(stored["manifest"]["resumed_with"]) == 1
     assert stored["manifest"]["command"].startswith("vae train --limit")  # the original
-    assert len(metrics_without_timing(run)) == 3
+    metrics = metrics_without_timing(run)
+    assert len(metrics) == 3
+    # The fine-tune epoch is judged by the bound it trains (test IWAE-2, tighter than the
+    # -ELBO) and starts a new best: best.pt is that epoch, not the lower-ELBO epoch 2.
+    assert "test_iwae" not in metrics[1] and metrics[2]["test_iwae_k"] == 2
+    assert metrics[2]["test_iwae"] < metrics[2]["test_loss"]
+    assert (run / "checkpoints/best.pt").read_bytes() == (run / "checkpoints/last.pt").read_bytes()

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from vae_cli.selection import best_epoch
 from vae_cli.train import Callbacks
 
 
@@ -85,9 +86,11 @@ class TrainingDisplay(Callbacks):
         line = (
             f"epoch {metrics['epoch']:>3}/{self.epochs}  train {metrics['train_loss']:.2f}  "
             f"test {metrics['test_loss']:.2f} (recon {metrics['test_recon']:.2f}, "
-            f"kl {metrics['test_kl']:.2f})  [{metrics['binarize']}]  "
-            f"{metrics['images_per_s']:,.0f} img/s"
+            f"kl {metrics['test_kl']:.2f})  "
         )
+        if "test_iwae" in metrics:
+            line += f"iwae-{metrics['test_iwae_k']} {metrics['test_iwae']:.2f}  "
+        line += f"[{metrics['binarize']}]  {metrics['images_per_s']:,.0f} img/s"
         if self.epoch_bar is not None:
             self.epoch_bar.update(1)
             self.batch_bar.reset()
@@ -105,22 +108,30 @@ class TrainingDisplay(Callbacks):
 
 
 def training_summary(history: list[dict[str, Any]], paths: list[str]) -> None:
-    best = min(history, key=lambda m: m["test_loss"])
-    table = Table(title="best epoch")
-    for column in ("epoch", "test loss", "recon", "kl", "active units", "binarize"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        str(best["epoch"]),
-        f"{best['test_loss']:.3f}",
-        f"{best['test_recon']:.3f}",
-        f"{best['test_kl']:.3f}",
-        str(best["active_units"]),
-        best["binarize"],
-    )
     console = stdout()
-    console.print(table)
+    best = best_epoch(history)
+    if best is not None:
+        console.print(best_epoch_table(best))
     for path in paths:
         console.print(f"wrote {path}")
+
+
+def best_epoch_table(best: dict[str, Any]) -> Table:
+    """The epoch best.pt holds; IWAE runs also show the test bound that chose it."""
+    columns = {
+        "epoch": str(best["epoch"]),
+        "test loss": f"{best['test_loss']:.3f}",
+        "recon": f"{best['test_recon']:.3f}",
+        "kl": f"{best['test_kl']:.3f}",
+    }
+    if "test_iwae" in best:
+        columns[f"test iwae-{best['test_iwae_k']}"] = f"{best['test_iwae']:.3f}"
+    columns |= {"active units": str(best["active_units"]), "binarize": best["binarize"]}
+    table = Table(title="best epoch")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(*columns.values())
+    return table
 
 
 def evaluation_table(result: dict[str, Any]) -> None:

@@ -29,9 +29,10 @@ from vae_cli.data import (
 )
 from vae_cli.device import make_deterministic, resolve_device
 from vae_cli.errors import TrainingFailed, TrainingInterrupted
-from vae_cli.evaluate import evaluate_elbo
+from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.files import append_line, write_atomically
 from vae_cli.model import VAE
+from vae_cli.selection import best_epoch, selection_loss
 from vae_cli.step import TrainStep, summarize
 
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
@@ -314,12 +315,17 @@ def train(
                 epoch_stats = summarize(train_step.stats.tolist())
                 train_step.stats.zero_()
                 test = evaluate_elbo(model, test_x)
-                if math.isfinite(test.loss) and test.loss < best["loss"]:
-                    best = {"loss": test.loss, "epoch": epoch}
+                metrics = epoch_metrics(epoch, step, config, epoch_stats, test, train_step)
+                if config.train.objective == "iwae":
+                    # The bound being trained, on the test set: what picks best.pt.
+                    bound = importance_weighted_nll(model, test_x, config.train.k)
+                    metrics.update(test_iwae=bound.nll, test_iwae_k=config.train.k)
+                chosen = best_epoch([*history, metrics])
+                if chosen is not None and chosen["epoch"] == epoch:
+                    best = {"loss": selection_loss(chosen), "epoch": epoch}
                 save(paths.last, generators["data_order"].get_state(), position=0, mid_epoch=False)
                 if best["epoch"] == epoch:  # the same bytes: no second serialisation
                     write_atomically(paths.best, paths.last.read_bytes())
-                metrics = epoch_metrics(epoch, step, config, epoch_stats, test, train_step)
                 if train_step.compile_seconds is not None and not compile_reported:
                     # Reported apart, and left out of this epoch's throughput.
                     metrics["compile_seconds"] = train_step.compile_seconds
