@@ -6,8 +6,11 @@
 Rounds alternate (a) and (b) and medians are reported, since 2 shared cores are noisy.
 Also prints (b)'s achieved matmul GFLOP/s against the best matmul rate measured here (the
 roofline), and the peak RSS of a real `vae train` epoch above a bare `import torch`.
+With --device cuda, (b) is measured in fp32, with --amp and with --compile, each against (a)
+on the same GPU, and the roofline is the GPU's fp32 (and bf16) matmul rate.
 
     python benchmarks/bench_train.py [--data-dir ../shared/data] [--rounds 5] [--steps 150]
+    python benchmarks/bench_train.py --device cuda --steps 500
 """
 
 from __future__ import annotations
@@ -40,36 +43,51 @@ def matmul_flops_per_image(model: VAE) -> float:
     return 3 * forward - 2 * first.in_features * first.out_features
 
 
-def best_matmul_gflops(repeats: int = 20) -> float:
-    """The roofline: the best rate of square float32 matmuls on this machine, now."""
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_matmul_gflops(
+    device: torch.device, dtype: torch.dtype = torch.float32, repeats: int = 20
+) -> float:
+    """The roofline: the best rate of square matmuls of `dtype` on this device, now."""
+    sizes = (512, 1024, 2048) if device.type == "cpu" else (2048, 4096, 8192)
     best = 0.0
-    for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
         a @ b
+        count = max(1, repeats * sizes[0] // n)
         for _ in range(3):
+            synchronize(device)
             started = time.perf_counter()
-            for _ in range(max(1, repeats * 512 // n)):
+            for _ in range(count):
                 a @ b
+            synchronize(device)
             elapsed = time.perf_counter() - started
-            best = max(best, 2 * n**3 * max(1, repeats * 512 // n) / elapsed / 1e9)
+            best = max(best, 2 * n**3 * count / elapsed / 1e9)
     return best
 
 
-def reference_images_per_s(data_dir: Path, steps: int, warmup: int = 20) -> float:
+def reference_images_per_s(
+    data_dir: Path, steps: int, device: torch.device, warmup: int = 20
+) -> float:
     """The classic recipe: ToTensor per image, DataLoader batches, stock Adam."""
     from torchvision import datasets, transforms
 
     dataset = datasets.MNIST(str(data_dir), train=True, transform=transforms.ToTensor())
     loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True)
-    model = VAE(Config().model)
+    model = VAE(Config().model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     seen, started = 0, None
     for i, (x, _) in enumerate(loader):
         if i == warmup:
+            synchronize(device)
             seen, started = 0, time.perf_counter()
         if i == warmup + steps:
             break
-        x = x.view(-1, 784)
+        x = x.view(-1, 784).to(device)
         mu, logvar = model.encode(x)
         z = reparameterize(mu, logvar)
         loss = elbo_loss(x, model.decode(z), mu, logvar).loss
@@ -77,19 +95,32 @@ def reference_images_per_s(data_dir: Path, steps: int, warmup: int = 20) -> floa
         loss.backward()
         optimizer.step()
         seen += len(x)
+    synchronize(device)
     return seen / (time.perf_counter() - started)
 
 
-def vae_cli_images_per_s(images: torch.Tensor, steps: int, warmup: int = 20) -> float:
-    """vae-cli's own step, as the trainer runs it (clipping, guard and statistics included)."""
+def vae_cli_images_per_s(
+    images: torch.Tensor,
+    steps: int,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    compile: bool = False,
+    warmup: int = 20,
+) -> float:
+    """vae-cli's own step, as the trainer runs it (clipping, guard and statistics included);
+    warm-up (and so compilation) is not timed."""
     config = Config()
-    model = build_model(config, torch.device("cpu"))
-    train_step = TrainStep(model, config, torch.Generator().manual_seed(1))
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    config.train.amp, config.train.compile = amp, compile
+    model = build_model(config, device)
+    train_step = TrainStep(model, config, torch.Generator(device).manual_seed(1))
+    images = images.to(device)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).to(device)
     batch = config.train.batch_size
     started = None
     for i in range(warmup + steps):
         if i == warmup:
+            train_step.stats.tolist()  # drain the warm-up steps
             started = time.perf_counter()
         start = (i * batch) % (len(images) - batch)
         train_step(
@@ -133,38 +164,53 @@ def peak_rss_mb(data_dir: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir)
     images = load_dataset(data_dir).train_images
+    device = torch.device(args.device)
+    # On a GPU also the two opt-in speed-ups; on the CPU they change nothing or are slower.
+    variants = {"fp32": {}}
+    if device.type == "cuda":
+        variants |= {"amp": {"amp": True}, "compile": {"compile": True}}
 
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, "
         f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND', 'unset')}"
     )
-    reference, ours = [], []
+    reference: list[float] = []
+    ours: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(args.rounds):
-        reference.append(reference_images_per_s(data_dir, args.steps))
-        ours.append(vae_cli_images_per_s(images, args.steps))
-        print(
-            f"round {round_ + 1}: reference {reference[-1]:,.0f} img/s, "
-            f"vae-cli {ours[-1]:,.0f} img/s"
-        )
-    ref, own = statistics.median(reference), statistics.median(ours)
+        reference.append(reference_images_per_s(data_dir, args.steps, device))
+        line = f"round {round_ + 1}: reference {reference[-1]:,.0f} img/s"
+        for name, options in variants.items():
+            ours[name].append(vae_cli_images_per_s(images, args.steps, device, **options))
+            line += f", vae-cli {name} {ours[name][-1]:,.0f} img/s"
+        print(line)
+    ref = statistics.median(reference)
     flops = matmul_flops_per_image(VAE(Config().model))
-    roofline_gflops = best_matmul_gflops()
-    achieved = own * flops / 1e9
     print(f"\nmedian reference (DataLoader + ToTensor): {ref:,.0f} images/s")
-    print(f"median vae-cli TrainStep:                 {own:,.0f} images/s")
-    print(f"ratio vae-cli / reference:                {own / ref:.2f}x  (target >= 2x)")
+    for name in variants:
+        own = statistics.median(ours[name])
+        print(
+            f"median vae-cli TrainStep {name:8}         {own:,.0f} images/s, "
+            f"ratio {own / ref:.2f}x  (target >= 2x)"
+        )
     print(f"matmul FLOPs per image (fwd + bwd):       {flops / 1e6:.2f} MFLOP")
-    print(
-        f"achieved {achieved:.1f} GFLOP/s of a {roofline_gflops:.1f} GFLOP/s matmul roofline "
-        f"({roofline_gflops * 1e9 / flops:,.0f} images/s): {achieved / roofline_gflops:.0%} "
-        "(target >= 50%)"
-    )
+    rooflines = {"fp32": best_matmul_gflops(device)}
+    if device.type == "cuda":
+        rooflines["amp"] = best_matmul_gflops(device, torch.bfloat16)
+    for name, roofline_gflops in rooflines.items():
+        achieved = statistics.median(ours[name]) * flops / 1e9
+        print(
+            f"{name}: achieved {achieved:.1f} GFLOP/s of a {roofline_gflops:.1f} GFLOP/s matmul "
+            f"roofline ({roofline_gflops * 1e9 / flops:,.0f} images/s): "
+            f"{achieved / roofline_gflops:.0%} (target >= 50%)"
+        )
     if not args.skip_rss:
         baseline, training = peak_rss_mb(data_dir)
         print(
