@@ -17,12 +17,25 @@ import tomllib
 from pathlib import Path
 
 from vae_cli.cli import main as vae
+from vae_cli.selection import selection_criterion
 
 
-def describe(config: dict) -> str:
-    model, train = config["model"], config["train"]
+def describe(config: dict, metrics: list[dict]) -> str:
+    """Architecture, then the objective of each phase, e.g. "ELBO ×520, IWAE k=10 ×60"."""
+    model = config["model"]
     width = f"784-{model['hidden_dim']}-{model['hidden_dim']}-{model['latent_dim']}"
-    objective = "IWAE k=" + str(train["k"]) if train["objective"] == "iwae" else "ELBO"
+    phases: list[list] = []  # [criterion, epochs]
+    for line in metrics:
+        criterion = selection_criterion(line)
+        if phases and phases[-1][0] == criterion:
+            phases[-1][1] += 1
+        else:
+            phases.append([criterion, 1])
+    names = [c.replace("iwae-", "IWAE k=") if c != "elbo" else "ELBO" for c, _ in phases]
+    if len(phases) == 1:
+        objective = names[0]
+    else:
+        objective = ", then ".join(f"{n} ×{e}" for n, (_, e) in zip(names, phases, strict=True))
     return f"{model['arch']} {width} {model['activation']}, {objective}"
 
 
@@ -60,8 +73,9 @@ def main() -> None:
         iw = "–"
         if "iw" in report:
             iw = f"{report['iw']['nll']:.2f} ± {report['iw']['stderr']:.2f} (K={args.iw_samples})"
+        model = describe(config, metrics)
         print(
-            f"| {run.name} | {describe(config)} | {report['binarize']} | {report['epoch']} "
+            f"| {run.name} | {model} | {report['binarize']} | {report['epoch']} "
             f"of {len(metrics)} | {minutes:.1f} min | {report['loss']:.2f} | {iw} | "
             f"{report['active_units']} / {len(report['kl_per_dim'])} | {seconds / 60:.1f} min |",
             flush=True,
