@@ -141,22 +141,9 @@ def peak_rss_mb(data_dir: Path) -> tuple[float, float]:
 
     baseline = child_peak([sys.executable, "-c", "import torch"])
     with tempfile.TemporaryDirectory() as runs:
+        one_epoch = ["--epochs", "1", "--quiet", "--device", "cpu", "--runs-dir", runs]
         training = child_peak(
-            [
-                sys.executable,
-                "-m",
-                "vae_cli",
-                "train",
-                "--epochs",
-                "1",
-                "--quiet",
-                "--data-dir",
-                str(data_dir),
-                "--runs-dir",
-                runs,
-                "--device",
-                "cpu",
-            ]
+            [sys.executable, "-m", "vae_cli", "train", *one_epoch, "--data-dir", str(data_dir)]
         )
     return baseline, training
 

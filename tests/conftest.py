@@ -78,11 +78,14 @@ def png_pixels(path: Path) -> torch.Tensor:
 TINY = ("--limit", 512, "--epochs", 2, "--batch-size", 64, "--quiet")
 
 
+def train_args(runs: Path, data_dir: Path, *extra: object, name: str = "r") -> tuple:
+    """`vae train` arguments for the run `runs/name` (`extra`: the flags under test)."""
+    return ("train", "--data-dir", data_dir, "--runs-dir", runs, "--name", name, *extra)
+
+
 def train_tiny(runs: Path, name: str, data_dir: Path, *extra: object) -> Path:
     """A TINY run (with `extra` flags) that must succeed; returns its folder."""
-    result = run_vae(
-        "train", *TINY, "--data-dir", data_dir, "--runs-dir", runs, "--name", name, *extra
-    )
+    result = run_vae(*train_args(runs, data_dir, *TINY, *extra, name=name))
     assert result.code == 0, result.stderr
     return runs / name
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import png_pixels, png_size, run_vae
+from conftest import png_pixels, png_size, run_vae, train_args
 
 from vae_cli.images import grid_size
 
@@ -267,21 +267,10 @@ def test_real_console_script_runs(trained_run: Path, tmp_path: Path) -> None:
 )
 def test_training_options_run_end_to_end(options: tuple, tmp_path: Path, data_dir: Path) -> None:
     result = run_vae(
-        "train",
-        "--limit",
-        256,
-        "--epochs",
-        2,
-        "--batch-size",
-        64,
+        *train_args(
+            tmp_path, data_dir, "--limit", 256, "--epochs", 2, "--batch-size", 64, *options
+        ),
         "--quiet",
-        "--data-dir",
-        data_dir,
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "r",
-        *options,
     )
     assert result.code == 0, result.stderr
     lines = [json.loads(line) for line in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
@@ -291,30 +280,10 @@ def test_training_options_run_end_to_end(options: tuple, tmp_path: Path, data_di
 
 
 def test_eval_can_score_another_binarization(trained_run: Path, data_dir: Path) -> None:
-    result = run_vae(
-        "eval",
-        "--checkpoint",
-        trained_run,
-        "--data-dir",
-        data_dir,
-        "--limit",
-        200,
-        "--binarize",
-        "static",
-        "--json",
-    )
+    args = ("eval", "--checkpoint", trained_run, "--data-dir", data_dir, "--limit", 200)
+    result = run_vae(*args, "--binarize", "static", "--json")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["binarize"] == "static" and report["trained_binarize"] == "none"
-    table = run_vae(
-        "eval",
-        "--checkpoint",
-        trained_run,
-        "--data-dir",
-        data_dir,
-        "--limit",
-        200,
-        "--binarize",
-        "static",
-    )
+    table = run_vae(*args, "--binarize", "static")
     assert "binarize=static, trained on none" in table.stdout

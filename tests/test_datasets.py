@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import png_size, run_vae
+from conftest import png_size, run_vae, train_args
 
 from vae_cli.data import binarize_fixed, load_dataset, resolve_data_dir
 from vae_cli.images import grid_size
@@ -77,20 +77,10 @@ def test_fashion_mnist_end_to_end_on_synthetic_files(tmp_path: Path) -> None:
     root = synthetic_fashion(tmp_path / "data")
     runs = tmp_path / "runs"
     result = run_vae(
-        "train",
-        "--dataset",
-        "fashion-mnist",
-        "--epochs",
-        2,
+        *train_args(runs, root, "--dataset", "fashion-mnist", "--epochs", 2, name="f"),
         "--batch-size",
         64,
         "--quiet",
-        "--data-dir",
-        root,
-        "--runs-dir",
-        runs,
-        "--name",
-        "f",
     )
     assert result.code == 0, result.stderr
     assert "256 train / 128 test" in result.stdout

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_vae, train_tiny
+from conftest import run_vae, train_args, train_tiny
 
 from vae_cli import step as step_module
 from vae_cli.checkpoint import load_checkpoint
@@ -78,20 +78,9 @@ def test_skipped_steps_are_counted_and_warned(
 ) -> None:
     nan_every(3, monkeypatch)
     result = run_vae(
-        "train",
-        "--limit",
-        512,
-        "--epochs",
-        1,
-        "--batch-size",
-        32,
-        "--quiet",
-        "--data-dir",
-        data_dir,
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "r",
+        *train_args(
+            tmp_path, data_dir, "--limit", 512, "--epochs", 1, "--batch-size", 32, "--quiet"
+        )
     )
     assert result.code == 0, result.stderr
     assert "Warning: skipped" in result.stderr
@@ -128,22 +117,10 @@ def test_too_many_bad_steps_stop_with_exit_1_and_keep_the_checkpoint(
 
 def test_an_absurd_learning_rate_never_writes_nan_weights(tmp_path: Path, data_dir: Path) -> None:
     result = run_vae(
-        "train",
-        "--lr",
-        1.0,
-        "--limit",
-        2048,
-        "--batch-size",
-        16,
-        "--epochs",
-        2,
+        *train_args(
+            tmp_path, data_dir, "--lr", 1.0, "--limit", 2048, "--batch-size", 16, "--epochs", 2
+        ),
         "--quiet",
-        "--data-dir",
-        data_dir,
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "r",
     )
     assert result.code in (0, 1), result.stderr  # 256 steps; stopping early is allowed
     checkpoints = list((tmp_path / "r/checkpoints").glob("*.pt"))

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_vae, run_vae_process
+from conftest import run_vae, run_vae_process, train_args
 
 
 def test_cli_module_does_not_import_torch() -> None:
@@ -47,19 +47,7 @@ def test_help_of_every_command_is_quick_and_torch_free() -> None:
 
 
 def test_piped_training_output_has_no_progress_bar_codes(tmp_path: Path, data_dir: Path) -> None:
-    result = run_vae_process(
-        "train",
-        "--limit",
-        256,
-        "--epochs",
-        2,
-        "--data-dir",
-        data_dir,
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "r",
-    )
+    result = run_vae_process(*train_args(tmp_path, data_dir, "--limit", 256, "--epochs", 2))
     assert result.code == 0, result.stderr
     assert "\r" not in result.stdout + result.stderr
     assert "\x1b[" not in result.stdout + result.stderr
