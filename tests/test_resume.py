@@ -169,6 +169,7 @@ def test_a_finished_run_can_be_fine_tuned_with_other_training_settings(
     from conftest import train_tiny
 
     run = train_tiny(tmp_path, "r", data_dir)  # 2 epochs
+    elbo_best = (run / "checkpoints/best.pt").read_bytes()
     resume(
         run,
         data_dir,
@@ -198,3 +199,4 @@ def test_a_finished_run_can_be_fine_tuned_with_other_training_settings(
     assert "test_iwae" not in metrics[1] and metrics[2]["test_iwae_k"] == 2
     assert metrics[2]["test_iwae"] < metrics[2]["test_loss"]
     assert (run / "checkpoints/best.pt").read_bytes() == (run / "checkpoints/last.pt").read_bytes()
+    assert (run / "checkpoints/best-elbo.pt").read_bytes() == elbo_best  # not lost

@@ -32,7 +32,7 @@ from vae_cli.errors import TrainingFailed, TrainingInterrupted
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.files import append_line, write_atomically
 from vae_cli.model import VAE
-from vae_cli.selection import best_epoch, selection_loss
+from vae_cli.selection import best_epoch, selection_criterion, selection_loss
 from vae_cli.step import TrainStep, summarize
 
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
@@ -248,6 +248,7 @@ def train(
         epoch, step, position = resume["epoch"], resume["step"], resume["position"]
         elapsed, best = resume["elapsed"], resume["best"]
         history = truncate_metrics(paths, epoch)
+        keep_best_of_earlier_phase(paths, history, config)
 
     def save(path: Path, epoch_start_order: torch.Tensor, **progress: Any) -> None:
         check_finite_weights(model)
@@ -352,6 +353,20 @@ def train(
         raise
     write_status(paths, "finished", epoch)
     return history
+
+
+def keep_best_of_earlier_phase(
+    paths: RunPaths, history: list[dict[str, Any]], config: Config
+) -> None:
+    """A resume that changes the objective (or k) starts a new best.pt; the earlier phase's
+    best stays as best-<criterion>.pt (e.g. best-elbo.pt) instead of being overwritten."""
+    if not history or not paths.best.is_file():
+        return
+    earlier = selection_criterion(history[-1])
+    current = "elbo" if config.train.objective == "elbo" else f"iwae-{config.train.k}"
+    kept = paths.checkpoints / f"best-{earlier}.pt"
+    if earlier != current and not kept.exists():
+        write_atomically(kept, paths.best.read_bytes())
 
 
 def restore(
