@@ -17,25 +17,21 @@ import tomllib
 from pathlib import Path
 
 from vae_cli.cli import main as vae
-from vae_cli.selection import selection_criterion
+from vae_cli.selection import phases
 
 
 def describe(config: dict, metrics: list[dict]) -> str:
-    """Architecture, then the objective of each phase, e.g. "ELBO ×520, IWAE k=10 ×60"."""
+    """Architecture, then the objective of each phase, e.g. "ELBO ×520, then IWAE k=10 ×60"."""
     model = config["model"]
     width = f"784-{model['hidden_dim']}-{model['hidden_dim']}-{model['latent_dim']}"
-    phases: list[list] = []  # [criterion, epochs]
-    for line in metrics:
-        criterion = selection_criterion(line)
-        if phases and phases[-1][0] == criterion:
-            phases[-1][1] += 1
-        else:
-            phases.append([criterion, 1])
-    names = [c.replace("iwae-", "IWAE k=") if c != "elbo" else "ELBO" for c, _ in phases]
-    if len(phases) == 1:
-        objective = names[0]
+    runs = [
+        (name.replace("iwae-", "IWAE k=").replace("elbo", "ELBO"), len(epochs))
+        for name, epochs in phases(metrics)
+    ]
+    if len(runs) == 1:
+        objective = runs[0][0]
     else:
-        objective = ", then ".join(f"{n} ×{e}" for n, (_, e) in zip(names, phases, strict=True))
+        objective = ", then ".join(f"{name} ×{count}" for name, count in runs)
     return f"{model['arch']} {width} {model['activation']}, {objective}"
 
 

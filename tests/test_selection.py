@@ -1,6 +1,6 @@
 """best.pt is the epoch with the lowest test value of the bound being trained."""
 
-from vae_cli.selection import best_epoch
+from vae_cli.selection import best_epoch, phases
 
 
 def epoch(number: int, test_loss: float, iwae: float | None = None, k: int = 5) -> dict:
@@ -27,3 +27,18 @@ def test_iwae_epochs_are_compared_by_their_bound_and_only_with_each_other() -> N
     assert best_epoch(history)["epoch"] == 3
     # A later change of k is another criterion again.
     assert best_epoch([*history, epoch(5, 93.0, iwae=89.0, k=10)])["epoch"] == 5
+
+
+def test_only_the_latest_phase_counts_after_switching_back() -> None:
+    history = [
+        epoch(1, 80.0),  # ELBO phase 1: its best lives on as best-elbo.pt, not best.pt
+        epoch(2, 91.0, iwae=88.0),
+        epoch(3, 95.0),
+        epoch(4, 94.0),
+    ]
+    assert best_epoch(history)["epoch"] == 4
+    assert [(name, len(epochs)) for name, epochs in phases(history)] == [
+        ("elbo", 1),
+        ("iwae-5", 1),
+        ("elbo", 2),
+    ]

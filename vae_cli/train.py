@@ -32,7 +32,7 @@ from vae_cli.errors import TrainingFailed, TrainingInterrupted
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.files import append_line, write_atomically
 from vae_cli.model import VAE
-from vae_cli.selection import best_epoch, selection_criterion, selection_loss
+from vae_cli.selection import best_epoch, criterion, selection_criterion, selection_loss
 from vae_cli.step import TrainStep, summarize
 
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
@@ -363,10 +363,8 @@ def keep_best_of_earlier_phase(
     if not history or not paths.best.is_file():
         return
     earlier = selection_criterion(history[-1])
-    current = "elbo" if config.train.objective == "elbo" else f"iwae-{config.train.k}"
-    kept = paths.checkpoints / f"best-{earlier}.pt"
-    if earlier != current and not kept.exists():
-        write_atomically(kept, paths.best.read_bytes())
+    if earlier != criterion(config.train.objective, config.train.k):
+        write_atomically(paths.checkpoints / f"best-{earlier}.pt", paths.best.read_bytes())
 
 
 def restore(
