@@ -20,7 +20,7 @@ from vae_cli.train import build_model
 def make_step(**train: object) -> TrainStep:
     config = Config().replace({"hidden_dim": 32, "latent_dim": 4, **train})
     model = build_model(config, torch.device("cpu"))
-    return TrainStep(model, config, torch.Generator().manual_seed(0))
+    return TrainStep(model, config, {"noise": torch.Generator().manual_seed(0)})
 
 
 def test_clipped_gradient_norm_is_at_most_max_norm() -> None:

@@ -25,8 +25,8 @@ FORMAT_NAME = "vae-cli checkpoint"
 REQUIRED_KEYS = ("model", "optimizer", "config", "epoch", "step", "rng")
 
 
-def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    """Serialise and write atomically; a disk error leaves the previous file as it was."""
+def serialize_checkpoint(checkpoint: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint file: the state plus the format header."""
     buffer = io.BytesIO()
     torch.save(
         {
@@ -37,7 +37,12 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
         },
         buffer,
     )
-    write_atomically(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Serialise and write atomically; a disk error leaves the previous file as it was."""
+    write_atomically(path, serialize_checkpoint(checkpoint))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

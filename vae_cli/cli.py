@@ -145,6 +145,7 @@ def train(
     device: Annotated[str | None, config_option("device")] = None,
     amp: Annotated[bool | None, config_option("amp")] = None,
     compile: Annotated[bool | None, config_option("compile")] = None,
+    cuda_graph: Annotated[bool | None, config_option("cuda_graph")] = None,
     data_dir: DataDir = None,
     runs_dir: RunsDir = Path("runs"),
     name: Annotated[

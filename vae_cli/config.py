@@ -86,6 +86,9 @@ class TrainConfig:
     )
     amp: bool = setting(False, "bf16 autocast on CUDA (ignored on CPU).")
     compile: bool = setting(False, "torch.compile the model (opt-in; slower to start).")
+    cuda_graph: bool = setting(
+        True, "Capture the training step in a CUDA graph and replay it (CUDA only)."
+    )
 
 
 @dataclass

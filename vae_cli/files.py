@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from vae_cli.errors import UserError
@@ -59,3 +60,43 @@ def append_line(path: Path, line: str) -> None:
             os.fsync(handle.fileno())
     except OSError as error:
         raise UserError(f"{path}: could not append ({error.strerror or error})") from None
+
+
+class OrderedWriter:
+    """Runs file writes one after another on a background thread, in the order submitted.
+
+    Training goes on while a checkpoint is serialised and fsynced. The first error of a write
+    is raised in the training thread at the next `submit` or at `drain`, and nothing submitted
+    after a failed write runs, so files are never written out of order.
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vae-writer")
+        self.error: BaseException | None = None
+
+    def submit(self, write: Callable[..., object], *args: object) -> None:
+        self.raise_error()
+        self.executor.submit(self._run, write, *args)
+
+    def _run(self, write: Callable[..., object], *args: object) -> None:
+        if self.error is None:
+            try:
+                write(*args)
+            except BaseException as error:  # handed to the training thread
+                self.error = error
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def drain(self) -> None:
+        """Wait for every write submitted so far; raise the first error among them."""
+        self.executor.submit(lambda: None).result()
+        self.raise_error()
+
+    def close(self) -> None:
+        """Wait for the writes still queued and stop the thread (errors are `drain`'s)."""
+        self.executor.shutdown(wait=True)

@@ -20,6 +20,7 @@ RESUMABLE = {
     "device",
     "amp",
     "compile",
+    "cuda_graph",
     "max_bad_steps",
     "lr",
     "adam_beta2",

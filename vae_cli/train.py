@@ -6,6 +6,7 @@ checkpoint, so a resumed run is bit-identical to an uninterrupted one on CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -18,26 +19,24 @@ from typing import Any
 import torch
 
 from vae_cli import images, plots
-from vae_cli.checkpoint import save_checkpoint
+from vae_cli.checkpoint import serialize_checkpoint
 from vae_cli.config import Config
-from vae_cli.data import (
-    STATIC_BINARIZE_SEED,
-    TEST_BINARIZE_SEED,
-    Dataset,
-    binarize_fixed,
-    to_float,
-)
+from vae_cli.data import STATIC_BINARIZE_SEED, TEST_BINARIZE_SEED, Dataset, binarize_fixed, to_float
 from vae_cli.device import make_deterministic, resolve_device
-from vae_cli.errors import TrainingFailed, TrainingInterrupted
+from vae_cli.errors import TrainingFailed, TrainingInterrupted, UserError
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
-from vae_cli.files import append_line, write_atomically
+from vae_cli.files import OrderedWriter, append_line, write_atomically
 from vae_cli.model import VAE
 from vae_cli.selection import best_epoch, criterion, selection_criterion, selection_loss
-from vae_cli.step import TrainStep, summarize
+from vae_cli.step import CapturedStep, TrainStep, build_step, summarize
 
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
 RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
 PROGRESS_EVERY = 25  # steps between reads of the on-device statistics (each read is a sync)
+# Pictures and curves.png are redrawn at most this often (and after the last epoch): drawing
+# them every epoch would cost more than a fast epoch itself.
+PICTURE_INTERVAL_SECONDS = 10.0
+DEVICE_STREAMS = ("noise", "binarize")  # generators that live on the training device
 
 
 @dataclass
@@ -133,6 +132,39 @@ def make_generators(config: Config, device: torch.device) -> dict[str, torch.Gen
     }
 
 
+def saved_device_type(checkpoint: dict[str, Any]) -> str:
+    """The device type whose generators a checkpoint's noise and binarization states are.
+
+    Older checkpoints do not say: a CPU generator's state is 5,056 bytes, a CUDA one's 16."""
+    rng = checkpoint["rng"]
+    if "device_type" in rng:
+        return rng["device_type"]
+    return "cpu" if rng["noise"].numel() == torch.Generator().get_state().numel() else "cuda"
+
+
+def reseeded_stream(seed: int, name: str, step: int) -> int:
+    """A seed for a device stream re-derived at `step` (e.g. a CUDA run resumed on a CPU)."""
+    digest = hashlib.sha256(f"{seed}:{name}:{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def restore_generators(
+    checkpoint: dict[str, Any], generators: dict[str, torch.Generator], config: Config
+) -> None:
+    """Every stream as saved; the device streams are re-derived from the seed and the step
+    when the device type changed, since a generator takes only its own type's state."""
+    rng = checkpoint["rng"]
+    generators["data_order"].set_state(rng["data_order"])
+    same_device = saved_device_type(checkpoint) == generators["noise"].device.type
+    for name in DEVICE_STREAMS:
+        if same_device:
+            generators[name].set_state(rng[name])
+        else:
+            generators[name].manual_seed(
+                reseeded_stream(config.train.seed, name, checkpoint["step"])
+            )
+
+
 class InterruptFlag:
     """First Ctrl-C asks the loop to stop after the current step; a second one kills."""
 
@@ -166,10 +198,18 @@ def append_metrics(paths: RunPaths, metrics: dict[str, Any]) -> None:
 
 
 def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
+    """metrics.jsonl's records; a last line cut short (kill -9, full disk) is left out."""
     if not paths.metrics.exists():
         return []
-    lines = paths.metrics.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    lines = [line for line in paths.metrics.read_text(encoding="utf-8").splitlines() if line]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UserError(f"{paths.metrics}: line {number} is not JSON") from None
+    return records
 
 
 def truncate_metrics(paths: RunPaths, completed_epochs: int) -> list[dict[str, Any]]:
@@ -181,33 +221,57 @@ def truncate_metrics(paths: RunPaths, completed_epochs: int) -> list[dict[str, A
 
 def checkpoint_state(
     model: VAE,
-    optimizer: torch.optim.Optimizer,
+    train_step: TrainStep | CapturedStep,
     config: Config,
     generators: dict[str, torch.Generator],
     epoch_start_order: torch.Tensor,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Everything needed to continue exactly where training stands."""
+    """Everything needed to continue exactly where training stands, copied to the CPU so that
+    training can go on while the copy is written."""
     rng = {name: g.get_state() for name, g in generators.items()}
     rng["data_order"] = epoch_start_order  # the epoch's permutation is redrawn from here
+    rng["device_type"] = device.type
     rng["torch"] = torch.get_rng_state()
     rng["python"] = random.getstate()
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    optimizer = train_step.optimizer.state_dict()
+    optimizer["param_groups"][0]["lr"] = train_step.lr_value  # a number, not the live tensor
     return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": snapshot(model.state_dict()),
+        "optimizer": snapshot(optimizer),
         "config": config.to_dict(),
         "rng": rng,
     }
 
 
-def check_finite_weights(model: VAE) -> None:
+def snapshot(value: Any) -> Any:
+    """A CPU copy of every tensor in a nested state dict (training mutates the originals)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: snapshot(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(snapshot(item) for item in value)
+    return value
+
+
+def check_finite_weights(model: VAE, flat: torch.Tensor) -> None:
+    if torch.isfinite(flat).all():  # one check (and one sync) for all parameters
+        return
     for name, parameter in model.named_parameters():
         if not torch.isfinite(parameter).all():
             raise TrainingFailed(
                 f"parameter {name} is not finite; refusing to save it (try a lower --lr)"
             )
+
+
+def write_checkpoints(state: dict[str, Any], paths: list[Path]) -> None:
+    """Serialise once and write the same bytes to each path (last.pt, and best.pt)."""
+    data = serialize_checkpoint(state)
+    for path in paths:
+        write_atomically(path, data)
 
 
 def train(
@@ -227,7 +291,7 @@ def train(
     test_x = to_float(test_images).to(device)
     model = build_model(config, device)
     generators = make_generators(config, device)
-    train_step = TrainStep(model, config, generators["noise"])
+    train_step = build_step(model, config, generators)
     fixed_z = torch.randn(
         SAMPLE_GRID,
         config.model.latent_dim,
@@ -241,7 +305,7 @@ def train(
     # What a checkpoint carries; a resume overwrites it.
     epoch, step, position, elapsed = 0, 0, 0, 0.0
     best = {"loss": math.inf, "epoch": 0}
-    compile_reported = False
+    setup_reported: dict[str, float] = {}  # setup seconds already left out of images/s
     history = read_metrics(paths)
     if resume is not None:
         restore(resume, model, train_step, generators, device)
@@ -250,13 +314,15 @@ def train(
         history = truncate_metrics(paths, epoch)
         keep_best_of_earlier_phase(paths, history, config)
 
-    def save(path: Path, epoch_start_order: torch.Tensor, **progress: Any) -> None:
-        check_finite_weights(model)
-        state = checkpoint_state(
-            model, train_step.optimizer, config, generators, epoch_start_order, device
-        )
+    # Checkpoints and metrics lines are written in order on a background thread: a metrics
+    # line always lands before the checkpoint of its epoch, so a resume never lacks one.
+    writer = OrderedWriter()
+
+    def save(targets: list[Path], epoch_start_order: torch.Tensor, **progress: Any) -> None:
+        check_finite_weights(model, train_step.flat)
+        state = checkpoint_state(model, train_step, config, generators, epoch_start_order, device)
         state.update(epoch=epoch, step=step, elapsed=elapsed, best=best, **progress)
-        save_checkpoint(path, state)
+        writer.submit(write_checkpoints, state, targets)
 
     callbacks.on_start(
         {
@@ -268,6 +334,7 @@ def train(
             "resumed_position": position,
         }
     )
+    last_drawn = time.perf_counter()
     try:
         with InterruptFlag() as interrupt:
             write_status(paths, "running", epoch)  # inside: from here on Ctrl-C saves a checkpoint
@@ -279,15 +346,14 @@ def train(
                 for position in range(position, steps_per_epoch):  # noqa: B020 - resumes mid-epoch
                     step_started = time.perf_counter()
                     batch = order[position * batch_size : (position + 1) * batch_size]
-                    # index_select: a third of the time of train_images[batch] for uint8 rows.
-                    x = to_float(train_images.index_select(0, batch))  # (B, 784)
-                    if config.data.binarize == "dynamic":
-                        x = torch.bernoulli(x, generator=generators["binarize"])
                     progress = (
                         min(1.0, elapsed / budget_seconds) if budget_seconds else step / total_steps
                     )
+                    # index_select: a third of the time of train_images[batch] for uint8 rows.
                     train_step(
-                        x, learning_rate(config, progress), kl_weight(config, step, steps_per_epoch)
+                        train_images.index_select(0, batch),
+                        learning_rate(config, progress),
+                        kl_weight(config, step, steps_per_epoch),
                     )
                     step += 1
                     elapsed += time.perf_counter() - step_started
@@ -301,12 +367,13 @@ def train(
                         callbacks.on_progress(epoch, position + 1, steps_per_epoch, current)
                     if interrupt.requested and not end_of_epoch:
                         save(
-                            paths.last,
+                            [paths.last],
                             epoch_start_order,
                             position=position + 1,
                             mid_epoch=True,
                             epoch_stats=train_step.stats.cpu(),
                         )
+                        writer.drain()
                         write_status(paths, "interrupted", epoch)
                         raise TrainingInterrupted(str(paths.root), str(paths.last))
 
@@ -314,7 +381,7 @@ def train(
                 epoch, position = epoch + 1, 0
                 train_seconds = time.perf_counter() - epoch_started
                 epoch_stats = summarize(train_step.stats.tolist())
-                train_step.stats.zero_()
+                train_step.reset_epoch_sums()
                 test = evaluate_elbo(model, test_x)
                 metrics = epoch_metrics(epoch, step, config, epoch_stats, test, train_step)
                 if config.train.objective == "iwae":
@@ -324,35 +391,54 @@ def train(
                 chosen = best_epoch([*history, metrics])
                 if chosen is not None and chosen["epoch"] == epoch:
                     best = {"loss": selection_loss(chosen), "epoch": epoch}
-                save(paths.last, generators["data_order"].get_state(), position=0, mid_epoch=False)
-                if best["epoch"] == epoch:  # the same bytes: no second serialisation
-                    write_atomically(paths.best, paths.last.read_bytes())
-                if train_step.compile_seconds is not None and not compile_reported:
-                    # Reported apart, and left out of this epoch's throughput.
-                    metrics["compile_seconds"] = train_step.compile_seconds
-                    train_seconds -= train_step.compile_seconds
-                    compile_reported = True
+                # Compile, warm-up and capture are reported apart, outside this epoch's rate.
+                for key, total in setup_seconds(train_step).items():
+                    if total > setup_reported.get(key, 0.0):
+                        metrics[key] = total - setup_reported.get(key, 0.0)
+                        train_seconds -= metrics[key]
+                        setup_reported[key] = total
                 metrics["seconds"] = train_seconds
                 metrics["images_per_s"] = (
                     epoch_stats["images"] - images_before["images"]
                 ) / train_seconds
-                append_metrics(paths, metrics)
                 history.append(metrics)
-                save_epoch_pictures(model, paths, epoch, fixed_z, test_x[:RECONSTRUCTED])
-                plots.save_curves(history, paths.curves)
+                last_epoch = epoch == config.train.epochs or bool(
+                    budget_seconds and elapsed >= budget_seconds
+                )
+                if last_epoch or time.perf_counter() - last_drawn >= PICTURE_INTERVAL_SECONDS:
+                    save_epoch_pictures(model, paths, epoch, fixed_z, test_x[:RECONSTRUCTED])
+                    plots.save_curves(history, paths.curves)
+                    last_drawn = time.perf_counter()
+                metrics["epoch_seconds"] = time.perf_counter() - epoch_started
+                writer.submit(append_metrics, paths, dict(metrics))
+                targets = [paths.last, paths.best] if best["epoch"] == epoch else [paths.last]
+                save(targets, generators["data_order"].get_state(), position=0, mid_epoch=False)
                 callbacks.on_epoch(metrics)
-                if budget_seconds and elapsed >= budget_seconds:
+                if last_epoch:
                     break
+            writer.drain()
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, last.pt is the last epoch's
+        writer.close()
         write_status(paths, "interrupted", epoch)
         raise
     except TrainingInterrupted:
+        writer.close()
         raise
     except Exception:
+        writer.close()
         write_status(paths, "failed", epoch)
         raise
+    writer.close()
     write_status(paths, "finished", epoch)
     return history
+
+
+def setup_seconds(train_step: TrainStep | CapturedStep) -> dict[str, float]:
+    """Seconds spent so far compiling, and warming up and capturing CUDA graphs."""
+    return {
+        "compile_seconds": train_step.compile_seconds or 0.0,
+        "capture_seconds": getattr(train_step, "capture_seconds", 0.0),
+    }
 
 
 def keep_best_of_earlier_phase(
@@ -370,23 +456,28 @@ def keep_best_of_earlier_phase(
 def restore(
     checkpoint: dict[str, Any],
     model: VAE,
-    train_step: TrainStep,
+    train_step: TrainStep | CapturedStep,
     generators: dict[str, torch.Generator],
     device: torch.device,
 ) -> None:
     """Weights, optimiser, every RNG stream and a mid-epoch's running sums."""
     model.load_state_dict(checkpoint["model"])
-    train_step.optimizer.load_state_dict(checkpoint["optimizer"])
-    # The loaded param_groups carry the old betas; a resume may change beta2 (lr is set per step).
-    train_step.optimizer.param_groups[0]["betas"] = (0.9, train_step.config.train.adam_beta2)
-    for name, generator in generators.items():
-        generator.set_state(checkpoint["rng"][name])
+    optimizer = train_step.optimizer
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    # The loaded group holds the saved numbers; the step reads its own lr tensor, may change
+    # beta2 on resume, and is capturable only where it runs on CUDA.
+    group = optimizer.param_groups[0]
+    group["lr"] = train_step.lr
+    group["betas"] = (0.9, train_step.config.train.adam_beta2)
+    group["capturable"] = device.type == "cuda"
+    restore_generators(checkpoint, generators, train_step.config)
     torch.set_rng_state(checkpoint["rng"]["torch"])
     random.setstate(checkpoint["rng"]["python"])
     if device.type == "cuda" and "cuda" in checkpoint["rng"]:
         torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
     if checkpoint["position"]:
-        train_step.stats.copy_(checkpoint["epoch_stats"])
+        saved = checkpoint["epoch_stats"]  # older checkpoints hold fewer slots
+        train_step.stats[: len(saved)].copy_(saved)
 
 
 def check_bad_steps(
@@ -405,16 +496,21 @@ def check_bad_steps(
             f"skipped {skipped} step(s) with a non-finite loss or gradient "
             f"(epoch {epoch + 1}, step {step})"
         )
-    if current["bad_streak"] >= config.train.max_bad_steps:
+    if current["halted"] or current["bad_streak"] >= config.train.max_bad_steps:
         raise TrainingFailed(
-            f"{int(current['bad_streak'])} non-finite steps in a row (--max-bad-steps "
+            f"{config.train.max_bad_steps} non-finite steps in a row (--max-bad-steps "
             f"{config.train.max_bad_steps}); training stopped, {paths.last} holds the last "
             "good epoch (try a lower --lr)"
         )
 
 
 def epoch_metrics(
-    epoch: int, step: int, config: Config, train: dict[str, float], test: Any, train_step: TrainStep
+    epoch: int,
+    step: int,
+    config: Config,
+    train: dict[str, float],
+    test: Any,
+    train_step: TrainStep | CapturedStep,
 ) -> dict[str, Any]:
     """One line of metrics.jsonl (timing fields are added by the caller)."""
     return {
@@ -432,7 +528,7 @@ def epoch_metrics(
         "clipped_fraction": train["clipped_fraction"],
         "mean_grad_norm": train["mean_grad_norm"],
         "bad_steps": int(train["bad_steps"]),
-        "lr": train_step.optimizer.param_groups[0]["lr"],
+        "lr": train_step.lr_value,
     }
 
 
