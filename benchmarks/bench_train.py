@@ -6,11 +6,13 @@
 Rounds alternate (a) and (b) and medians are reported, since 2 shared cores are noisy.
 Also prints (b)'s achieved matmul GFLOP/s against the best matmul rate measured here (the
 roofline), and the peak RSS of a real `vae train` epoch above a bare `import torch`.
-With --device cuda, (b) is measured in fp32, with --amp and with --compile, each against (a)
-on the same GPU, and the roofline is the GPU's fp32 (and bf16) matmul rate.
+With --device cuda, (b) is measured eager and captured in a CUDA graph, at batch 128 and at
+--large-batch, and captured with --amp, each against (a) on the same GPU; the roofline is
+the GPU's fp32 (bf16 for --amp) matmul rate. Last, the wall time of a whole
+`vae train --epochs 10` on the device, from start to exit.
 
     python benchmarks/bench_train.py [--data-dir ../shared/data] [--rounds 5] [--steps 150]
-    python benchmarks/bench_train.py --device cuda --steps 500
+    python benchmarks/bench_train.py --device cuda --rounds 3 --steps 2000 --skip-rss
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ import torch
 from torch import nn
 
 from vae_cli.config import Config
-from vae_cli.data import load_dataset, resolve_data_dir, to_float
+from vae_cli.data import load_dataset, resolve_data_dir
 from vae_cli.model import VAE, elbo_loss, reparameterize
-from vae_cli.step import TrainStep
+from vae_cli.step import build_step
 from vae_cli.train import build_model
 
 
@@ -104,30 +106,44 @@ def vae_cli_images_per_s(
     steps: int,
     device: torch.device,
     *,
+    batch_size: int = 128,
     amp: bool = False,
     compile: bool = False,
+    cuda_graph: bool = False,
     warmup: int = 20,
 ) -> float:
-    """vae-cli's own step, as the trainer runs it (clipping, guard and statistics included);
-    warm-up (and so compilation) is not timed."""
-    config = Config()
-    config.train.amp, config.train.compile = amp, compile
+    """vae-cli's own step, as the trainer runs it (the uint8 gather, clipping, guard and
+    statistics included); warm-up (and so compilation and graph capture) is not timed."""
+    config = Config().replace(
+        {"amp": amp, "compile": compile, "cuda_graph": cuda_graph, "batch_size": batch_size}
+    )
     model = build_model(config, device)
-    train_step = TrainStep(model, config, torch.Generator(device).manual_seed(1))
+    generators = {"noise": torch.Generator(device).manual_seed(1)}
+    train_step = build_step(model, config, generators)
     images = images.to(device)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).to(device)
-    batch = config.train.batch_size
     started = None
     for i in range(warmup + steps):
         if i == warmup:
             train_step.stats.tolist()  # drain the warm-up steps
             started = time.perf_counter()
-        start = (i * batch) % (len(images) - batch)
-        train_step(
-            to_float(images.index_select(0, order[start : start + batch])), config.train.lr, 1.0
-        )
+        start = (i * batch_size) % (len(images) - batch_size)
+        batch = images.index_select(0, order[start : start + batch_size])
+        train_step(batch, config.train.lr, 1.0)
     train_step.stats.tolist()  # the one sync
-    return steps * batch / (time.perf_counter() - started)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def train_command_seconds(data_dir: Path, device: str, epochs: int) -> float:
+    """Wall time of a whole default `vae train` from start to exit, torch import included."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as runs:
+        command = [sys.executable, "-m", "vae_cli", "train", "--epochs", str(epochs)]
+        command += ["--device", device, "--quiet", "--runs-dir", runs, "--data-dir", str(data_dir)]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        return time.perf_counter() - started
 
 
 def peak_rss_mb(data_dir: Path) -> tuple[float, float]:
@@ -154,19 +170,27 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--large-batch", type=int, default=1024)
+    parser.add_argument("--train-epochs", type=int, default=10, help="0 skips the whole-run time")
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir)
     images = load_dataset(data_dir).train_images
     device = torch.device(args.device)
-    # On a GPU also the two opt-in speed-ups; on the CPU they change nothing or are slower.
-    variants = {"fp32": {}}
+    variants: dict[str, dict] = {"eager": {}}
     if device.type == "cuda":
-        variants |= {"amp": {"amp": True}, "compile": {"compile": True}}
+        # The captured step at the default and a larger batch, and with bf16 autocast.
+        variants |= {
+            "graph": {"cuda_graph": True},
+            f"eager b{args.large_batch}": {"batch_size": args.large_batch},
+            f"graph b{args.large_batch}": {"batch_size": args.large_batch, "cuda_graph": True},
+            "graph amp": {"cuda_graph": True, "amp": True},
+        }
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    cuda = f", CUDA {torch.version.cuda}" if device.type == "cuda" else ""
     print(
-        f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}{cuda}, {where}, {torch.get_num_threads()} threads, "
         f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND', 'unset')}"
     )
     reference: list[float] = []
@@ -176,27 +200,29 @@ def main() -> None:
         line = f"round {round_ + 1}: reference {reference[-1]:,.0f} img/s"
         for name, options in variants.items():
             ours[name].append(vae_cli_images_per_s(images, args.steps, device, **options))
-            line += f", vae-cli {name} {ours[name][-1]:,.0f} img/s"
-        print(line)
+            line += f", {name} {ours[name][-1]:,.0f}"
+        print(line, flush=True)
     ref = statistics.median(reference)
     flops = matmul_flops_per_image(VAE(Config().model))
-    print(f"\nmedian reference (DataLoader + ToTensor): {ref:,.0f} images/s")
-    for name in variants:
-        own = statistics.median(ours[name])
-        print(
-            f"median vae-cli TrainStep {name:8}         {own:,.0f} images/s, "
-            f"ratio {own / ref:.2f}x  (target >= 2x)"
-        )
-    print(f"matmul FLOPs per image (fwd + bwd):       {flops / 1e6:.2f} MFLOP")
     rooflines = {"fp32": best_matmul_gflops(device)}
     if device.type == "cuda":
-        rooflines["amp"] = best_matmul_gflops(device, torch.bfloat16)
-    for name, roofline_gflops in rooflines.items():
-        achieved = statistics.median(ours[name]) * flops / 1e9
+        rooflines["bf16"] = best_matmul_gflops(device, torch.bfloat16)
+    print(f"\nmatmul FLOPs per image (fwd + bwd): {flops / 1e6:.2f} MFLOP")
+    print(", ".join(f"{k} matmul roofline {v:,.0f} GFLOP/s" for k, v in rooflines.items()))
+    print(f"median reference (DataLoader + ToTensor, batch 128): {ref:,.0f} images/s")
+    for name in variants:
+        own = statistics.median(ours[name])
+        roofline = rooflines["bf16" if "amp" in name else "fp32"]
+        achieved = own * flops / 1e9
         print(
-            f"{name}: achieved {achieved:.1f} GFLOP/s of a {roofline_gflops:.1f} GFLOP/s matmul "
-            f"roofline ({roofline_gflops * 1e9 / flops:,.0f} images/s): "
-            f"{achieved / roofline_gflops:.0%} (target >= 50%)"
+            f"median vae-cli {name:16} {own:>12,.0f} images/s, ratio {own / ref:6.2f}x, "
+            f"{achieved:,.1f} GFLOP/s = {achieved / roofline:.1%} of the matmul roofline"
+        )
+    if args.train_epochs:
+        seconds = train_command_seconds(data_dir, args.device, args.train_epochs)
+        print(
+            f"vae train --device {args.device} --epochs {args.train_epochs}: "
+            f"{seconds:.1f} s wall, start to exit"
         )
     if not args.skip_rss:
         baseline, training = peak_rss_mb(data_dir)

@@ -1,0 +1,115 @@
+"""The captured CUDA step: replays match eager steps, runs repeat, Ctrl-C and resume work,
+the last short batch, IWAE and bf16 autocast. Needs a CUDA GPU; skipped elsewhere."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_vae, train_args
+from test_resume import assert_same_training_state, metrics_without_timing
+
+from vae_cli import console
+from vae_cli.config import Config
+from vae_cli.step import STATS, CapturedStep, TrainStep, build_step
+from vae_cli.train import build_model
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (the captured step is CUDA-only)"
+)
+CUDA = torch.device("cuda")
+SMALL = ("--limit", 1024, "--batch-size", 64, "--quiet", "--device", "cuda")  # 16 steps/epoch
+
+
+def cuda_step(config: Config, seed: int = 0) -> TrainStep | CapturedStep:
+    generators = {
+        "noise": torch.Generator(CUDA).manual_seed(seed + 1),
+        "binarize": torch.Generator(CUDA).manual_seed(seed + 2),
+    }
+    return build_step(build_model(config, CUDA), config, generators)
+
+
+def test_captured_replays_match_eager_steps() -> None:
+    config = Config().replace({"binarize": "dynamic", "kl_warmup_epochs": 1, "device": "cuda"})
+    eager = cuda_step(config.replace({"cuda_graph": False}))
+    captured = cuda_step(config)
+    assert isinstance(captured, CapturedStep) and isinstance(eager, TrainStep)
+    images = (torch.rand(20 * 128, 784, generator=torch.Generator().manual_seed(0)) * 255).to(
+        device=CUDA, dtype=torch.uint8
+    )
+    for step in range(20):
+        batch = images[step * 128 : (step + 1) * 128]
+        lr, beta = 1e-3 * (1 - step / 40), min(1.0, step / 10)
+        eager(batch, lr, beta)
+        captured(batch, lr, beta)
+    assert 128 in captured.graphs  # the last 20 - 3 steps were replays
+    torch.testing.assert_close(captured.flat, eager.flat, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(captured.stats, eager.stats, rtol=1e-4, atol=1e-3)
+    assert captured.stats[STATS.index("steps")] == 20
+
+
+def test_a_replayed_non_finite_step_is_skipped() -> None:
+    captured = cuda_step(Config().replace({"device": "cuda"}))
+    batch = torch.randint(0, 256, (64, 784), dtype=torch.uint8, device=CUDA)
+    for _ in range(5):
+        captured(batch, 1e-3, 1.0)
+    before = captured.flat.detach().clone()
+    captured(batch, 1e-3, math.inf)  # beta is read from its device tensor at replay
+    assert torch.equal(captured.flat.detach(), before)
+    assert captured.stats[STATS.index("bad_steps")] == 1
+
+
+def test_two_runs_with_graphs_give_identical_metrics(tmp_path: Path, data_dir: Path) -> None:
+    for name in ("a", "b"):
+        result = run_vae(*train_args(tmp_path, data_dir, *SMALL, "--epochs", 3, name=name))
+        assert result.code == 0, result.stderr
+    assert_same_training_state(tmp_path / "a", tmp_path / "b")
+    assert metrics_without_timing(tmp_path / "a") == metrics_without_timing(tmp_path / "b")
+    first = json.loads((tmp_path / "a/metrics.jsonl").read_text().splitlines()[0])
+    assert first["capture_seconds"] > 0
+
+
+def test_ctrl_c_and_resume_with_graphs_are_bit_exact(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = (*SMALL, "--batch-size", 16, "--epochs", 2)
+    straight = run_vae(*train_args(tmp_path, data_dir, *args, name="straight"))
+    assert straight.code == 0, straight.stderr
+
+    def ctrl_c_in_epoch_two(self: object, epoch: int, step: int, *_: object) -> None:
+        if epoch == 1 and step == 25:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c_in_epoch_two)
+    result = run_vae(*train_args(tmp_path, data_dir, *args, name="interrupted"))
+    assert result.code == 130, result.stderr
+    monkeypatch.undo()
+    resumed = run_vae(
+        "train", "--resume", tmp_path / "interrupted", "--quiet", "--data-dir", data_dir
+    )
+    assert resumed.code == 0, resumed.stderr
+    assert_same_training_state(tmp_path / "straight", tmp_path / "interrupted")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("--objective", "iwae", "--k", 5), ("--amp",), ("--binarize", "dynamic")],
+    ids=["elbo", "iwae", "amp", "dynamic"],
+)
+def test_graphs_follow_the_eager_run_including_the_last_short_batch(
+    tmp_path: Path, data_dir: Path, extra: tuple
+) -> None:
+    # 1000 images at batch 128: 7 full batches and one of 104, captured from epoch 4 on.
+    args = ("--limit", 1000, "--batch-size", 128, "--epochs", 5, "--quiet", "--device", "cuda")
+    for name, graph in (("graph", "--cuda-graph"), ("eager", "--no-cuda-graph")):
+        result = run_vae(*train_args(tmp_path, data_dir, *args, *extra, graph, name=name))
+        assert result.code == 0, result.stderr
+    graph, eager = (metrics_without_timing(tmp_path / n) for n in ("graph", "eager"))
+    assert [m["step"] for m in graph] == [8, 16, 24, 32, 40]
+    for g, e in zip(graph, eager, strict=True):
+        assert g["train_loss"] == pytest.approx(e["train_loss"], rel=1e-3)
+        assert g["test_loss"] == pytest.approx(e["test_loss"], rel=1e-3)
