@@ -17,7 +17,7 @@ from vae_cli import console
 from vae_cli.checkpoint import load_checkpoint
 
 SMALL = ("--limit", 1024, "--batch-size", 64, "--quiet")  # 16 steps per epoch
-TIMING = {"seconds", "images_per_s", "epoch_seconds"}
+TIMING = {"seconds", "images_per_s", "epoch_seconds", "capture_seconds", "compile_seconds"}
 
 
 def train(runs: Path, name: str, data_dir: Path, *args: object) -> Path:

@@ -59,7 +59,8 @@ def test_a_poisoned_batch_is_skipped_without_touching_the_weights() -> None:
 
 
 def nan_every(period: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every `period`-th training loss NaN."""
+    """Make every `period`-th training loss NaN (a Python counter: runs that use it pin
+    --device cpu, since a captured CUDA step would run the counter only once)."""
     real = step_module.elbo_loss
     calls = {"n": 0}
 
@@ -79,7 +80,17 @@ def test_skipped_steps_are_counted_and_warned(
     nan_every(3, monkeypatch)
     result = run_vae(
         *train_args(
-            tmp_path, data_dir, "--limit", 512, "--epochs", 1, "--batch-size", 32, "--quiet"
+            tmp_path,
+            data_dir,
+            "--limit",
+            512,
+            "--epochs",
+            1,
+            "--batch-size",
+            32,
+            "--quiet",
+            "--device",
+            "cpu",
         )
     )
     assert result.code == 0, result.stderr
@@ -128,3 +139,46 @@ def test_an_absurd_learning_rate_never_writes_nan_weights(tmp_path: Path, data_d
     for path in checkpoints:
         weights = load_checkpoint(path)["model"]
         assert all(torch.isfinite(t).all() for t in weights.values()), path
+
+
+def nan_window(first: int, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make training losses number first .. first + count - 1 (counting from 1) NaN."""
+    real = step_module.elbo_loss
+    calls = {"n": 0}
+
+    def nan_in_window(*args: object, **kwargs: object) -> LossParts:
+        parts = real(*args, **kwargs)
+        calls["n"] += 1
+        if first <= calls["n"] < first + count:
+            return parts._replace(loss=parts.loss * float("nan"))
+        return parts
+
+    monkeypatch.setattr(step_module, "elbo_loss", nan_in_window)
+
+
+@pytest.mark.parametrize(
+    ("first", "count", "stops"),
+    [(3, 4, True), (3, 3, False), (15, 4, True)],
+    ids=["exactly-the-limit", "one-short", "across-an-epoch-boundary"],
+)
+def test_max_bad_steps_is_exact_and_spans_epochs(
+    tmp_path: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first: int,
+    count: int,
+    stops: bool,
+) -> None:
+    # 16 steps per epoch; the streak recovers right after the window, long before the host's
+    # next read of the statistics (every 25 steps), and the third window spans epochs 1-2.
+    nan_window(first, count, monkeypatch)
+    args = ("--limit", 512, "--batch-size", 32, "--epochs", 2, "--max-bad-steps", 4)
+    result = run_vae(*train_args(tmp_path, data_dir, *args, "--quiet", "--device", "cpu"))
+    if stops:
+        assert result.code == 1, result.stderr
+        assert "4 non-finite steps in a row" in result.stderr
+        assert json.loads((tmp_path / "r/status.json").read_text())["status"] == "failed"
+    else:
+        assert result.code == 0, result.stderr
+        bad = [json.loads(line)["bad_steps"] for line in (tmp_path / "r/metrics.jsonl").open()]
+        assert bad == [3, 0]
