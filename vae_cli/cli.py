@@ -200,14 +200,14 @@ def evaluate(
     """Test-set loss, reconstruction, KL (nats per image) and posterior-collapse diagnostics."""
     import json
 
-    from vae_cli.data import resolve_data_dir
     from vae_cli.inference import evaluate_checkpoint
 
     if binarize is not None and (problem := check_value("binarize", binarize)):
         raise UserError(f"--binarize: {problem}")
+    loaded = load(checkpoint, runs_dir, device)
     result = evaluate_checkpoint(
-        load(checkpoint, runs_dir, device),
-        resolve_data_dir(data_dir),
+        loaded,
+        loaded.data_dir(data_dir),
         iw_samples=iw_samples,
         limit=limit,
         binarize=binarize,
@@ -268,7 +268,6 @@ def reconstruct(
     device: Device = "auto",
 ) -> None:
     """Test images over their reconstructions, as a PNG."""
-    from vae_cli.data import resolve_data_dir
     from vae_cli.inference import write_reconstructions
 
     loaded = load(checkpoint, runs_dir, device)
@@ -277,7 +276,7 @@ def reconstruct(
     )
     wrote(
         write_reconstructions(
-            loaded, resolve_data_dir(data_dir), out or default, n=n, seed=seed, mean_only=mean_only
+            loaded, loaded.data_dir(data_dir), out or default, n=n, seed=seed, mean_only=mean_only
         )
     )
 
@@ -295,13 +294,12 @@ def interpolate(
     device: Device = "auto",
 ) -> None:
     """A row of images decoded along the line between the mu of two test images."""
-    from vae_cli.data import resolve_data_dir
     from vae_cli.inference import write_interpolation
 
     loaded = load(checkpoint, runs_dir, device)
     path, first, second = write_interpolation(
         loaded,
-        resolve_data_dir(data_dir),
+        loaded.data_dir(data_dir),
         out or loaded.run_dir / "interpolate.png",
         from_index=from_index,
         to_index=to_index,
@@ -325,14 +323,13 @@ def latent(
     device: Device = "auto",
 ) -> None:
     """Picture of q(z|x): mu, sigma and samples for a few test images, and the test set's mu."""
-    from vae_cli.data import resolve_data_dir
     from vae_cli.inference import write_latent_figure
 
     loaded = load(checkpoint, runs_dir, device)
     wrote(
         write_latent_figure(
             loaded,
-            resolve_data_dir(data_dir),
+            loaded.data_dir(data_dir),
             out or loaded.run_dir / "latent.png",
             n_inputs=n_inputs,
             samples_per_input=samples_per_input,

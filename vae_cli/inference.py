@@ -3,6 +3,7 @@ and look at the latent space. Each function writes its output and returns what i
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 from vae_cli import images, plots
 from vae_cli.checkpoint import load_checkpoint
 from vae_cli.config import Config
-from vae_cli.data import load_dataset, to_float
+from vae_cli.data import load_dataset, resolve_data_dir, to_float
 from vae_cli.device import resolve_device
 from vae_cli.errors import UserError
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
@@ -33,6 +34,33 @@ class Loaded:
         """The run folder a checkpoint belongs to (where default outputs go)."""
         parent = self.path.parent
         return parent.parent if parent.name == "checkpoints" else parent
+
+    def data_dir(self, flag: Path | None) -> Path:
+        """--data-dir, else $VAE_DATA_DIR, else the folder the run was trained on (its
+        manifest), else ./data: a run trained with VAE_DATA_DIR set is found without it."""
+        if flag is not None or os.environ.get("VAE_DATA_DIR"):
+            return resolve_data_dir(flag)
+        recorded = recorded_data_dir(self.run_dir)
+        if recorded is None:
+            return resolve_data_dir(None)
+        if not recorded.is_dir():
+            raise UserError(
+                f"{self.run_dir} was trained on data in {recorded}, which is gone; "
+                "pass --data-dir or set VAE_DATA_DIR to the folder that holds MNIST/raw/"
+            )
+        return recorded
+
+
+def recorded_data_dir(run_dir: Path) -> Path | None:
+    """The data folder in a run's config.toml manifest, if the run has one."""
+    import tomllib
+
+    try:
+        manifest = tomllib.loads((run_dir / "config.toml").read_text()).get("manifest", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    recorded = manifest.get("data_dir")
+    return Path(recorded) if isinstance(recorded, str) and recorded else None
 
 
 def load_model(path: Path, device_name: str = "auto") -> Loaded:

@@ -73,7 +73,7 @@ def build_manifest(
         "python_version": platform.python_version(),
         "device": device_name,
         "git_commit": git_commit(),
-        "data_dir": str(data_dir),
+        "data_dir": str(data_dir.resolve()),  # read back by eval, reconstruct, …
         "dataset_md5": [f"{name}:{digest}" for name, digest in sorted(md5.items())],
     }
 

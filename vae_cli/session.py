@@ -69,8 +69,9 @@ def resumed_config(stored: Config, flags: dict[str, Any]) -> Config:
     return apply_flags(stored, {key: given[key] for key in given if key in RESUMABLE})
 
 
-def update_run_config(root: Path, config: Config, command: str) -> None:
-    """A resume that changed settings rewrites config.toml, keeping the original manifest."""
+def update_run_config(root: Path, config: Config, command: str, notes: list[str]) -> None:
+    """A resume that changed settings rewrites config.toml, keeping the original manifest and
+    adding the resume's command and what it changed about the run's numbers."""
     import tomllib
 
     from vae_cli.config import to_toml
@@ -81,7 +82,43 @@ def update_run_config(root: Path, config: Config, command: str) -> None:
     except (OSError, tomllib.TOMLDecodeError):
         manifest = {}
     manifest["resumed_with"] = [*manifest.get("resumed_with", []), command]
+    if notes:
+        manifest["resume_notes"] = [*manifest.get("resume_notes", []), *notes]
     write_atomically(root / "config.toml", to_toml(config, manifest).encode())
+
+
+def resume_notes(checkpoint: dict[str, Any], config: Config, device_type: str) -> list[str]:
+    """What makes a resumed run differ from an uninterrupted one, for the manifest."""
+    from vae_cli.train import saved_device_type
+
+    step, stored = checkpoint["step"], checkpoint["config"].train
+    notes = []
+    if (saved := saved_device_type(checkpoint)) != device_type:
+        notes.append(
+            f"step {step}: {saved} -> {device_type}; the noise and binarization streams were "
+            "re-derived from the seed and the step"
+        )
+    horizon = (config.train.epochs, config.train.time_budget)
+    if config.train.lr_schedule == "cosine" and horizon != (stored.epochs, stored.time_budget):
+        notes.append(
+            f"step {step}: the cosine schedule's horizon changed (epochs {stored.epochs} -> "
+            f"{config.train.epochs}, time budget {stored.time_budget} -> "
+            f"{config.train.time_budget}); the learning rate from here follows the new one"
+        )
+    return notes
+
+
+def check_objective(config: Config) -> None:
+    """The KL weight, its warm-up and free bits shape the ELBO only; IWAE has no KL term."""
+    train = config.train
+    if train.objective == "iwae" and (
+        train.beta != 1.0 or train.kl_warmup_epochs or train.free_bits
+    ):
+        raise UserError(
+            "--objective iwae trains the importance-weighted bound (Burda et al. 2016), which "
+            "has no separate KL term: --beta, --kl-warmup-epochs and --free-bits apply to "
+            "--objective elbo only (set them to 1, 0 and 0)"
+        )
 
 
 def start_training(
@@ -123,6 +160,7 @@ def start_training(
         config = build_config(flags, config_file)
         root = runs_dir / (name or default_run_name())
         check_new_run(root, overwrite=overwrite)
+    check_objective(config)
     device = resolve_device(config.train.device)
     dataset = load_dataset(resolve_data_dir(data_dir), config.data.dataset, config.data.limit)
     paths = RunPaths(root)
@@ -131,8 +169,10 @@ def start_training(
             command, device_description(device), resolve_data_dir(data_dir), dataset.md5
         )
         create_run(root, config, manifest, overwrite=overwrite)
-    elif config != checkpoint["config"]:
-        update_run_config(root, config, command)
+    else:
+        notes = resume_notes(checkpoint, config, device.type)
+        if config != checkpoint["config"] or notes:
+            update_run_config(root, config, command, notes)
     progress = display(run_dir=str(root), epochs=config.train.epochs, binarize=config.data.binarize)
     try:
         history = train(config, paths, dataset=dataset, resume=checkpoint, callbacks=progress)

@@ -35,7 +35,7 @@ RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
 PROGRESS_EVERY = 25  # steps between reads of the on-device statistics (each read is a sync)
 # Pictures and curves.png are redrawn at most this often (and after the last epoch): drawing
 # them every epoch would cost more than a fast epoch itself.
-PICTURE_INTERVAL_SECONDS = 10.0
+PICTURE_INTERVAL_SECONDS = 20.0
 DEVICE_STREAMS = ("noise", "binarize")  # generators that live on the training device
 
 
