@@ -32,7 +32,7 @@ from torch import nn
 from vae_cli.config import Config
 from vae_cli.data import load_dataset, resolve_data_dir
 from vae_cli.model import VAE, elbo_loss, reparameterize
-from vae_cli.step import build_step
+from vae_cli.step import build_step, synchronize
 from vae_cli.train import build_model
 
 
@@ -43,11 +43,6 @@ def matmul_flops_per_image(model: VAE) -> float:
     forward = sum(2 * m.in_features * m.out_features for m in linears)
     first = model.encoder.body[0]
     return 3 * forward - 2 * first.in_features * first.out_features
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def best_matmul_gflops(

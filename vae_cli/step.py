@@ -206,7 +206,7 @@ class CapturedStep:
         self.stream = torch.cuda.Stream(train_step.flat.device)
         self.capture_seconds = 0.0  # warm-up and capture, left out of images/s
 
-    def __getattr__(self, name: str):  # stats, optimizer, flat, …: those of the wrapped step
+    def __getattr__(self, name: str) -> object:  # stats, optimizer, flat, …: the wrapped step's
         return getattr(self.train_step, name)
 
     def __call__(self, images: torch.Tensor, lr: float, beta: float) -> None:
