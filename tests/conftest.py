@@ -94,3 +94,38 @@ def train_tiny(runs: Path, name: str, data_dir: Path, *extra: object) -> Path:
 def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """One tiny run (512 images, 2 epochs) shared by the tests that only read it."""
     return train_tiny(tmp_path_factory.mktemp("runs"), "tiny", data_dir)
+
+
+# The real CLI in a subprocess whose fsync of the temporary file behind `name` (the n-th time
+# that file is written) stops right before the atomic rename: it writes the temporary file's
+# path to `marker` and sleeps, so a test can signal or kill the process inside that write.
+BLOCKING_WRITE = """
+import os, pathlib, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the test runs in background
+real_fsync, seen = os.fsync, 0
+
+def fsync(fd):
+    global seen
+    path = pathlib.Path(os.readlink(f"/proc/self/fd/{{fd}}"))
+    if path.name.startswith(".{name}.") and path.suffix == ".tmp":
+        seen += 1
+        if seen == {nth}:
+            real_fsync(fd)
+            pathlib.Path({marker!r}).write_text(str(path))
+            time.sleep(600)
+    return real_fsync(fd)
+
+os.fsync = fsync
+from vae_cli.cli import main
+sys.exit(main({args!r}))
+"""
+
+
+def start_blocking_write(name: str, nth: int, marker: Path, *args: object) -> subprocess.Popen:
+    """Start `vae ARGS` so that it blocks inside the nth atomic write of the file `name`."""
+    script = BLOCKING_WRITE.format(
+        name=name, nth=nth, marker=str(marker), args=list(map(str, args))
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Result, run_vae, run_vae_process, train_tiny
+from conftest import Result, run_vae, run_vae_process, start_blocking_write, train_tiny
 
 from vae_cli import data as data_module
 
@@ -240,36 +240,24 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
     assert (run / "checkpoints/last.pt").read_bytes() == before
 
 
-def test_sigint_during_sample_exits_130_without_a_partial_png(
+def test_sigint_while_sample_writes_its_png_leaves_no_partial_file(
     trained_run: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "big.png"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vae_cli",
-            "sample",
-            "--checkpoint",
-            str(trained_run),
-            "--n",
-            "4096",
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    out_dir, marker = tmp_path / "out", tmp_path / "inside-the-write"
+    process = start_blocking_write(
+        "big.png", 1, marker, "sample", "--checkpoint", trained_run, "--out", out_dir / "big.png"
     )
-    time.sleep(2.5)  # inside the torch import or the decoding
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert Path(marker.read_text()).exists()  # the PNG's bytes are in its temporary file
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    if process.returncode == 0:
-        pytest.skip("sampling finished before the signal arrived")
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir()] == []
+    assert list(out_dir.iterdir()) == []  # neither the PNG nor its temporary file
 
 
 def test_unexpected_errors_keep_their_traceback(tmp_path: Path) -> None:

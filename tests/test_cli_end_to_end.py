@@ -78,6 +78,21 @@ def test_eval_json_parses_and_names_the_checkpoint(trained_run: Path, data_dir: 
     assert report["kl_per_dim"] == sorted(report["kl_per_dim"], reverse=True)
 
 
+def test_eval_of_best_pt_reproduces_that_epochs_test_loss(
+    trained_run: Path, data_dir: Path
+) -> None:
+    result = run_vae(
+        "eval", "--checkpoint", trained_run, "--data-dir", data_dir, "--limit", 512, "--json"
+    )
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    metrics = [json.loads(line) for line in (trained_run / "metrics.jsonl").open()]
+    logged = metrics[report["epoch"] - 1]  # the same 512 test images as training used
+    assert report["loss"] == pytest.approx(logged["test_loss"], rel=1e-9)
+    assert report["kl"] == pytest.approx(logged["test_kl"], rel=1e-9)
+    assert report["active_units"] == logged["active_units"]
+
+
 def test_eval_table_by_default(trained_run: Path, data_dir: Path) -> None:
     result = run_vae("eval", "--checkpoint", trained_run, "--data-dir", data_dir, "--limit", 200)
     assert result.code == 0, result.stderr

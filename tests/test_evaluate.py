@@ -161,3 +161,28 @@ def test_iwae_objective_is_tighter_than_the_elbo() -> None:
     single = iwae_loss(x, mu, logvar, model.decode, 1, torch.Generator().manual_seed(0))
     many = iwae_loss(x, mu, logvar, model.decode, 50, torch.Generator().manual_seed(0))
     assert many.loss < single.loss
+
+
+def prior_matching_model() -> VAE:
+    """q(z|x) = p(z) = N(0, I) and logits 0 whatever z: every importance weight is exactly
+    p(x|z) = 2^-784, so log (1/K) Σ_k w_k = -784 log 2 for every K, the -log K included."""
+    model = tiny_model(latent_dim=3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    return model
+
+
+@pytest.mark.parametrize("k", [1, 5, 64])
+def test_the_iwae_objective_divides_by_k(k: int) -> None:
+    model, x = prior_matching_model(), binary_images(6)
+    mu, logvar = model.encode(x)
+    parts = iwae_loss(x, mu, logvar, model.decode, k, torch.Generator().manual_seed(0))
+    assert parts.loss.item() == pytest.approx(784 * math.log(2), rel=1e-6)
+
+
+@pytest.mark.parametrize(("k", "max_elements"), [(5, 1 << 24), (7, 3 * 784)])
+def test_the_iw_estimate_divides_by_k_also_across_chunks(k: int, max_elements: int) -> None:
+    model, x = prior_matching_model(), binary_images(6)
+    estimate = importance_weighted_nll(model, x, k, max_elements=max_elements)
+    assert estimate.nll == pytest.approx(784 * math.log(2), rel=1e-6)  # float32 log weights

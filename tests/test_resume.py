@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_vae, train_args
+from conftest import run_vae, start_blocking_write, train_args
 
 from vae_cli import console
 from vae_cli.checkpoint import load_checkpoint
 
 SMALL = ("--limit", 1024, "--batch-size", 64, "--quiet")  # 16 steps per epoch
+STEPS_PER_EPOCH = 625  # start_training_process: 20,000 images in batches of 32
 TIMING = {"seconds", "images_per_s", "epoch_seconds", "capture_seconds", "compile_seconds"}
 
 
@@ -136,29 +137,40 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
 
 def test_sigint_saves_a_resumable_checkpoint_and_exits_130(tmp_path: Path, data_dir: Path) -> None:
     process = start_training_process(tmp_path, data_dir)
-    wait_for(tmp_path / "r/status.json", process)
-    time.sleep(1.0)
+    wait_for(tmp_path / "r/metrics.jsonl", process)  # epoch 1 is done; epoch 2 is training
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert f"vae train --resume {tmp_path / 'r'}" in stderr
     saved = load_checkpoint(tmp_path / "r/checkpoints/last.pt")
-    assert saved["mid_epoch"] or saved["position"] == 0
+    # Saved where the signal landed, inside an epoch after the first, not at the epoch end.
+    assert saved["mid_epoch"] and saved["epoch"] >= 1 and saved["position"] >= 1
+    assert saved["step"] == saved["epoch"] * STEPS_PER_EPOCH + saved["position"]
+    assert json.loads((tmp_path / "r/status.json").read_text())["status"] == "interrupted"
 
 
-def test_sigkill_leaves_a_loadable_last_checkpoint(tmp_path: Path, data_dir: Path) -> None:
-    process = start_training_process(tmp_path, data_dir)
-    last = tmp_path / "r/checkpoints/last.pt"
-    wait_for(last, process)
-    time.sleep(0.7)  # somewhere inside the next epoch, possibly mid-write
+def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    marker = tmp_path / "inside-the-write"
+    run = tmp_path / "runs/r"
+    process = start_blocking_write(
+        "last.pt",
+        2,  # epoch 2's last.pt: written to its temporary file, not yet renamed
+        marker,
+        *train_args(tmp_path / "runs", data_dir, *SMALL, "--epochs", 3),
+    )
+    wait_for(marker, process)
     process.kill()
     process.communicate(timeout=60)
-    checkpoint = load_checkpoint(last)
-    assert checkpoint["epoch"] >= 1
-    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
-    leftovers = [p.name for p in last.parent.iterdir() if p.suffix == ".tmp"]
-    assert all(name.startswith(".last.pt.") or name.startswith(".best.pt.") for name in leftovers)
+    assert Path(marker.read_text()).parent == run / "checkpoints"  # the torn write's temp file
+    assert load_checkpoint(run / "checkpoints/last.pt")["epoch"] == 1
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").open()]
+    assert epochs == [1, 2]  # the metrics line lands before its epoch's checkpoint
+    resume(run, data_dir)
+    assert load_checkpoint(run / "checkpoints/last.pt")["epoch"] == 3
+    assert [m["epoch"] for m in metrics_without_timing(run)] == [1, 2, 3]
 
 
 def test_a_finished_run_can_be_fine_tuned_with_other_training_settings(
