@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,11 +122,27 @@ sys.exit(main({args!r}))
 """
 
 
-def start_blocking_write(name: str, nth: int, marker: Path, *args: object) -> subprocess.Popen:
-    """Start `vae ARGS` so that it blocks inside the nth atomic write of the file `name`."""
-    script = BLOCKING_WRITE.format(
-        name=name, nth=nth, marker=str(marker), args=list(map(str, args))
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+@pytest.fixture
+def start_blocking_write() -> Iterator[Callable[..., subprocess.Popen]]:
+    """start(name, nth, marker, *args): `vae ARGS` blocking inside the nth atomic write of the
+    file `name`; whatever is still running is killed when the test ends."""
+    processes: list[subprocess.Popen] = []
+
+    def start(name: str, nth: int, marker: Path, *args: object) -> subprocess.Popen:
+        arguments = list(map(str, args))
+        script = BLOCKING_WRITE.format(name=name, nth=nth, marker=str(marker), args=arguments)
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Result, run_vae, run_vae_process, start_blocking_write, train_tiny
+from conftest import Result, run_vae, run_vae_process, train_tiny
 
 from vae_cli import data as data_module
 
@@ -241,7 +242,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
 
 
 def test_sigint_while_sample_writes_its_png_leaves_no_partial_file(
-    trained_run: Path, tmp_path: Path
+    trained_run: Path, tmp_path: Path, start_blocking_write: Callable[..., subprocess.Popen]
 ) -> None:
     out_dir, marker = tmp_path / "out", tmp_path / "inside-the-write"
     process = start_blocking_write(

@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_vae, start_blocking_write, train_args
+from conftest import run_vae, train_args
 
 from vae_cli import console
 from vae_cli.checkpoint import load_checkpoint
@@ -151,7 +152,7 @@ def test_sigint_saves_a_resumable_checkpoint_and_exits_130(tmp_path: Path, data_
 
 
 def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one(
-    tmp_path: Path, data_dir: Path
+    tmp_path: Path, data_dir: Path, start_blocking_write: Callable[..., subprocess.Popen]
 ) -> None:
     marker = tmp_path / "inside-the-write"
     run = tmp_path / "runs/r"
