@@ -7,6 +7,7 @@ so a file can never run code; the model is rebuilt from the config stored inside
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import warnings
 import zipfile
@@ -46,7 +47,10 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint; every problem is a UserError naming the file."""
+    """Load and validate a checkpoint (or a `vae export` .safetensors file, weights and
+    metadata only); every problem is a UserError naming the file."""
+    if path.suffix == ".safetensors" and path.is_file():
+        return load_exported(path)
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found")
     if path.is_dir():
@@ -131,3 +135,69 @@ def resolve_checkpoint(checkpoint: Path | None, runs_dir: Path, prefer: str = "b
     if not checkpoint.exists():
         raise UserError(f"{checkpoint}: checkpoint not found")
     return checkpoint
+
+
+EXPORT_FORMAT = "vae-cli weights"
+
+
+def export_safetensors(checkpoint: dict[str, Any], path: Path) -> None:
+    """The model's weights as safetensors; what describes them as JSON strings in the
+    metadata (safetensors metadata is a str -> str map)."""
+    from safetensors.torch import save
+
+    config = checkpoint["config"]
+    metadata = {
+        "format": EXPORT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "binarize": config.data.binarize,
+        "dataset": config.data.dataset,
+        "epoch": checkpoint["epoch"],
+        "step": checkpoint["step"],
+        "best_test_loss": checkpoint.get("best", {}).get("loss"),
+        "versions": {"torch": str(torch.__version__), "vae_cli": __version__},
+    }
+    tensors = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in checkpoint["model"].items()
+    }
+    encoded = {key: json.dumps(value) for key, value in metadata.items()}
+    write_atomically(path, save(tensors, metadata=encoded))
+
+
+def load_exported(path: Path) -> dict[str, Any]:
+    """A `vae export` file as the parts of a checkpoint that inference reads."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            stored = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+        raise UserError(f"{path}: not a readable safetensors file ({reason})") from None
+    try:
+        metadata = {key: json.loads(value) for key, value in stored.items()}
+    except (json.JSONDecodeError, TypeError):
+        metadata = {}
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise UserError(
+            f"{path}: a safetensors file, but not one `vae export` wrote (no vae-cli metadata)"
+        )
+    if not isinstance(metadata.get("format_version"), int) or metadata["format_version"] > (
+        FORMAT_VERSION
+    ):
+        raise UserError(
+            f"{path}: export format {metadata.get('format_version')} is newer "
+            f"than this vae-cli ({__version__}) reads; upgrade vae-cli"
+        )
+    if not isinstance(metadata.get("config"), dict):
+        raise UserError(f"{path}: incomplete vae-cli metadata (missing config)")
+    return {
+        "model": tensors,
+        "config": from_dict(metadata["config"], f"{path} (stored config)"),
+        "epoch": metadata.get("epoch"),
+        "step": metadata.get("step"),
+        "best": {"loss": metadata.get("best_test_loss")},
+        "versions": metadata.get("versions"),
+        "exported": True,
+    }

@@ -83,7 +83,8 @@ def config_option(name: str, **kwargs: Any) -> Any:
 Checkpoint = Annotated[
     Path | None,
     typer.Option(
-        help="A .pt file or a run folder (its best.pt); default: the latest run in --runs-dir."
+        help="A .pt or .safetensors file, or a run folder (its best.pt); default: the latest "
+        "run in --runs-dir."
     ),
 ]
 RunsDir = Annotated[Path, typer.Option(help="Folder that holds the runs.")]
@@ -146,6 +147,7 @@ def train(
     amp: Annotated[bool | None, config_option("amp")] = None,
     compile: Annotated[bool | None, config_option("compile")] = None,
     cuda_graph: Annotated[bool | None, config_option("cuda_graph")] = None,
+    tensorboard: Annotated[bool | None, config_option("tensorboard")] = None,
     data_dir: DataDir = None,
     runs_dir: RunsDir = Path("runs"),
     name: Annotated[
@@ -345,3 +347,67 @@ def runs(runs_dir: RunsDir = Path("runs")) -> None:
     from vae_cli.runs import list_runs
 
     runs_table(list_runs(runs_dir), str(runs_dir))
+
+
+@app.command()
+def tune(
+    ctx: typer.Context,
+    config_file: Annotated[
+        Path, typer.Option("--config", help="TOML with fixed settings and a [search] table.")
+    ],
+    study: Annotated[
+        str | None, typer.Option(help="Study name (default: the config file's name).")
+    ] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Trials this worker adds.")] = 10,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL of the study (default: RUNS_DIR/STUDY/study.db)."),
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    data_dir: DataDir = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Minutes after which no new trial starts.")
+    ] = None,
+    pruner: Annotated[
+        str, typer.Option(help="median (stop poor trials early) or none.")
+    ] = "median",
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Seed of the sampler (one worker: repeatable).")
+    ] = None,
+    summary: Annotated[
+        bool, typer.Option(help="Only show the study's best trials and plots; no new trials.")
+    ] = False,
+) -> None:
+    """Search hyperparameters with Optuna; every trial is a run folder in RUNS_DIR/STUDY/."""
+    from vae_cli.console import tune_summary
+    from vae_cli.tune import start_sweep
+
+    result = start_sweep(
+        config_file,
+        study=study,
+        trials=0 if summary else trials,
+        storage=storage,
+        runs_dir=runs_dir,
+        data_dir=data_dir,
+        timeout=timeout,
+        pruner=pruner,
+        seed=seed,
+        command=" ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
+    )
+    tune_summary(result)
+
+
+@app.command()
+def export(
+    checkpoint: Checkpoint = None,
+    runs_dir: RunsDir = Path("runs"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The .safetensors file to write (default: RUN/model.safetensors)."),
+    ] = None,
+) -> None:
+    """Write a model's weights as safetensors, its config and provenance in the metadata."""
+    from vae_cli.inference import write_export
+
+    loaded = load(checkpoint, runs_dir, "cpu")
+    wrote(write_export(loaded, out or loaded.run_dir / "model.safetensors"))

@@ -89,6 +89,7 @@ class TrainConfig:
     cuda_graph: bool = setting(
         True, "Capture the training step in a CUDA graph and replay it (CUDA only)."
     )
+    tensorboard: bool = setting(False, "Also write TensorBoard event files to RUN/tensorboard/.")
 
 
 @dataclass
@@ -218,6 +219,11 @@ def from_dict(data: dict[str, Any], source: str) -> Config:
 
 def load_config(path: Path) -> Config:
     """Read a TOML config file; every problem is a UserError naming the file."""
+    return from_dict(read_toml(path), str(path))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing, unreadable or invalid file is a UserError."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -225,10 +231,9 @@ def load_config(path: Path) -> Config:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read config file ({error.__class__.__name__})") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML ({error})") from None
-    return from_dict(data, str(path))
 
 
 def _toml_value(value: Any) -> str:

@@ -179,3 +179,33 @@ def runs_table(summaries: list[Any], runs_dir: str) -> None:
             s.status,
         )
     console.print(table)
+
+
+def tune_summary(summary: dict[str, Any]) -> None:
+    """The study's best trials, its counts, and how to reproduce the best run."""
+    console = stdout()
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summary["counts"].items()))
+    console.print(f"study {summary['study']} in {summary['storage']}: {counts or 'no trials'}")
+    rows = summary["rows"]
+    if not rows:
+        console.print("no completed trials yet")
+        return
+    names = sorted({name for row in rows for name in row["params"]})
+    table = Table(title="best trials")
+    for column in ("trial", *names, "value", "epochs", "state"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for row in rows:
+        params = [format_param(row["params"].get(name)) for name in names]
+        table.add_row(
+            str(row["number"]), *params, f"{row['value']:.3f}", str(row["epochs"]), row["state"]
+        )
+    console.print(table)
+    host = f" (on {summary['best_host']})" if summary["best_host"] else ""
+    console.print(f"best run     {summary['best_run']}{host}")
+    console.print(f"reproduce    {summary['reproduce']}")
+    for plot in summary["plots"]:
+        console.print(f"wrote {plot}")
+
+
+def format_param(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)

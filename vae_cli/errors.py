@@ -19,3 +19,7 @@ class TrainingInterrupted(Exception):
         super().__init__(f"interrupted; saved {checkpoint}")
         self.run_dir = run_dir
         self.checkpoint = checkpoint
+
+
+class TrainingPruned(Exception):
+    """A callback stopped training after an epoch (a sweep's pruner); the run is saved."""

@@ -272,3 +272,16 @@ def write_latent_figure(
         loaded, x, labels, n_inputs=n_inputs, samples_per_input=samples_per_input, seed=seed
     )
     return save_picture(lambda: plots.save_latent_figure(view, out), out)
+
+
+def write_export(loaded: Loaded, path: Path) -> Path:
+    """The loaded model as a .safetensors file (see checkpoint.export_safetensors)."""
+    from vae_cli.checkpoint import export_safetensors
+
+    if path.suffix != ".safetensors":
+        raise UserError(f"--out {path}: the export is a safetensors file, name it *.safetensors")
+    if path.is_dir():
+        raise UserError(f"--out {path}: is a folder; give a file name ending in .safetensors")
+    state = {**loaded.checkpoint, "model": loaded.model.state_dict()}
+    export_safetensors(state, path)
+    return path

@@ -260,8 +260,9 @@ class VAE(nn.Module):
         self.decoder = decoder(**sizes)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """mu and the clamped logvar of q(z|x), each (B, D)."""
-        mu, logvar = self.encoder(x)
+        """mu and the clamped logvar of q(z|x), each (B, D), for x (B, 784) or (B, 1, 28, 28)
+        pixels in [0, 1]."""
+        mu, logvar = self.encoder(x.flatten(1) if x.dim() > 2 else x)
         return mu, clamp_logvar(
             logvar, max_logvar=self.config.max_logvar, min_std=self.config.min_std
         )

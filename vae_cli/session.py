@@ -21,6 +21,7 @@ RESUMABLE = {
     "amp",
     "compile",
     "cuda_graph",
+    "tensorboard",
     "max_bad_steps",
     "lr",
     "adam_beta2",
@@ -51,6 +52,11 @@ def resume_target(target: Path) -> tuple[Path, Path]:
         return target, checkpoint
     if not target.exists():
         raise UserError(f"--resume {target}: no such run folder or checkpoint")
+    if target.suffix == ".safetensors":
+        raise UserError(
+            f"--resume {target}: an export holds the weights only; resume from the run's "
+            "checkpoints/last.pt (or its run folder)"
+        )
     root = target.parent.parent if target.parent.name == "checkpoints" else target.parent
     return root, target
 
@@ -135,10 +141,7 @@ def start_training(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Validate everything, prepare the run folder, train; returns metrics and paths written."""
     from vae_cli.checkpoint import load_checkpoint
-    from vae_cli.data import load_dataset, resolve_data_dir
-    from vae_cli.device import device_description, resolve_device
-    from vae_cli.runs import build_manifest, check_new_run, create_run, default_run_name
-    from vae_cli.train import RunPaths, train
+    from vae_cli.runs import check_new_run, default_run_name
 
     checkpoint = None
     if resume is not None:
@@ -160,9 +163,43 @@ def start_training(
         config = build_config(flags, config_file)
         root = runs_dir / (name or default_run_name())
         check_new_run(root, overwrite=overwrite)
+    return run_training(
+        config,
+        root,
+        checkpoint,
+        data_dir=data_dir,
+        command=command,
+        display=display,
+        overwrite=overwrite,
+    )
+
+
+def run_training(
+    config: Config,
+    root: Path,
+    checkpoint: dict[str, Any] | None,
+    *,
+    data_dir: Path | None,
+    command: str,
+    display: Callable[..., Any],
+    overwrite: bool = False,
+    dataset: Any = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Train a new run in `root` (checkpoint None) or continue it from `checkpoint`; `dataset`
+    is read from `data_dir` unless given."""
+    from vae_cli.data import load_dataset, resolve_data_dir
+    from vae_cli.device import device_description, resolve_device
+    from vae_cli.runs import build_manifest, create_run
+    from vae_cli.train import CallbackGroup, RunPaths, train
+
     check_objective(config)
+    if config.train.tensorboard:
+        from vae_cli.board import check_tensorboard_installed
+
+        check_tensorboard_installed()
     device = resolve_device(config.train.device)
-    dataset = load_dataset(resolve_data_dir(data_dir), config.data.dataset, config.data.limit)
+    if dataset is None:
+        dataset = load_dataset(resolve_data_dir(data_dir), config.data.dataset, config.data.limit)
     paths = RunPaths(root)
     if checkpoint is None:
         manifest = build_manifest(
@@ -174,6 +211,11 @@ def start_training(
         if config != checkpoint["config"] or notes:
             update_run_config(root, config, command, notes)
     progress = display(run_dir=str(root), epochs=config.train.epochs, binarize=config.data.binarize)
+    if config.train.tensorboard:
+        from vae_cli.board import TensorBoardLogger
+
+        board = TensorBoardLogger(paths, config, checkpoint["epoch"] if checkpoint else 0)
+        progress = CallbackGroup(progress, board)
     try:
         history = train(config, paths, dataset=dataset, resume=checkpoint, callbacks=progress)
     finally:

@@ -23,7 +23,7 @@ from vae_cli.checkpoint import serialize_checkpoint
 from vae_cli.config import Config
 from vae_cli.data import STATIC_BINARIZE_SEED, TEST_BINARIZE_SEED, Dataset, binarize_fixed, to_float
 from vae_cli.device import make_deterministic, resolve_device
-from vae_cli.errors import TrainingFailed, TrainingInterrupted, UserError
+from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.files import OrderedWriter, append_line, write_atomically
 from vae_cli.model import VAE
@@ -88,6 +88,35 @@ class Callbacks:
     def on_epoch(self, metrics: dict[str, Any]) -> None: ...
 
     def on_warning(self, message: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CallbackGroup(Callbacks):
+    """Several callbacks as one (e.g. the progress display and TensorBoard)."""
+
+    def __init__(self, *members: Callbacks) -> None:
+        self.members = members
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        for member in self.members:
+            member.on_start(info)
+
+    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None:
+        for member in self.members:
+            member.on_progress(epoch, step, steps, stats)
+
+    def on_epoch(self, metrics: dict[str, Any]) -> None:
+        for member in self.members:
+            member.on_epoch(metrics)
+
+    def on_warning(self, message: str) -> None:
+        for member in self.members:
+            member.on_warning(message)
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
 
 
 def build_model(config: Config, device: torch.device) -> VAE:
@@ -423,6 +452,11 @@ def train(
         raise
     except TrainingInterrupted:
         writer.close()
+        raise
+    except TrainingPruned:  # raised by on_epoch, after that epoch's writes were submitted
+        writer.drain()
+        writer.close()
+        write_status(paths, "pruned", epoch)
         raise
     except Exception:
         writer.close()

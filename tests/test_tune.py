@@ -1,0 +1,336 @@
+"""`vae tune`: an Optuna study of ordinary run folders, on SQLite and PostgreSQL, and its faults."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_vae
+from test_resume import metrics_without_timing
+
+optuna = pytest.importorskip("optuna")
+
+TINY_SWEEP = """
+[data]
+limit = 256
+[train]
+epochs = {epochs}
+batch_size = 64
+device = "cpu"
+[search]
+lr = {{ low = 1e-4, high = 3e-3, log = true }}
+hidden_dim = {{ low = 32, high = 96, step = 32 }}
+latent_dim = {{ choices = [2, 4] }}
+"""
+
+
+def write_sweep(folder: Path, name: str = "sweep", epochs: int = 2, extra: str = "") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(TINY_SWEEP.format(epochs=epochs) + extra)
+    return path
+
+
+def tune_args(config: Path, runs: Path, data_dir: Path, *extra: object) -> tuple:
+    return ("tune", "--config", config, "--runs-dir", runs, "--data-dir", data_dir, *extra)
+
+
+def load_study(runs: Path, name: str = "sweep") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{runs / name / 'study.db'}")
+
+
+def best_test_loss(run: Path) -> float:
+    return min(json.loads(line)["test_loss"] for line in (run / "metrics.jsonl").open())
+
+
+def test_a_sqlite_study_of_run_folders(tmp_path: Path, data_dir: Path) -> None:
+    config, runs = write_sweep(tmp_path), tmp_path / "runs"
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 3, "--seed", 1))
+    assert result.code == 0, result.stderr
+    study = load_study(runs)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    for trial in trials:
+        run = runs / "sweep" / f"trial-{trial.number:04d}"
+        assert trial.user_attrs["run_dir"] == str(run.resolve())
+        assert trial.value == best_test_loss(run)  # the bound best.pt is picked by
+        assert 1e-4 <= trial.params["lr"] <= 3e-3 and trial.params["hidden_dim"] in (32, 64, 96)
+        saved = json.loads((run / "status.json").read_text())
+        assert saved["status"] == "finished" and trial.user_attrs["epochs"] == 2
+    for plot in ("optimization_history.png", "param_importances.png"):
+        assert (runs / "sweep" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = min(trials, key=lambda t: t.value)
+    assert f"vae train --config {runs.resolve() / 'sweep'}/trial-{best.number:04d}" in (
+        result.stdout.replace("\n", "")
+    )
+    # A second invocation adds to the same study; --summary adds nothing.
+    assert run_vae(*tune_args(config, runs, data_dir, "--trials", 1, "--pruner", "none")).code == 0
+    summary = run_vae(*tune_args(config, runs, data_dir, "--summary"))
+    assert summary.code == 0, summary.stderr
+    assert "4 complete" in summary.stdout and "best trials" in summary.stdout
+    assert len(load_study(runs).trials) == 4
+    assert sorted(p.name for p in (runs / "sweep").glob("trial-*")) == [
+        f"trial-{n:04d}" for n in range(4)
+    ]
+
+
+def test_a_trial_config_reproduces_the_trial(tmp_path: Path, data_dir: Path) -> None:
+    config, runs = write_sweep(tmp_path), tmp_path / "runs"
+    assert run_vae(*tune_args(config, runs, data_dir, "--trials", 1)).code == 0
+    trial = runs / "sweep/trial-0000"
+    result = run_vae(
+        "train", "--config", trial / "config.toml", "--runs-dir", tmp_path, "--name", "again",
+        "--data-dir", data_dir, "--quiet",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert metrics_without_timing(tmp_path / "again") == metrics_without_timing(trial)
+    listed = run_vae("runs", "--runs-dir", runs / "sweep")
+    assert "trial-0000" in listed.stdout and "finished" in listed.stdout
+
+
+def test_two_concurrent_workers_share_one_study(tmp_path: Path, data_dir: Path) -> None:
+    config, runs = write_sweep(tmp_path), tmp_path / "runs"
+    command = [sys.executable, "-m", "vae_cli", *map(str, tune_args(config, runs, data_dir))]
+    workers = [
+        subprocess.Popen(
+            [*command, "--trials", "2", "--pruner", "none"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr.decode()
+    trials = load_study(runs).get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    folders = {t.user_attrs["run_dir"] for t in trials}
+    assert len(folders) == 4
+    for folder in folders:  # each trial ran once, in its own folder
+        assert len(Path(folder, "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_poor_trial_is_pruned_in_optuna_and_in_its_status(tmp_path: Path, data_dir: Path) -> None:
+    config, runs = write_sweep(tmp_path, epochs=4), tmp_path / "runs"
+    (runs / "sweep").mkdir(parents=True)
+    study = optuna.create_study(
+        study_name="sweep", storage=f"sqlite:///{runs / 'sweep/study.db'}", direction="minimize"
+    )
+    distribution = optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True)
+    for _ in range(3):  # three earlier trials far better than any tiny run
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": 1e-3},
+                distributions={"lr": distribution},
+                value=1.0,
+                intermediate_values={epoch: 1.0 for epoch in range(1, 5)},
+            )
+        )
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1))
+    assert result.code == 0, result.stderr
+    trial = load_study(runs).trials[-1]
+    assert trial.state.name == "PRUNED" and trial.user_attrs["status"] == "pruned"
+    run = Path(trial.user_attrs["run_dir"])
+    assert json.loads((run / "status.json").read_text())["status"] == "pruned"
+    epochs = len((run / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= epochs < 4 and trial.user_attrs["epochs"] == epochs
+    # The pruned run is an ordinary resumable run.
+    resumed = run_vae("train", "--resume", run, "--data-dir", data_dir, "--quiet")
+    assert resumed.code == 0, resumed.stderr
+
+
+@pytest.mark.parametrize(
+    ("search", "fragment"),
+    [
+        ("lr = { low = 3e-3, high = 1e-4 }", "[search] lr: low 0.003 must be below high"),
+        ("lr = { low = 0.0, high = 1e-3, log = true }", "[search] lr: low: expected a number > 0"),
+        (
+            "beta = { low = 0.0, high = 1.0, log = true }",
+            "[search] beta: a log range needs low > 0",
+        ),
+        ("latent_size = { choices = [2, 4] }", "[search] latent_size: unknown field"),
+        ("latent_dim = { choices = [] }", "[search] latent_dim: choices must be a non-empty list"),
+        ("hidden_dim = { low = 32.5, high = 64 }", "[search] hidden_dim: low: expected an integer"),
+        ('latent_dim = { choices = [2, "8"] }', "[search] latent_dim: expected an integer"),
+        ('device = { choices = ["cpu", "cuda"] }', "[search] device: cannot be searched"),
+        ("lr = 0.001", "[search] lr: expected a table"),
+        ("lr = { low = 1e-4, hi = 1e-3 }", "[search] lr: unknown key hi"),
+        ('objective = { choices = ["iwae"] }\nbeta = { low = 0.5, high = 1.0 }', "[search] beta"),
+    ],
+)
+def test_a_bad_search_space_is_one_error_and_creates_nothing(
+    search: str, fragment: str, tmp_path: Path, data_dir: Path
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f"[train]\nepochs = 1\n[search]\n{search}\n")
+    result = run_vae(*tune_args(config, tmp_path / "runs", data_dir))
+    assert result.code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+    assert fragment in result.stderr and str(config) in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unreachable_storage_is_one_error_with_the_password_masked(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://vae:hunter2@127.0.0.1:{port}/studies"
+    args = tune_args(write_sweep(tmp_path), tmp_path / "runs", data_dir, "--storage", url)
+    result = run_vae(*args)
+    assert result.code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: --storage ")
+    assert f"vae:***@127.0.0.1:{port}/studies" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+    unknown = run_vae(
+        *tune_args(write_sweep(tmp_path), tmp_path / "runs", data_dir, "--storage", "nosuchdb://x")
+    )
+    assert unknown.code == 2 and "Error: --storage nosuchdb://x" in unknown.stderr
+
+
+def start_worker(config: Path, runs: Path, data_dir: Path, trials: int) -> subprocess.Popen:
+    args = list(map(str, tune_args(config, runs, data_dir, "--trials", trials)))
+    script = (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from vae_cli.cli import main\n"
+        f"sys.exit(main({args!r}))\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_epoch(run: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the trial never finished an epoch"
+        time.sleep(0.05)
+
+
+SLOW_SWEEP = "\n[search]\nlr = { low = 1e-4, high = 3e-3, log = true }\n"
+
+
+def slow_sweep(folder: Path) -> Path:
+    """One search dimension and 20,000 images in batches of 32: epochs of a few seconds."""
+    path = folder / "sweep.toml"
+    path.write_text(
+        '[data]\nlimit = 20000\n[train]\nepochs = 20\nbatch_size = 32\ndevice = "cpu"\n'
+        + SLOW_SWEEP
+    )
+    return path
+
+
+def test_ctrl_c_saves_the_trial_as_a_resumable_run(tmp_path: Path, data_dir: Path) -> None:
+    runs = tmp_path / "runs"
+    worker = start_worker(slow_sweep(tmp_path), runs, data_dir, trials=3)
+    try:
+        run = runs / "sweep/trial-0000"
+        wait_for_epoch(run, worker)
+        worker.send_signal(signal.SIGINT)
+        _, stderr = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 130, stderr
+    assert "Traceback" not in stderr and f"vae train --resume {run}" in stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    (trial,) = load_study(runs).trials  # no further trial was started
+    assert trial.state.name == "FAIL" and trial.user_attrs["status"] == "interrupted"
+
+
+def test_a_killed_worker_does_not_stall_the_study(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vae_cli import tune
+
+    runs, config = tmp_path / "runs", slow_sweep(tmp_path)
+    worker = start_worker(config, runs, data_dir, trials=1)
+    try:
+        wait_for_epoch(runs / "sweep/trial-0000", worker)
+    finally:
+        worker.kill()
+        worker.communicate()
+    assert load_study(runs).trials[0].state.name == "RUNNING"  # until someone notices
+    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
+    time.sleep(1.5)
+    config.write_text(config.read_text().replace("limit = 20000", "limit = 256"))
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1))
+    assert result.code == 0, result.stderr
+    states = [t.state.name for t in load_study(runs).trials]
+    assert states == ["FAIL", "COMPLETE"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A throwaway PostgreSQL server on a loopback port, in a temp folder, stopped afterwards."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL is not installed here (initdb and pg_ctl are not on PATH)")
+    folder = Path(tempfile.mkdtemp(prefix="vae-postgres-"))
+    as_server_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_server_user = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+
+    def server(*command: str) -> None:
+        subprocess.run([*as_server_user, *command], check=True, capture_output=True, timeout=120)
+
+    server(initdb, "-D", str(data), "-U", "vae", "--auth=trust", "-E", "UTF8")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    server(pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-o", options, "-w", "start")
+    try:
+        yield f"postgresql+psycopg://vae@127.0.0.1:{port}/postgres"
+    finally:
+        server(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_study_on_postgresql(postgres_url: str, tmp_path: Path, data_dir: Path) -> None:
+    config = write_sweep(tmp_path)
+    for machine in ("a", "b"):  # two workers with their own run folders, one study
+        result = run_vae(
+            *tune_args(config, tmp_path / machine, data_dir, "--storage", postgres_url),
+            *("--trials", 1, "--study", "shared"),
+        )
+        assert result.code == 0, result.stderr
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert (tmp_path / "a/shared/trial-0000").is_dir() and (
+        tmp_path / "b/shared/trial-0001"
+    ).is_dir()
+    assert all(math.isfinite(t.value) for t in study.trials)
+    assert not (tmp_path / "a/shared/study.db").exists()
+
+
+def test_the_shipped_sweep_searches_lr_beta_and_latent_size() -> None:
+    from conftest import REPO
+
+    from vae_cli.search import load_tune_config
+
+    config, space = load_tune_config(REPO / "configs/tune.toml")
+    assert config.train.epochs == 10
+    assert {d.name: d.kind for d in space} == {
+        "lr": "float",
+        "beta": "float",
+        "latent_dim": "choice",
+    }

@@ -1,0 +1,361 @@
+"""`vae tune`: a hyperparameter sweep on Optuna, each trial an ordinary run folder.
+
+Optuna's relational storage holds the study: a SQLite file for one machine, or any database
+SQLAlchemy reaches (e.g. PostgreSQL) for workers on many machines. Heartbeats let the others
+mark a killed worker's trial failed. Imported only by the `tune` command (Optuna is heavy).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from vae_cli.config import Config
+from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
+from vae_cli.files import write_atomically
+from vae_cli.search import Dimension
+from vae_cli.selection import best_epoch, selection_loss
+from vae_cli.train import Callbacks
+
+HEARTBEAT_SECONDS = 10  # a running trial's worker writes a heartbeat this often
+GRACE_SECONDS = 60  # a trial with no heartbeat for this long is marked failed by the others
+SQLITE_LOCK_TIMEOUT_SECONDS = 60  # concurrent local workers wait for the file's lock
+TPE_STARTUP_TRIALS = 5  # random trials before TPE models the results
+SCHEMA_ATTEMPTS = 5
+
+
+@dataclass
+class Sweep:
+    """What one `vae tune` invocation needs to run trials."""
+
+    config: Config
+    space: list[Dimension]
+    study_dir: Path
+    data_dir: Path | None
+    command: str
+    dataset: Any = None  # read once, shared by every trial of this worker
+
+
+def default_storage(study_dir: Path) -> str:
+    return f"sqlite:///{(study_dir / 'study.db').resolve()}"
+
+
+def masked(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable as a URL: mask what looks like user:password@
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats; a bad or unreachable URL is a UserError."""
+    import sqlalchemy.exc
+
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_SECONDS}}
+    try:
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=HEARTBEAT_SECONDS,
+                        grace_period=GRACE_SECONDS,
+                    )
+            except sqlalchemy.exc.IntegrityError:
+                # Workers that start together race to create the tables; the loser retries
+                # and finds them made.
+                if attempt + 1 == SCHEMA_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        password = _password(url)
+        if password:
+            reason = reason.replace(password, "***")
+        raise UserError(
+            f"--storage {masked(url)}: cannot open the study storage ({reason})"
+        ) from None
+
+
+def _password(url: str) -> str | None:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).password
+    except Exception:
+        return None
+
+
+def open_study(
+    storage: optuna.storages.RDBStorage,
+    name: str,
+    *,
+    pruner: str,
+    seed: int | None,
+    create: bool,
+) -> optuna.Study:
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
+    chosen_pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        if pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
+    if not create:
+        try:
+            return optuna.load_study(
+                study_name=name, storage=storage, sampler=sampler, pruner=chosen_pruner
+            )
+        except KeyError:
+            raise UserError(f"--study {name}: no such study in the storage yet") from None
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        pruner=chosen_pruner,
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def suggest(trial: optuna.Trial, dimension: Dimension) -> Any:
+    if dimension.kind == "choice":
+        return trial.suggest_categorical(dimension.name, list(dimension.choices))
+    if dimension.kind == "int":
+        return trial.suggest_int(
+            dimension.name,
+            int(dimension.low),
+            int(dimension.high),
+            step=int(dimension.step or 1),
+            log=dimension.log,
+        )
+    return trial.suggest_float(
+        dimension.name, dimension.low, dimension.high, step=dimension.step, log=dimension.log
+    )
+
+
+class TrialReporter(Callbacks):
+    """Reports each epoch's test value to the trial and stops the run when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, **_: Any) -> None:
+        self.trial = trial
+
+    def on_epoch(self, metrics: dict[str, Any]) -> None:
+        value = selection_loss(metrics)
+        self.trial.set_user_attr("epochs", metrics["epoch"])
+        if math.isfinite(value):
+            self.trial.report(value, metrics["epoch"])
+            if self.trial.should_prune():
+                raise TrainingPruned(f"pruned after epoch {metrics['epoch']}")
+
+    def on_warning(self, message: str) -> None:
+        print(f"trial {self.trial.number}: {message}")
+
+    def close(self) -> None: ...
+
+
+def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
+    """Train one trial's run folder; its value is the best test bound of the run."""
+    from vae_cli.session import run_training
+
+    params = {dimension.name: suggest(trial, dimension) for dimension in sweep.space}
+    config = sweep.config.replace(params)
+    root = sweep.study_dir / f"trial-{trial.number:04d}"
+    trial.set_user_attr("run_dir", str(root.resolve()))
+    trial.set_user_attr("host", socket.gethostname())
+    try:
+        history, _ = run_training(
+            config,
+            root,
+            None,
+            data_dir=sweep.data_dir,
+            dataset=sweep.dataset,
+            command=f"{sweep.command}  # trial {trial.number}",
+            display=lambda **_: TrialReporter(trial),
+        )
+    except TrainingPruned:
+        trial.set_user_attr("status", "pruned")
+        print_trial(trial, "pruned", None, params, root)
+        raise optuna.TrialPruned() from None
+    except TrainingInterrupted:
+        trial.set_user_attr("status", "interrupted")
+        raise
+    except TrainingFailed as error:  # e.g. non-finite steps at a bad lr: the sweep goes on
+        trial.set_user_attr("status", "failed")
+        trial.set_user_attr("error", str(error))
+        print_trial(trial, "failed", None, params, root)
+        return math.nan
+    best = best_epoch(history)
+    value = selection_loss(best) if best is not None else math.nan
+    trial.set_user_attr("status", "finished")
+    print_trial(trial, "complete", value, params, root)
+    return value
+
+
+def print_trial(
+    trial: optuna.Trial, state: str, value: float | None, params: dict[str, Any], root: Path
+) -> None:
+    shown = " ".join(f"{k}={format_value(v)}" for k, v in params.items())
+    score = f"value {value:.3f}" if value is not None else ""
+    print(f"trial {trial.number:>4}  {state:<8} {score:<14} {shown}  {root}", flush=True)
+
+
+def format_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def tune(
+    sweep: Sweep,
+    storage_url: str | None,
+    study_name: str,
+    *,
+    trials: int,
+    timeout_minutes: float | None,
+    pruner: str,
+    seed: int | None,
+    summary_only: bool,
+) -> dict[str, Any]:
+    """Run `trials` more trials of the study (none with summary_only); return its summary."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial prints its own line
+    if storage_url is None:
+        if summary_only and not (sweep.study_dir / "study.db").is_file():
+            raise UserError(f"{sweep.study_dir}: no study.db yet; run vae tune without --summary")
+        sweep.study_dir.mkdir(parents=True, exist_ok=True)
+        storage_url = default_storage(sweep.study_dir)
+    storage = open_storage(storage_url)
+    study = open_study(storage, study_name, pruner=pruner, seed=seed, create=not summary_only)
+    if not summary_only:
+        sweep.study_dir.mkdir(parents=True, exist_ok=True)
+        study.optimize(
+            lambda trial: run_trial(trial, sweep),
+            n_trials=trials,
+            timeout=timeout_minutes * 60 if timeout_minutes else None,
+        )
+    plots = save_plots(study, sweep.study_dir)
+    return summarize_study(study, plots, storage_url)
+
+
+def summarize_study(study: optuna.Study, plots: list[str], storage_url: str) -> dict[str, Any]:
+    """The best trials first, then the study's counts, the plots and how to reproduce the best."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    complete = [t for t in complete if math.isfinite(t.value)]
+    ranked = sorted(complete, key=lambda t: t.value)
+    rows = [trial_row(t) for t in ranked[:10]]
+    best = ranked[0] if ranked else None
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    return {
+        "study": study.study_name,
+        "storage": masked(storage_url),
+        "counts": counts,
+        "rows": rows,
+        "best_run": best.user_attrs.get("run_dir") if best else None,
+        "best_host": best.user_attrs.get("host") if best else None,
+        "reproduce": (
+            f"vae train --config {Path(best.user_attrs['run_dir']) / 'config.toml'}"
+            if best and "run_dir" in best.user_attrs
+            else None
+        ),
+        "plots": plots,
+    }
+
+
+def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": trial.number,
+        "params": dict(trial.params),
+        "value": trial.value,
+        "epochs": trial.user_attrs.get("epochs"),
+        "state": trial.state.name.lower(),
+    }
+
+
+def save_plots(study: optuna.Study, folder: Path) -> list[str]:
+    """Optuna's matplotlib history and importance plots, where there are trials enough."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    wanted = [("optimization_history.png", optuna_plots.plot_optimization_history, 1)]
+    wanted.append(("param_importances.png", optuna_plots.plot_param_importances, 2))
+    written = []
+    for name, plot, needed in wanted:
+        if len(complete) < needed:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental API; degenerate-importance notes
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError):  # e.g. importances of a parameter never varied
+                continue
+        buffer = io.BytesIO()
+        axes.figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(axes.figure)
+        write_atomically(folder / name, buffer.getvalue())
+        written.append(str(folder / name))
+    return written
+
+
+def start_sweep(
+    config_file: Path,
+    *,
+    study: str | None,
+    trials: int,
+    storage: str | None,
+    runs_dir: Path,
+    data_dir: Path | None,
+    timeout: float | None,
+    pruner: str,
+    seed: int | None,
+    command: str,
+) -> dict[str, Any]:
+    """Check every flag, the search space and the data before the study is touched; then run
+    `trials` trials (0: only the summary)."""
+    from vae_cli.data import load_dataset, resolve_data_dir
+    from vae_cli.search import load_tune_config
+
+    if pruner not in ("median", "none"):
+        raise UserError(f"--pruner: expected median or none, got {pruner!r}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"--timeout: expected minutes > 0, got {timeout}")
+    name = study or config_file.stem
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"--study {name!r}: use letters, digits, '.', '_' and '-' only")
+    config, space = load_tune_config(config_file)
+    dataset = None
+    if trials:
+        resolved = resolve_data_dir(data_dir)
+        dataset = load_dataset(resolved, config.data.dataset, config.data.limit)
+        data_dir = resolved
+    sweep = Sweep(config, space, runs_dir / name, data_dir, command, dataset)
+    return tune(
+        sweep,
+        storage,
+        name,
+        trials=trials,
+        timeout_minutes=timeout,
+        pruner=pruner,
+        seed=seed,
+        summary_only=trials == 0,
+    )
