@@ -79,8 +79,10 @@ class TensorBoardLogger(Callbacks):
 
 def hparams(config: Config) -> dict[str, Any]:
     """The run's settings as TensorBoard hparams (`section.field`; unset ones left out)."""
-    return {
+    settings = {
         f"{section}.{key}": value
         for section, values in config.to_dict().items()
+        if section != "phases"
         for key, value in values.items()
     }
+    return {**settings, "phases": len(config.phases) + 1}

@@ -97,16 +97,22 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Training phases after the first ([train] is the first): each a dict of PHASE_KEYS
+    # settings, applied on top of the phase before it, with its own epochs / time_budget.
+    phases: tuple[dict[str, Any], ...] = ()
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (None values left out, as TOML has no null)."""
-        return {
+        tables: dict[str, Any] = {
             name: {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
             for name, section in self.sections()
         }
+        if self.phases:
+            tables["phases"] = [dict(phase) for phase in self.phases]
+        return tables
 
     def sections(self) -> list[tuple[str, Any]]:
-        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        return [(name, getattr(self, name)) for name in SECTION_TYPES]
 
     def replace(self, values: dict[str, Any]) -> Config:
         """A copy with flat `name -> value` overrides (names as in `FIELDS`)."""
@@ -117,7 +123,38 @@ class Config:
             ModelConfig(**sections["model"]),
             DataConfig(**sections["data"]),
             TrainConfig(**sections["train"]),
+            self.phases,
         )
+
+    def phase(self, index: int) -> Config:
+        """The settings training uses in phase `index` (0: the [train] table), without phases.
+
+        Settings carry over from phase to phase; the length (epochs or time_budget) is each
+        phase's own. A phase given only a time budget runs until it is spent.
+        """
+        current = dataclasses.replace(self, phases=())
+        for phase in self.phases[:index]:
+            length = {"epochs": UNBOUNDED_EPOCHS, "time_budget": None}
+            current = current.replace({**length, **phase})
+        return current
+
+
+UNBOUNDED_EPOCHS = 1_000_000  # a phase bounded by its time budget alone
+# What a [[phases]] table may set: training settings, never the model or the data.
+PHASE_KEYS = (
+    "epochs",
+    "time_budget",
+    "objective",
+    "k",
+    "lr",
+    "lr_schedule",
+    "final_lr",
+    "beta",
+    "kl_warmup_epochs",
+    "free_bits",
+    "grad_clip",
+    "adam_beta2",
+)
 
 
 SECTION_TYPES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -196,8 +233,12 @@ def apply_flags(config: Config, flags: dict[str, Any]) -> Config:
 def from_dict(data: dict[str, Any], source: str) -> Config:
     """Build a Config from a nested dict as read from TOML, naming `source` in every error."""
     values: dict[str, Any] = {}
+    phases: tuple[dict[str, Any], ...] = ()
     for section, entries in data.items():
         if section in INFORMATIONAL_SECTIONS:
+            continue
+        if section == "phases":
+            phases = parse_phases(entries, source)
             continue
         if section not in SECTION_TYPES or not isinstance(entries, dict):
             known = ", ".join(f"[{s}]" for s in SECTION_TYPES)
@@ -205,16 +246,42 @@ def from_dict(data: dict[str, Any], source: str) -> Config:
         for key, value in entries.items():
             if key not in FIELDS or FIELDS[key][0] != section:
                 raise UserError(f"{source}: [{section}] {key}: unknown key")
-            if (
-                isinstance(value, int)
-                and not isinstance(value, bool)
-                and FIELDS[key][1].type.startswith("float")
-            ):
-                value = float(value)  # TOML writes 1 for 1.0; both mean the same number
-            if (problem := check_value(key, value)) is not None:
-                raise UserError(f"{source}: [{section}] {key}: {problem}")
-            values[key] = value
-    return Config().replace(values)
+            values[key] = checked_value(key, value, f"{source}: [{section}] {key}")
+    return dataclasses.replace(Config().replace(values), phases=phases)
+
+
+def checked_value(key: str, value: Any, where: str) -> Any:
+    """A TOML value for field `key` (1 means 1.0 for a float field), or a UserError."""
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and FIELDS[key][1].type.startswith("float")
+    ):
+        value = float(value)
+    if (problem := check_value(key, value)) is not None:
+        raise UserError(f"{where}: {problem}")
+    return value
+
+
+def parse_phases(entries: Any, source: str) -> tuple[dict[str, Any], ...]:
+    """The [[phases]] tables: training settings only, each with its epochs or time_budget."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"{source}: phases must be [[phases]] tables")
+    phases = []
+    for number, entry in enumerate(entries, start=2):  # [train] is phase 1
+        where = f"{source}: [[phases]] {number}"
+        for key in entry:
+            if key in FIELDS and key not in PHASE_KEYS:
+                raise UserError(
+                    f"{where}: {key} cannot change between phases (only training settings: "
+                    f"{', '.join(PHASE_KEYS)})"
+                )
+            if key not in FIELDS:
+                raise UserError(f"{where}: {key}: unknown key")
+        if "epochs" not in entry and "time_budget" not in entry:
+            raise UserError(f"{where}: give the phase's length: epochs or time_budget")
+        phases.append({key: checked_value(key, v, f"{where} {key}") for key, v in entry.items()})
+    return tuple(phases)
 
 
 def load_config(path: Path) -> Config:
@@ -261,6 +328,10 @@ def to_toml(config: Config, manifest: dict[str, Any] | None = None) -> str:
                 if value is not None
                 else f"# {f.name} =  (not set)"
             )
+        lines.append("")
+    for number, phase in enumerate(config.phases, start=2):
+        lines.append(f"[[phases]]  # phase {number}, after the one before it ends")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in phase.items())
         lines.append("")
     if manifest:
         lines.append("[manifest]")

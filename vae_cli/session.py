@@ -61,11 +61,20 @@ def resume_target(target: Path) -> tuple[Path, Path]:
     return root, target
 
 
+# What a resume of a run with [[phases]] may change: how it runs, not what it trains.
+RESUMABLE_WITH_PHASES = {"device", "amp", "compile", "cuda_graph", "tensorboard", "max_bad_steps"}
+
+
 def resumed_config(stored: Config, flags: dict[str, Any]) -> Config:
     """The checkpoint's config with the flags a resume may change; others must agree."""
     given = {key: value for key, value in flags.items() if value is not None}
     current = {key: getattr(getattr(stored, FIELDS[key][0]), key) for key in given}
     for key, value in given.items():
+        if stored.phases and key in RESUMABLE - RESUMABLE_WITH_PHASES and value != current[key]:
+            raise UserError(
+                f"{flag_name(key)}: this run trains in [[phases]] from its config; a resume "
+                "continues them as written (start a new run to change them)"
+            )
         if key not in RESUMABLE and value != current[key]:
             raise UserError(
                 f"{flag_name(key)} {value} differs from the resumed run's "
@@ -114,17 +123,40 @@ def resume_notes(checkpoint: dict[str, Any], config: Config, device_type: str) -
     return notes
 
 
+def check_unfinished(resume: Path, config: Config, checkpoint: dict[str, Any]) -> None:
+    """A resume must have training left to do: epochs, time budget or phases."""
+    from vae_cli.train import phase_done
+
+    phase = checkpoint.get("phase", 0)
+    start = checkpoint.get("phase_start", {"epoch": 0, "step": 0, "elapsed": 0.0})
+    if phase < len(config.phases) or not phase_done(
+        config.phase(phase), start, checkpoint["epoch"], checkpoint["elapsed"]
+    ):
+        return
+    if config.phases:
+        raise UserError(f"--resume {resume}: the run has finished all its phases")
+    raise UserError(
+        f"--resume {resume}: the run has completed {checkpoint['epoch']} of "
+        f"{config.train.epochs} epochs"
+        + (" or spent its time budget" if config.train.time_budget else "")
+        + f"; pass --epochs N with N > {checkpoint['epoch']} (or a larger --time-budget) "
+        "to train it further"
+    )
+
+
 def check_objective(config: Config) -> None:
     """The KL weight, its warm-up and free bits shape the ELBO only; IWAE has no KL term."""
-    train = config.train
-    if train.objective == "iwae" and (
-        train.beta != 1.0 or train.kl_warmup_epochs or train.free_bits
-    ):
-        raise UserError(
-            "--objective iwae trains the importance-weighted bound (Burda et al. 2016), which "
-            "has no separate KL term: --beta, --kl-warmup-epochs and --free-bits apply to "
-            "--objective elbo only (set them to 1, 0 and 0)"
-        )
+    for index in range(len(config.phases) + 1):
+        train = config.phase(index).train
+        if train.objective == "iwae" and (
+            train.beta != 1.0 or train.kl_warmup_epochs or train.free_bits
+        ):
+            where = f"phase {index + 1}: " if config.phases else ""
+            raise UserError(
+                f"{where}--objective iwae trains the importance-weighted bound (Burda et al. "
+                "2016), which has no separate KL term: --beta, --kl-warmup-epochs and "
+                "--free-bits apply to --objective elbo only (set them to 1, 0 and 0)"
+            )
 
 
 def start_training(
@@ -153,12 +185,7 @@ def start_training(
         root, checkpoint_path = resume_target(resume)
         checkpoint = load_checkpoint(checkpoint_path)
         config = resumed_config(checkpoint["config"], flags)
-        if config.train.epochs <= checkpoint["epoch"]:
-            raise UserError(
-                f"--resume {resume}: the run has completed {checkpoint['epoch']} of "
-                f"{config.train.epochs} epochs; pass --epochs N with N > {checkpoint['epoch']} "
-                "to train it further"
-            )
+        check_unfinished(resume, config, checkpoint)
     else:
         config = build_config(flags, config_file)
         root = runs_dir / (name or default_run_name())

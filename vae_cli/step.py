@@ -98,6 +98,12 @@ class TrainStep:
             cache_enabled=False,
         )
 
+    def apply_phase(self, config: Config) -> None:
+        """A new training phase's settings: objective, k, free bits, clipping, Adam's beta2."""
+        self.config = config
+        self.max_norm = config.train.grad_clip or math.inf
+        self.optimizer.param_groups[0]["betas"] = (0.9, config.train.adam_beta2)
+
     def set_schedule(self, lr: float, beta: float) -> None:
         """Write this step's lr and KL weight into their device tensors (only on change)."""
         if lr != self.lr_value:
@@ -226,6 +232,12 @@ class CapturedStep:
             self.graphs[batch][0].replay()  # capturing records the step without running it
         synchronize(images.device)
         self.capture_seconds += time.perf_counter() - started
+
+    def apply_phase(self, config: Config) -> None:
+        """New settings change what the step does: capture it again."""
+        self.train_step.apply_phase(config)
+        self.graphs.clear()
+        self.eager_steps.clear()
 
     def on_side_stream(self, work: Callable[[], None]) -> None:
         """Warm-up on the capture stream, as CUDA graph capture requires."""

@@ -320,7 +320,12 @@ def train(
     test_x = to_float(test_images).to(device)
     model = build_model(config, device)
     generators = make_generators(config, device)
-    train_step = build_step(model, config, generators)
+    # The phase (0: [train]; then each [[phases]] table) and where it began.
+    phase, phase_start = 0, {"epoch": 0, "step": 0, "elapsed": 0.0}
+    if resume is not None and "phase" in resume:
+        phase, phase_start = resume["phase"], resume["phase_start"]
+    active = config.phase(phase)  # the settings training uses now
+    train_step = build_step(model, active, generators)
     fixed_z = torch.randn(
         SAMPLE_GRID,
         config.model.latent_dim,
@@ -328,8 +333,6 @@ def train(
     )
     n_train, batch_size = len(train_images), config.train.batch_size
     steps_per_epoch = math.ceil(n_train / batch_size)
-    total_steps = steps_per_epoch * config.train.epochs
-    budget_seconds = config.train.time_budget * 60 if config.train.time_budget else None
 
     # What a checkpoint carries; a resume overwrites it.
     epoch, step, position, elapsed = 0, 0, 0, 0.0
@@ -341,7 +344,7 @@ def train(
         epoch, step, position = resume["epoch"], resume["step"], resume["position"]
         elapsed, best = resume["elapsed"], resume["best"]
         history = truncate_metrics(paths, epoch)
-        keep_best_of_earlier_phase(paths, history, config)
+        keep_best_of_earlier_phase(paths, history, active)
 
     # Checkpoints and metrics lines are written in order on a background thread: a metrics
     # line always lands before the checkpoint of its epoch, so a resume never lacks one.
@@ -351,6 +354,7 @@ def train(
         check_finite_weights(model, train_step.flat)
         state = checkpoint_state(model, train_step, config, generators, epoch_start_order, device)
         state.update(epoch=epoch, step=step, elapsed=elapsed, best=best, **progress)
+        state.update(phase=phase, phase_start=dict(phase_start))
         writer.submit(write_checkpoints, state, targets)
 
     callbacks.on_start(
@@ -367,7 +371,21 @@ def train(
     try:
         with InterruptFlag() as interrupt:
             write_status(paths, "running", epoch)  # inside: from here on Ctrl-C saves a checkpoint
-            while epoch < config.train.epochs:
+            while True:
+                if position == 0 and phase_done(active, phase_start, epoch, elapsed):
+                    if phase == len(config.phases):
+                        break
+                    # The next phase starts here, with its own settings and schedule.
+                    phase, phase_start = (
+                        phase + 1,
+                        {"epoch": epoch, "step": step, "elapsed": elapsed},
+                    )
+                    active = config.phase(phase)
+                    train_step.apply_phase(active)
+                    keep_best_of_earlier_phase(paths, history, active)
+                    continue
+                budget_seconds = active.train.time_budget * 60 if active.train.time_budget else None
+                phase_steps = steps_per_epoch * active.train.epochs
                 epoch_start_order = generators["data_order"].get_state()
                 order = torch.randperm(n_train, generator=generators["data_order"]).to(device)
                 epoch_started = time.perf_counter()
@@ -376,13 +394,15 @@ def train(
                     step_started = time.perf_counter()
                     batch = order[position * batch_size : (position + 1) * batch_size]
                     progress = (
-                        min(1.0, elapsed / budget_seconds) if budget_seconds else step / total_steps
+                        min(1.0, (elapsed - phase_start["elapsed"]) / budget_seconds)
+                        if budget_seconds
+                        else (step - phase_start["step"]) / phase_steps
                     )
                     # index_select: a third of the time of train_images[batch] for uint8 rows.
                     train_step(
                         train_images.index_select(0, batch),
-                        learning_rate(config, progress),
-                        kl_weight(config, step, steps_per_epoch),
+                        learning_rate(active, progress),
+                        kl_weight(active, step - phase_start["step"], steps_per_epoch),
                     )
                     step += 1
                     elapsed += time.perf_counter() - step_started
@@ -391,7 +411,7 @@ def train(
                     end_of_epoch = position + 1 == steps_per_epoch
                     if end_of_epoch or interrupt.requested or (position + 1) % PROGRESS_EVERY == 0:
                         current = summarize(train_step.stats.tolist())
-                        check_bad_steps(current, last_read, config, paths, epoch, step, callbacks)
+                        check_bad_steps(current, last_read, active, paths, epoch, step, callbacks)
                         last_read = current
                         callbacks.on_progress(epoch, position + 1, steps_per_epoch, current)
                     if interrupt.requested and not end_of_epoch:
@@ -412,11 +432,12 @@ def train(
                 epoch_stats = summarize(train_step.stats.tolist())
                 train_step.reset_epoch_sums()
                 test = evaluate_elbo(model, test_x)
-                metrics = epoch_metrics(epoch, step, config, epoch_stats, test, train_step)
-                if config.train.objective == "iwae":
+                metrics = epoch_metrics(epoch, step, active, epoch_stats, test, train_step)
+                metrics["phase"] = phase + 1
+                if active.train.objective == "iwae":
                     # The bound being trained, on the test set: what picks best.pt.
-                    bound = importance_weighted_nll(model, test_x, config.train.k)
-                    metrics.update(test_iwae=bound.nll, test_iwae_k=config.train.k)
+                    bound = importance_weighted_nll(model, test_x, active.train.k)
+                    metrics.update(test_iwae=bound.nll, test_iwae_k=active.train.k)
                 chosen = best_epoch([*history, metrics])
                 if chosen is not None and chosen["epoch"] == epoch:
                     best = {"loss": selection_loss(chosen), "epoch": epoch}
@@ -431,8 +452,8 @@ def train(
                     epoch_stats["images"] - images_before["images"]
                 ) / train_seconds
                 history.append(metrics)
-                last_epoch = epoch == config.train.epochs or bool(
-                    budget_seconds and elapsed >= budget_seconds
+                last_epoch = phase == len(config.phases) and phase_done(
+                    active, phase_start, epoch, elapsed
                 )
                 if last_epoch or time.perf_counter() - last_drawn >= PICTURE_INTERVAL_SECONDS:
                     save_epoch_pictures(model, paths, epoch, fixed_z, test_x[:RECONSTRUCTED])
@@ -465,6 +486,14 @@ def train(
     writer.close()
     write_status(paths, "finished", epoch)
     return history
+
+
+def phase_done(active: Config, start: dict[str, Any], epoch: int, elapsed: float) -> bool:
+    """Whether a phase that began at `start` has run its epochs or spent its time budget."""
+    if epoch - start["epoch"] >= active.train.epochs:
+        return True
+    budget = active.train.time_budget
+    return bool(budget and elapsed - start["elapsed"] >= budget * 60)
 
 
 def setup_seconds(train_step: TrainStep | CapturedStep) -> dict[str, float]:
