@@ -334,3 +334,13 @@ def test_the_shipped_sweep_searches_lr_beta_and_latent_size() -> None:
         "beta": "float",
         "latent_dim": "choice",
     }
+
+
+def test_timeout_starts_no_trial_after_it(tmp_path: Path, data_dir: Path) -> None:
+    config, runs = write_sweep(tmp_path), tmp_path / "runs"
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 5, "--timeout", 0.001))
+    assert result.code == 0, result.stderr
+    assert len(load_study(runs).trials) == 1  # the first trial outlasts 0.06 s
+    bad = run_vae(*tune_args(config, tmp_path / "other", data_dir, "--timeout", 0))
+    assert bad.code == 2 and "--timeout: expected minutes > 0" in bad.stderr
+    assert not (tmp_path / "other").exists()
