@@ -105,6 +105,11 @@ def load(checkpoint: Path | None, runs_dir: Path, device: str) -> Any:
     return load_model(resolve_checkpoint(checkpoint, runs_dir), device)
 
 
+def command_line(ctx: typer.Context) -> str:
+    """The command as typed, for a run's manifest (main passes argv in ctx.obj)."""
+    return " ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])])
+
+
 def wrote(path: Path) -> None:
     print(f"wrote {path}")
 
@@ -174,7 +179,7 @@ def train(
         name=name,
         resume=resume,
         overwrite=overwrite,
-        command=" ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
+        command=command_line(ctx),
         display=lambda **kw: console.TrainingDisplay(quiet=quiet, **kw),
     )
     console.training_summary(history, paths)
@@ -392,7 +397,7 @@ def tune(
         timeout=timeout,
         pruner=pruner,
         seed=seed,
-        command=" ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
+        command=command_line(ctx),
     )
     tune_summary(result)
 
