@@ -152,3 +152,25 @@ def test_the_quality_recipe_is_one_config() -> None:
     assert (elbo.objective, elbo.time_budget, elbo.lr_schedule) == ("elbo", 65.0, "cosine")
     assert (iwae.objective, iwae.k, iwae.lr, iwae.time_budget) == ("iwae", 10, 1e-4, 38.5)
     assert iwae.adam_beta2 == elbo.adam_beta2 == 0.999 and iwae.grad_clip == 0.0  # carried over
+
+
+def test_each_phase_warms_up_its_own_kl_weight(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_settings_reach_the_step import StepSpy
+
+    spy = StepSpy(monkeypatch)
+    text = TWO_PHASES.replace("epochs = 2\nbatch_size", "epochs = 1\nbatch_size")
+    phase_two = text.index("[[phases]]")
+    text = text[:phase_two] + "[[phases]]\nepochs = 1\nbeta = 0.5\nkl_warmup_epochs = 1\n"
+    assert train_config(tmp_path, data_dir, "r", text).code == 0
+    warmup = [0.5 * step / STEPS_PER_EPOCH for step in range(STEPS_PER_EPOCH)]
+    assert spy.beta == pytest.approx([1.0] * STEPS_PER_EPOCH + warmup)
+
+
+def test_a_phase_with_a_time_budget_ends_at_the_first_epoch_past_it(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    text = TWO_PHASES.replace("[[phases]]\nepochs = 2", "[[phases]]\ntime_budget = 0.0001")
+    assert train_config(tmp_path, data_dir, "r", text).code == 0
+    assert [m["phase"] for m in metrics_without_timing(tmp_path / "r")] == [1, 1, 2]
