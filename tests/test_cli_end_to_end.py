@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import png_pixels, png_size, run_vae, train_args
+from conftest import png_pixels, png_size, run_vae, train_args, train_tiny
 
 from vae_cli.images import grid_size
 
@@ -303,3 +303,13 @@ def test_eval_can_score_another_binarization(trained_run: Path, data_dir: Path) 
     assert report["binarize"] == "static" and report["trained_binarize"] == "none"
     table = run_vae(*args, "--binarize", "static")
     assert "binarize=static, trained on none" in table.stdout
+
+
+def test_pictures_are_redrawn_once_the_interval_has_passed(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vae_cli.train.PICTURE_INTERVAL_SECONDS", 0.0)
+    run = train_tiny(tmp_path, "r", data_dir)
+    drawn = sorted(p.name for p in (run / "samples").iterdir())
+    assert drawn == ["epoch_001.png", "epoch_002.png"]
+    assert sorted(p.name for p in (run / "reconstructions").iterdir()) == drawn
