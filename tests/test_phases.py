@@ -174,3 +174,14 @@ def test_a_phase_with_a_time_budget_ends_at_the_first_epoch_past_it(
     text = TWO_PHASES.replace("[[phases]]\nepochs = 2", "[[phases]]\ntime_budget = 0.0001")
     assert train_config(tmp_path, data_dir, "r", text).code == 0
     assert [m["phase"] for m in metrics_without_timing(tmp_path / "r")] == [1, 1, 2]
+
+
+def test_the_epoch_lines_name_the_phase(tmp_path: Path, data_dir: Path) -> None:
+    result = train_config(tmp_path, data_dir, "r")
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert [line.split()[1:4] for line in lines] == [
+        ["1", "phase", "1"],
+        ["2", "phase", "1"],
+        ["3", "phase", "2"],
+        ["4", "phase", "2"],
+    ]

@@ -27,7 +27,7 @@ def stderr() -> Console:
 class TrainingDisplay(Callbacks):
     """tqdm bars on a terminal; one plain line per epoch otherwise (or with --quiet)."""
 
-    def __init__(self, *, run_dir: str, epochs: int, binarize: str, quiet: bool) -> None:
+    def __init__(self, *, run_dir: str, epochs: int | None, binarize: str, quiet: bool) -> None:
         self.run_dir, self.epochs, self.binarize = run_dir, epochs, binarize
         self.bars = not quiet and sys.stdout.isatty()
         self.epoch_bar = self.batch_bar = None
@@ -83,8 +83,10 @@ class TrainingDisplay(Callbacks):
         self.batch_bar.refresh()
 
     def on_epoch(self, metrics: dict[str, Any]) -> None:
+        # A run in phases has no fixed epoch count: it names the phase instead.
+        total = f"/{self.epochs}" if self.epochs else f" phase {metrics['phase']}"
         line = (
-            f"epoch {metrics['epoch']:>3}/{self.epochs}  train {metrics['train_loss']:.2f}  "
+            f"epoch {metrics['epoch']:>3}{total}  train {metrics['train_loss']:.2f}  "
             f"test {metrics['test_loss']:.2f} (recon {metrics['test_recon']:.2f}, "
             f"kl {metrics['test_kl']:.2f})  "
         )

@@ -237,7 +237,8 @@ def run_training(
         notes = resume_notes(checkpoint, config, device.type)
         if config != checkpoint["config"] or notes:
             update_run_config(root, config, command, notes)
-    progress = display(run_dir=str(root), epochs=config.train.epochs, binarize=config.data.binarize)
+    epochs = None if config.phases else config.train.epochs  # phases may end by time budget
+    progress = display(run_dir=str(root), epochs=epochs, binarize=config.data.binarize)
     if config.train.tensorboard:
         from vae_cli.board import TensorBoardLogger
 
