@@ -344,3 +344,11 @@ def test_timeout_starts_no_trial_after_it(tmp_path: Path, data_dir: Path) -> Non
     bad = run_vae(*tune_args(config, tmp_path / "other", data_dir, "--timeout", 0))
     assert bad.code == 2 and "--timeout: expected minutes > 0" in bad.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_trial_folders_without_their_study_are_refused(tmp_path: Path, data_dir: Path) -> None:
+    config, runs = write_sweep(tmp_path), tmp_path / "runs"
+    (runs / "sweep/trial-0000").mkdir(parents=True)
+    result = run_vae(*tune_args(config, runs, data_dir))
+    assert result.code == 2 and "holds trial folders but no study.db" in result.stderr
+    assert sorted(p.name for p in (runs / "sweep").iterdir()) == ["trial-0000"]

@@ -234,8 +234,16 @@ def tune(
     """Run `trials` more trials of the study (none with summary_only); return its summary."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial prints its own line
     if storage_url is None:
-        if summary_only and not (sweep.study_dir / "study.db").is_file():
-            raise UserError(f"{sweep.study_dir}: no study.db yet; run vae tune without --summary")
+        if not (sweep.study_dir / "study.db").is_file():
+            if summary_only:
+                raise UserError(
+                    f"{sweep.study_dir}: no study.db yet; run vae tune without --summary"
+                )
+            if any(sweep.study_dir.glob("trial-*")):  # e.g. study.db deleted, folders kept
+                raise UserError(
+                    f"{sweep.study_dir} holds trial folders but no study.db; pick another "
+                    "--study or --runs-dir, or remove the old trial folders"
+                )
         sweep.study_dir.mkdir(parents=True, exist_ok=True)
         storage_url = default_storage(sweep.study_dir)
     storage = open_storage(storage_url)
