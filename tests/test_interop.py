@@ -160,3 +160,28 @@ def test_importing_vae_cli_does_not_import_torch() -> None:
     code = "import sys, vae_cli; print('torch' in sys.modules, callable(vae_cli.load))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_a_resumed_run_continues_its_tensorboard_curves(tmp_path: Path, data_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train_tiny(tmp_path, "r", data_dir, "--tensorboard", "--epochs", 1)
+    resumed = run_vae("train", "--resume", run, "--epochs", 3, "--data-dir", data_dir, "--quiet")
+    assert resumed.code == 0, resumed.stderr
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [point.step for point in events.Scalars("test/loss")] == [1, 2, 3]
+
+
+def test_events_past_the_resumed_checkpoint_are_dropped(tmp_path: Path, data_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train_tiny(tmp_path, "r", data_dir, "--tensorboard", "--epochs", 1)
+    epoch_one = (run / "checkpoints/last.pt").read_bytes()
+    assert run_vae("train", "--resume", run, "--epochs", 2, "--data-dir", data_dir).code == 0
+    # As if killed after epoch 2's events but before its checkpoint: resume from epoch 1.
+    (run / "checkpoints/last.pt").write_bytes(epoch_one)
+    assert run_vae("train", "--resume", run, "--epochs", 2, "--data-dir", data_dir).code == 0
+    events = EventAccumulator(str(run / "tensorboard"))  # purges as TensorBoard does
+    events.Reload()
+    assert [point.step for point in events.Scalars("test/loss")] == [1, 2]
