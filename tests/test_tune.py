@@ -352,3 +352,37 @@ def test_trial_folders_without_their_study_are_refused(tmp_path: Path, data_dir:
     result = run_vae(*tune_args(config, runs, data_dir))
     assert result.code == 2 and "holds trial folders but no study.db" in result.stderr
     assert sorted(p.name for p in (runs / "sweep").iterdir()) == ["trial-0000"]
+
+
+@pytest.mark.parametrize(
+    ("message", "retried"),
+    [
+        ("table studies already exists", True),  # SQLite: two workers created the tables
+        ("database is locked", True),
+        ("unable to open database file", False),  # a real error: reported at once
+    ],
+)
+def test_workers_that_race_to_create_the_tables_retry(
+    message: str, retried: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy.exc
+
+    from vae_cli import tune
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def first_call_fails(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception(message))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", first_call_fails)
+    monkeypatch.setattr(tune.time, "sleep", lambda seconds: None)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    if retried:
+        assert isinstance(tune.open_storage(url), real) and len(calls) == 2
+    else:
+        with pytest.raises(tune.UserError, match=message):
+            tune.open_storage(url)
+        assert len(calls) == 1

@@ -63,27 +63,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage with heartbeats; a bad or unreachable URL is a UserError."""
     import sqlalchemy.exc
 
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_SECONDS}}
     try:
-        for attempt in range(SCHEMA_ATTEMPTS):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(
-                        url,
-                        engine_kwargs=engine_kwargs,
-                        heartbeat_interval=HEARTBEAT_SECONDS,
-                        grace_period=GRACE_SECONDS,
-                    )
-            except sqlalchemy.exc.IntegrityError:
-                # Workers that start together race to create the tables; the loser retries
-                # and finds them made.
-                if attempt + 1 == SCHEMA_ATTEMPTS:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return create_storage(url)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         password = _password(url)
@@ -92,6 +73,36 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise UserError(
             f"--storage {masked(url)}: cannot open the study storage ({reason})"
         ) from None
+
+
+def create_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage; workers that start together race to create its tables, and the
+    losers retry and find them made."""
+    import sqlalchemy.exc
+
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_SECONDS}}
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                )
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            # The race shows as a duplicate key (PostgreSQL), "table ... already exists" or a
+            # locked file (SQLite); anything else is a real error.
+            raced = isinstance(error, sqlalchemy.exc.IntegrityError) or any(
+                sign in str(error) for sign in ("already exists", "database is locked")
+            )
+            if not raced or attempt == SCHEMA_ATTEMPTS:
+                raise
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _password(url: str) -> str | None:
