@@ -124,7 +124,7 @@ def open_study(
 ) -> optuna.Study:
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
     chosen_pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        optuna.pruners.MedianPruner(n_startup_trials=3)  # from epoch 1
         if pruner == "median"
         else optuna.pruners.NopPruner()
     )
