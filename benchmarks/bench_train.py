@@ -9,7 +9,8 @@ Also prints (b)'s achieved matmul GFLOP/s against the best matmul rate measured 
 roofline), the rate of one step's matmuls alone at their real shapes (the step's ceiling), and
 the peak RSS of a real `vae train` epoch above a bare `import torch`.
 With --device cuda, (b) is measured eager and captured in a CUDA graph, at batch 128 and at
---large-batch, and captured with --amp, each against (a) on the same GPU; the roofline is
+--large-batch, and captured with --amp and with --compile (the ELBO's forward and backward
+compiled), each against (a) on the same GPU; the roofline is
 the GPU's fp32 (bf16 for --amp) matmul rate. Last, the wall time of a whole
 `vae train --epochs 10` on the device, from start to exit.
 
@@ -211,6 +212,7 @@ def main() -> None:
             f"eager b{args.large_batch}": {"batch_size": args.large_batch},
             f"graph b{args.large_batch}": {"batch_size": args.large_batch, "cuda_graph": True},
             "graph amp": {"cuda_graph": True, "amp": True},
+            "graph compile": {"cuda_graph": True, "compile": True},
         }
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -87,16 +87,15 @@ class TrainStep:
         self.max_norm = config.train.grad_clip or math.inf
         self.max_bad_steps = config.train.max_bad_steps
         self.compile_seconds: float | None = None
+        # --compile: the ELBO's whole forward (and so its backward) is one compiled graph; IWAE,
+        # whose samples are drawn inside, compiles its decoder.
+        self.elbo: Callable[[torch.Tensor, torch.Tensor], LossParts] = (
+            torch.compile(self.elbo_for_noise) if config.train.compile else self.elbo_for_noise
+        )
         self.decode: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(model.decode) if config.train.compile else model.decode
         )
-        # No autocast weight cache: a captured graph must not depend on a cache's lifetime.
-        self.autocast = torch.autocast(
-            device.type,
-            dtype=torch.bfloat16,
-            enabled=config.train.amp and device.type == "cuda",
-            cache_enabled=False,
-        )
+        self.amp = config.train.amp and device.type == "cuda"
 
     def apply_phase(self, config: Config) -> None:
         """A new training phase's settings: objective, k, free bits, clipping, Adam's beta2."""
@@ -120,21 +119,40 @@ class TrainStep:
             x = torch.bernoulli(x, generator=self.binarize)
         return x
 
+    def autocast(self) -> torch.autocast:
+        # No weight cache: a captured graph must not depend on a cache's lifetime.
+        return torch.autocast(
+            self.flat.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False
+        )
+
     def loss(self, x: torch.Tensor) -> LossParts:
         train = self.config.train
-        with self.autocast:
-            mu, logvar = self.model.encode(x)  # (B, D) each
-            if train.objective == "iwae":
+        if train.objective == "iwae":
+            with self.autocast():
+                mu, logvar = self.model.encode(x)  # (B, D) each
                 return iwae_loss(x, mu, logvar, self.decode, train.k, self.noise)
-            eps = torch.randn(mu.shape, generator=self.noise, device=x.device, dtype=mu.dtype)
+        # The noise is drawn outside the ELBO, which torch.compile may trace (generators don't),
+        # in the dtype the encoder's output has under autocast.
+        eps = torch.randn(
+            (len(x), self.model.config.latent_dim),
+            generator=self.noise,
+            device=x.device,
+            dtype=torch.bfloat16 if self.amp else torch.float32,
+        )
+        return self.elbo(x, eps)
+
+    def elbo_for_noise(self, x: torch.Tensor, eps: torch.Tensor) -> LossParts:
+        """The negative ELBO of a batch with the noise eps of the reparameterization."""
+        with self.autocast():
+            mu, logvar = self.model.encode(x)  # (B, D) each
             z = mu + torch.exp(0.5 * logvar) * eps  # logvar is already clamped by encode
             return elbo_loss(
                 x,
-                self.decode(z).float(),
+                self.model.decode(z).float(),
                 mu.float(),
                 logvar.float(),
                 beta=self.beta,
-                free_bits=train.free_bits,
+                free_bits=self.config.train.free_bits,
             )
 
     def __call__(self, images: torch.Tensor, lr: float, beta: float) -> None:
