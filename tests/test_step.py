@@ -23,6 +23,10 @@ class PlainStep:
         self.config = config
         self.model = build_model(config, torch.device("cpu"))
         self.flat, self.flat_grad = flatten_parameters(self.model)
+        offset = 0
+        for p in self.model.parameters():  # backward adds into views of the flat gradient
+            p.grad = self.flat_grad[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
         self.optimizer = torch.optim.Adam(
             [self.flat], lr=config.train.lr, fused=True, betas=(0.9, config.train.adam_beta2)
         )
