@@ -185,3 +185,24 @@ def test_the_epoch_lines_name_the_phase(tmp_path: Path, data_dir: Path) -> None:
         ["3", "phase", "2"],
         ["4", "phase", "2"],
     ]
+
+
+def test_the_earlier_phase_keeps_its_last_best_even_when_writes_lag(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from vae_cli import train as train_module
+
+    real = train_module.write_checkpoints
+
+    def slow_write(state: dict, targets: list) -> None:  # a slow disk: writes trail training
+        time.sleep(0.3)
+        real(state, targets)
+
+    monkeypatch.setattr(train_module, "write_checkpoints", slow_write)
+    assert train_config(tmp_path, data_dir, "r").code == 0
+    metrics = metrics_without_timing(tmp_path / "r")
+    best_elbo_epoch = min(metrics[:2], key=lambda m: m["test_loss"])["epoch"]
+    kept = load_checkpoint(tmp_path / "r/checkpoints/best-elbo.pt")
+    assert kept["epoch"] == best_elbo_epoch and kept["phase"] == 0

@@ -382,6 +382,7 @@ def train(
                     )
                     active = config.phase(phase)
                     train_step.apply_phase(active)
+                    writer.drain()  # the earlier phase's best.pt must be on disk to be kept
                     keep_best_of_earlier_phase(paths, history, active)
                     continue
                 budget_seconds = active.train.time_budget * 60 if active.train.time_budget else None
