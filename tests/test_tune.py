@@ -386,3 +386,27 @@ def test_workers_that_race_to_create_the_tables_retry(
         with pytest.raises(tune.UserError, match=message):
             tune.open_storage(url)
         assert len(calls) == 1
+
+
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vae_cli import step as step_module
+
+    real, calls = step_module.elbo_loss, {"n": 0}
+
+    def nan_in_the_first_trial(*args: object, **kwargs: object):
+        parts = real(*args, **kwargs)
+        calls["n"] += 1
+        return parts._replace(loss=parts.loss * math.nan) if calls["n"] <= 3 else parts
+
+    monkeypatch.setattr(step_module, "elbo_loss", nan_in_the_first_trial)
+    config = write_sweep(tmp_path, extra="")
+    config.write_text(config.read_text().replace("[search]", "max_bad_steps = 3\n[search]"))
+    result = run_vae(*tune_args(config, tmp_path / "runs", data_dir, "--trials", 2))
+    assert result.code == 0, result.stderr
+    first, second = load_study(tmp_path / "runs").trials
+    assert first.state.name == "FAIL" and first.user_attrs["status"] == "failed"
+    assert "non-finite steps in a row" in first.user_attrs["error"]
+    assert second.state.name == "COMPLETE"
+    assert "Warning: trial 0: skipped" in result.stderr

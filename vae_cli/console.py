@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from vae_cli.search import format_param
 from vae_cli.selection import best_epoch
 from vae_cli.train import Callbacks
 
@@ -207,7 +208,3 @@ def tune_summary(summary: dict[str, Any]) -> None:
     console.print(f"reproduce    {summary['reproduce']}")
     for plot in summary["plots"]:
         console.print(f"wrote {plot}")
-
-
-def format_param(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -38,12 +38,6 @@ class Dimension:
     step: float | int | None = None
     choices: tuple[Any, ...] = ()
 
-    def describe(self) -> str:
-        if self.kind == "choice":
-            return f"{self.name} in {list(self.choices)}"
-        scale = ", log" if self.log else f", step {self.step}" if self.step else ""
-        return f"{self.name} in [{self.low}, {self.high}{scale}]"
-
 
 def load_tune_config(path: Path) -> tuple[Config, list[Dimension]]:
     """The fixed settings ([model], [data], [train]) and the `[search]` space of a tune file."""
@@ -143,3 +137,8 @@ def check_objective_space(config: Config, space: list[Dimension], path: Path) ->
             f"{path}: [search] {sorted(elbo_only)[0]}: applies to --objective elbo only, "
             "and this sweep trains iwae"
         )
+
+
+def format_param(value: Any) -> str:
+    """A searched value as a sweep's output shows it: floats to 4 significant digits."""
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)

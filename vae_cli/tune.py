@@ -11,6 +11,7 @@ import io
 import math
 import re
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import optuna
 from vae_cli.config import Config
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
 from vae_cli.files import write_atomically
-from vae_cli.search import Dimension
+from vae_cli.search import Dimension, format_param
 from vae_cli.selection import best_epoch, selection_loss
 from vae_cli.train import Callbacks
 
@@ -164,7 +165,7 @@ def suggest(trial: optuna.Trial, dimension: Dimension) -> Any:
 class TrialReporter(Callbacks):
     """Reports each epoch's test value to the trial and stops the run when the pruner says so."""
 
-    def __init__(self, trial: optuna.Trial, **_: Any) -> None:
+    def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
 
     def on_epoch(self, metrics: dict[str, Any]) -> None:
@@ -176,9 +177,7 @@ class TrialReporter(Callbacks):
                 raise TrainingPruned(f"pruned after epoch {metrics['epoch']}")
 
     def on_warning(self, message: str) -> None:
-        print(f"trial {self.trial.number}: {message}")
-
-    def close(self) -> None: ...
+        print(f"Warning: trial {self.trial.number}: {message}", file=sys.stderr, flush=True)
 
 
 def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
@@ -222,13 +221,9 @@ def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
 def print_trial(
     trial: optuna.Trial, state: str, value: float | None, params: dict[str, Any], root: Path
 ) -> None:
-    shown = " ".join(f"{k}={format_value(v)}" for k, v in params.items())
+    shown = " ".join(f"{k}={format_param(v)}" for k, v in params.items())
     score = f"value {value:.3f}" if value is not None else ""
     print(f"trial {trial.number:>4}  {state:<8} {score:<14} {shown}  {root}", flush=True)
-
-
-def format_value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def tune(
