@@ -8,10 +8,11 @@ Rounds alternate (a) and (b) and medians are reported, since 2 shared cores are 
 Also prints (b)'s achieved matmul GFLOP/s against the best matmul rate measured here (the
 roofline), the rate of one step's matmuls alone at their real shapes (the step's ceiling), and
 the peak RSS of a real `vae train` epoch above a bare `import torch`.
-With --device cuda, (b) is measured eager and captured in a CUDA graph, at batch 128 and at
---large-batch, and captured with --amp and with --compile (the ELBO's forward and backward
-compiled), each against (a) on the same GPU; the roofline is
-the GPU's fp32 (bf16 for --amp) matmul rate. Last, the wall time of a whole
+On the CPU, (b) is also measured with --compile, and at batch 4, whose step time is the cost
+that does not scale with the batch. With --device cuda, (b) is measured eager and captured in a
+CUDA graph, at batch 128 and at --large-batch, and captured with --amp and with --compile (the
+ELBO's forward and backward compiled), each against (a) on the same GPU; the roofline is the
+GPU's fp32 (bf16 for --amp) matmul rate. Last, the wall time of a whole
 `vae train --epochs 10` on the device, from start to exit.
 
     python benchmarks/bench_train.py [--data-dir ../shared/data] [--rounds 5] [--steps 150]
@@ -38,6 +39,9 @@ from vae_cli.data import load_dataset, resolve_data_dir
 from vae_cli.model import VAE, gaussian_kl, reparameterize
 from vae_cli.step import build_step, synchronize
 from vae_cli.train import build_model
+
+TINY_BATCH = 4
+TINY = f"eager b{TINY_BATCH}"
 
 
 def matmul_flops_per_image(model: VAE) -> float:
@@ -214,6 +218,10 @@ def main() -> None:
             "graph amp": {"cuda_graph": True, "amp": True},
             "graph compile": {"cuda_graph": True, "compile": True},
         }
+    else:
+        # The compiled ELBO, and a tiny batch: its step time is the part that does not scale
+        # with the batch (Python, dispatch, autograd, the parameter-sized Adam and clipping).
+        variants |= {"compile": {"compile": True}, TINY: {"batch_size": TINY_BATCH}}
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     cuda = f", CUDA {torch.version.cuda}" if device.type == "cuda" else ""
@@ -245,6 +253,13 @@ def main() -> None:
     print(f"median reference (DataLoader + ToTensor, batch 128): {ref:,.0f} images/s")
     for name in variants:
         own = statistics.median(ours[name])
+        if name == TINY:
+            fixed_ms, full_ms = 1e3 * TINY_BATCH / own, 1e3 * 128 / statistics.median(ours["eager"])
+            print(
+                f"fixed cost of a step (batch {TINY_BATCH}): {fixed_ms:.2f} ms, "
+                f"{fixed_ms / full_ms:.0%} of a batch-128 step's {full_ms:.2f} ms"
+            )
+            continue
         roofline = rooflines["bf16" if "amp" in name else "fp32"]
         achieved = own * flops / 1e9
         print(
