@@ -64,6 +64,18 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
         (("eval", "--iw-samples", 0), "--iw-samples"),
         (("eval", "--binarize", "half"), "--binarize"),
         (("interpolate", "--steps", 1), "--steps"),
+        # Sizes and seeds past what torch can hold, or would exhaust memory, are refused.
+        (("train", "--latent-dim", 4097), "--latent-dim"),
+        (("train", "--hidden-dim", 10**20), "--hidden-dim"),
+        (("train", "--seed", 2**32), "--seed"),
+        (("train", "--max-bad-steps", 10**20), "--max-bad-steps"),
+        (("train", "--objective", "iwae", "--k", 1001), "--k"),
+        (("sample", "--seed", 10**20), "--seed"),
+        (("reconstruct", "--seed", 2**32), "--seed"),
+        (("latent", "--seed", 2**32), "--seed"),
+        (("interpolate", "--seed", 2**32), "--seed"),
+        (("tune", "--seed", 2**32), "--seed"),
+        (("eval", "--iw-samples", 100_001), "--iw-samples"),
         (("frobnicate",), "frobnicate"),
     ],
 )

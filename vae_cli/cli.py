@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vae_cli.config import check_value, help_for
+from vae_cli.config import MAX_SEED, check_value, help_for
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, UserError
 
 
@@ -78,6 +78,13 @@ def config_option(name: str, **kwargs: Any) -> Any:
     """A train option whose help text comes from the config field of the same name."""
     return typer.Option(help=help_for(name), show_default=False, **kwargs)
 
+
+def seed_option(help: str) -> Any:
+    """A seed: 32 bits, as everywhere in vae-cli."""
+    return typer.Option(min=0, max=MAX_SEED, help=help)
+
+
+MAX_IW_SAMPLES = 100_000  # K = 1000 already takes minutes on the whole test set
 
 # Options shared by the commands that read a checkpoint.
 Checkpoint = Annotated[
@@ -194,7 +201,9 @@ def evaluate(
     iw_samples: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Also estimate the NLL by importance weighting with K samples per image."
+            min=1,
+            max=MAX_IW_SAMPLES,
+            help="Also estimate the NLL by importance weighting with K samples per image.",
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N test images.")] = None,
@@ -232,7 +241,7 @@ def sample(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
     n: Annotated[int, typer.Option(min=1, max=4096, help="Number of samples.")] = 64,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the prior draw.")] = 42,
+    seed: Annotated[int, seed_option("Seed of the prior draw.")] = 42,
     temperature: Annotated[
         float, typer.Option(min=0.0, help="Scale of the prior's std (1 = the prior).")
     ] = 1.0,
@@ -270,7 +279,7 @@ def reconstruct(
     data_dir: DataDir = None,
     n: Annotated[int, typer.Option(min=1, max=1024, help="Number of test images.")] = 32,
     mean_only: Annotated[bool, typer.Option(help="Decode z = mu (deterministic).")] = False,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of z's draw without --mean-only.")] = 0,
+    seed: Annotated[int, seed_option("Seed of z's draw without --mean-only.")] = 0,
     out: Out = None,
     device: Device = "auto",
 ) -> None:
@@ -295,7 +304,7 @@ def interpolate(
     data_dir: DataDir = None,
     from_index: Annotated[int | None, typer.Option(min=0, help="First test image.")] = None,
     to_index: Annotated[int | None, typer.Option(min=0, help="Second test image.")] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Picks the images when no index given.")] = 0,
+    seed: Annotated[int, seed_option("Picks the images when no index given.")] = 0,
     steps: Annotated[int, typer.Option(min=2, max=100, help="Decoded points on the line.")] = 10,
     out: Out = None,
     device: Device = "auto",
@@ -325,7 +334,7 @@ def latent(
     samples_per_input: Annotated[
         int, typer.Option(min=1, max=10000, help="z samples per image.")
     ] = 200,
-    seed: Annotated[int, typer.Option(min=0, help="Picks the images and draws z.")] = 0,
+    seed: Annotated[int, seed_option("Picks the images and draws z.")] = 0,
     out: Out = None,
     device: Device = "auto",
 ) -> None:
@@ -377,7 +386,7 @@ def tune(
         str, typer.Option(help="median (stop poor trials early) or none.")
     ] = "median",
     seed: Annotated[
-        int | None, typer.Option(min=0, help="Seed of the sampler (one worker: repeatable).")
+        int | None, seed_option("Seed of the sampler (one worker: repeatable).")
     ] = None,
     summary: Annotated[
         bool, typer.Option(help="Only show the study's best trials and plots; no new trials.")

@@ -21,19 +21,32 @@ def setting(
     *,
     choices: tuple = (),
     minimum: float | None = None,
+    maximum: float | None = None,
     above: float | None = None,
     below: float | None = None,
 ) -> Any:
     """A config field: its default, a one-line help text and the values it accepts."""
-    meta = {"help": help, "choices": choices, "minimum": minimum, "above": above, "below": below}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "above": above,
+        "below": below,
+    }
     return field(default=default, metadata=meta)
+
+
+# Seeds fit 32 bits everywhere: torch generators take more, but Optuna's samplers (numpy) do not.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
 class ModelConfig:
     arch: str = setting("mlp", "Encoder/decoder family.", choices=("mlp", "conv"))
-    latent_dim: int = setting(32, "Size of the latent code z.", minimum=1)
-    hidden_dim: int = setting(256, "Width of the hidden layers.", minimum=1)
+    # Upper bounds keep absurd sizes a one-line error instead of an allocation failure.
+    latent_dim: int = setting(32, "Size of the latent code z.", minimum=1, maximum=4096)
+    hidden_dim: int = setting(256, "Width of the hidden layers.", minimum=1, maximum=8192)
     activation: str = setting("relu", "Hidden-layer nonlinearity.", choices=("relu", "tanh"))
     max_logvar: float = setting(10.0, "logvar is clamped to [-max, +max].", above=0)
     min_std: float = setting(1e-4, "Floor on the posterior std sigma (0 disables).", minimum=0)
@@ -69,9 +82,11 @@ class TrainConfig:
         "at the first epoch end past it.",
         above=0,
     )
-    seed: int = setting(0, "Seed for weights, data order and noise.", minimum=0)
+    seed: int = setting(0, "Seed for weights, data order and noise.", minimum=0, maximum=MAX_SEED)
     grad_clip: float = setting(1.0, "Max global gradient norm (0 disables clipping).", minimum=0)
-    max_bad_steps: int = setting(20, "Stop after this many non-finite steps in a row.", minimum=1)
+    max_bad_steps: int = setting(
+        20, "Stop after this many non-finite steps in a row.", minimum=1, maximum=1_000_000
+    )
     beta: float = setting(1.0, "Weight of the KL term.", minimum=0)
     kl_warmup_epochs: int = setting(
         0, "Epochs over which the KL weight rises 0 -> beta.", minimum=0
@@ -80,7 +95,10 @@ class TrainConfig:
         0.0, "Per-dimension KL floor in nats (Kingma et al. 2016).", minimum=0
     )
     objective: str = setting("elbo", "Training bound.", choices=("elbo", "iwae"))
-    k: int = setting(1, "Importance samples per image for the IWAE objective.", minimum=1)
+    # Training holds all k samples of a batch at once (evaluation chunks them).
+    k: int = setting(
+        1, "Importance samples per image for the IWAE objective.", minimum=1, maximum=1000
+    )
     device: str = setting(
         "auto", "auto picks cuda, then mps, then cpu.", choices=("auto", "cpu", "cuda", "mps")
     )
@@ -189,6 +207,10 @@ def _type_name(annotation: str) -> str:
     ]
 
 
+def bound(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def check_value(name: str, value: Any) -> str | None:
     """Why `value` is not acceptable for field `name`, or None when it is."""
     f = FIELDS[name][1]
@@ -209,11 +231,13 @@ def check_value(name: str, value: Any) -> str | None:
     if meta["choices"] and value not in meta["choices"]:
         return f"expected one of {', '.join(meta['choices'])}, got {value!r}"
     if meta["minimum"] is not None and value < meta["minimum"]:
-        return f"expected {wanted} >= {meta['minimum']:g}, got {value!r}"
+        return f"expected {wanted} >= {bound(meta['minimum'])}, got {value!r}"
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        return f"expected {wanted} <= {bound(meta['maximum'])}, got {value!r}"
     if meta["above"] is not None and value <= meta["above"]:
-        return f"expected {wanted} > {meta['above']:g}, got {value!r}"
+        return f"expected {wanted} > {bound(meta['above'])}, got {value!r}"
     if meta["below"] is not None and value >= meta["below"]:
-        return f"expected {wanted} < {meta['below']:g}, got {value!r}"
+        return f"expected {wanted} < {bound(meta['below'])}, got {value!r}"
     return None
 
 
