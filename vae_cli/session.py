@@ -216,6 +216,7 @@ def run_training(
     is read from `data_dir` unless given."""
     from vae_cli.data import load_dataset, resolve_data_dir
     from vae_cli.device import device_description, resolve_device
+    from vae_cli.memory import check_step_fits
     from vae_cli.runs import build_manifest, create_run
     from vae_cli.train import CallbackGroup, RunPaths, train
 
@@ -227,6 +228,7 @@ def run_training(
     device = resolve_device(config.train.device)
     if dataset is None:
         dataset = load_dataset(resolve_data_dir(data_dir), config.data.dataset, config.data.limit)
+    check_step_fits(config, device, len(dataset.train_images))
     paths = RunPaths(root)
     if checkpoint is None:
         manifest = build_manifest(
