@@ -354,6 +354,26 @@ def test_trial_folders_without_their_study_are_refused(tmp_path: Path, data_dir:
     assert sorted(p.name for p in (runs / "sweep").iterdir()) == ["trial-0000"]
 
 
+def test_trial_folders_of_a_study_in_another_storage_are_refused(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    config, runs = write_sweep(tmp_path, epochs=1), tmp_path / "runs"
+    assert run_vae(*tune_args(config, runs, data_dir, "--trials", 1)).code == 0
+    before = sorted((runs / "sweep").rglob("*"))
+    other = f"sqlite:///{tmp_path / 'other.db'}"  # a new study named "sweep": trial 0 again
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1, "--storage", other))
+    assert result.code == 2, result.stderr
+    assert "trial-0000 is not a trial of study 'sweep' in this storage" in result.stderr
+    assert sorted((runs / "sweep").rglob("*")) == before
+    assert optuna.load_study(study_name="sweep", storage=other).trials == []
+
+
+def test_an_empty_study_name_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    result = run_vae(*tune_args(write_sweep(tmp_path), tmp_path / "runs", data_dir, "--study", ""))
+    assert result.code == 2 and "--study '': use letters" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     ("message", "retried"),
     [

@@ -255,6 +255,7 @@ def tune(
     storage = open_storage(storage_url)
     study = open_study(storage, study_name, pruner=pruner, seed=seed, create=not summary_only)
     if not summary_only:
+        check_trial_folders(study, sweep.study_dir)
         sweep.study_dir.mkdir(parents=True, exist_ok=True)
         study.optimize(
             lambda trial: run_trial(trial, sweep),
@@ -263,6 +264,20 @@ def tune(
         )
     plots = save_plots(study, sweep.study_dir)
     return summarize_study(study, plots, storage_url)
+
+
+def check_trial_folders(study: optuna.Study, study_dir: Path) -> None:
+    """Every trial folder must be one of this study's trials: a same-named study in another
+    storage numbers its trials from 0 too, and would collide with them halfway through."""
+    known = {trial.number for trial in study.get_trials(deepcopy=False)}
+    for folder in sorted(study_dir.glob("trial-*")):
+        number = folder.name.removeprefix("trial-")
+        if not (number.isdigit() and int(number) in known):
+            raise UserError(
+                f"{folder} is not a trial of study {study.study_name!r} in this storage "
+                "(a study of the same name in another --storage?); pick another --study or "
+                "--runs-dir, or remove the old trial folders"
+            )
 
 
 def summarize_study(study: optuna.Study, plots: list[str], storage_url: str) -> dict[str, Any]:
@@ -353,7 +368,7 @@ def start_sweep(
         raise UserError(f"--pruner: expected median or none, got {pruner!r}")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise UserError(f"--timeout: expected minutes > 0, got {timeout}")
-    name = study or config_file.stem
+    name = config_file.stem if study is None else study
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"--study {name!r}: use letters, digits, '.', '_' and '-' only")
     config, space = load_tune_config(config_file)
