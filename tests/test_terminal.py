@@ -83,6 +83,26 @@ def test_runs_table_shows_finished_and_interrupted(
     assert "not-a-run" not in result.stdout
 
 
+def test_runs_lists_a_run_whose_status_and_metrics_files_are_damaged(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    monkeypatch.setenv("COLUMNS", "200")
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "damaged")
+    (runs / "damaged/status.json").write_text("[1, 2]")  # JSON, but not an object
+    first = (runs / "damaged/metrics.jsonl").read_text().splitlines()[0]
+    (runs / "damaged/metrics.jsonl").write_bytes(
+        first.encode() + b"\n[3]\n\xff\xfe{\n" + b'{"epoch": "two"}\n'
+    )
+    result = run_vae("runs", "--runs-dir", runs)
+    assert result.code == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "damaged" in line)
+    assert "1/2" in row and "unknown" in row
+    assert f"{json.loads(first)['test_loss']:.2f}" in row
+
+
 def test_runs_on_an_empty_folder_says_how_to_start(tmp_path: Path) -> None:
     result = run_vae("runs", "--runs-dir", tmp_path)
     assert result.code == 0 and "vae train" in result.stdout

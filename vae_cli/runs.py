@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
 import shutil
@@ -99,17 +98,11 @@ def summarize_run(root: Path) -> RunSummary | None:
         config = load_config(root / "config.toml")
     except UserError:
         return None
-    metrics = []
-    if (root / "metrics.jsonl").is_file():
-        for line in (root / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                metrics.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-    status = "unknown"
-    if (root / "status.json").is_file():
-        with contextlib.suppress(json.JSONDecodeError, KeyError):
-            status = json.loads((root / "status.json").read_text())["status"]
+    # A line cut by a crash, or a file edited by hand, is skipped rather than fatal.
+    lines = read_lines(root / "metrics.jsonl")
+    metrics = [m for m in map(json_object, lines) if m and isinstance(m.get("epoch"), int)]
+    state = json_object("".join(read_lines(root / "status.json"))) or {}
+    status = str(state.get("status", "unknown"))
     losses = [m["test_loss"] for m in metrics if isinstance(m.get("test_loss"), float)]
     return RunSummary(
         name=root.name,
@@ -124,6 +117,23 @@ def summarize_run(root: Path) -> RunSummary | None:
         arch=config.model.arch,
         status=status,
     )
+
+
+def read_lines(path: Path) -> list[str]:
+    """The file's lines (undecodable bytes replaced), or none when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in `text`, or None when it holds none."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:
