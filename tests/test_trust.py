@@ -60,6 +60,19 @@ def test_resume_accepts_a_torn_last_metrics_line(tmp_path: Path, data_dir: Path)
     assert [m["epoch"] for m in metrics_without_timing(run)] == [1, 2]
 
 
+@pytest.mark.parametrize("damage", [b"[1, 2]", b'{"epoch": "one"}', b"\xff\xfe{"])
+def test_resume_names_a_damaged_metrics_line(damage: bytes, tmp_path: Path, data_dir: Path) -> None:
+    run = train_tiny(tmp_path, "r", data_dir, "--epochs", 1)
+    intact = (run / "metrics.jsonl").read_bytes()
+    (run / "metrics.jsonl").write_bytes(damage + b"\n" + intact)
+    result = resume(run, data_dir, "--epochs", 2)
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"Error: {run / 'metrics.jsonl'}: line 1 is not an epoch's metrics record"
+    )
+    assert (run / "metrics.jsonl").read_bytes() == damage + b"\n" + intact
+
+
 def test_a_checkpoint_write_failing_in_training_keeps_the_last_one_and_resumes(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

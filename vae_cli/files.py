@@ -1,14 +1,17 @@
 """Crash-safe writes: a file is either its old content or its new one, never a mix.
 
-Disk problems (full, read-only, no permission) become one-line user errors naming the file.
+Disk problems (full, read-only, no permission) become one-line user errors naming the file;
+the readers of a run's JSON files tolerate what a crash or a hand edit leaves behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vae_cli.errors import UserError
 
@@ -100,3 +103,20 @@ class OrderedWriter:
     def close(self) -> None:
         """Wait for the writes still queued and stop the thread (errors are `drain`'s)."""
         self.executor.shutdown(wait=True)
+
+
+def read_lines(path: Path) -> list[str]:
+    """The file's lines (undecodable bytes replaced), or none when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in `text`, or None when it holds none."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

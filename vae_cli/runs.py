@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ from typing import Any
 from vae_cli import __version__
 from vae_cli.config import Config, load_config, to_toml
 from vae_cli.errors import UserError
-from vae_cli.files import write_atomically
+from vae_cli.files import json_object, read_lines, write_atomically
 
 
 def default_run_name() -> str:
@@ -117,23 +116,6 @@ def summarize_run(root: Path) -> RunSummary | None:
         arch=config.model.arch,
         status=status,
     )
-
-
-def read_lines(path: Path) -> list[str]:
-    """The file's lines (undecodable bytes replaced), or none when it cannot be read."""
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-
-
-def json_object(text: str) -> dict[str, Any] | None:
-    """The JSON object in `text`, or None when it holds none."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:

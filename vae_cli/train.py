@@ -25,7 +25,7 @@ from vae_cli.data import STATIC_BINARIZE_SEED, TEST_BINARIZE_SEED, Dataset, bina
 from vae_cli.device import make_deterministic, resolve_device
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
-from vae_cli.files import OrderedWriter, append_line, write_atomically
+from vae_cli.files import OrderedWriter, append_line, json_object, read_lines, write_atomically
 from vae_cli.model import VAE
 from vae_cli.selection import best_epoch, criterion, selection_criterion, selection_loss
 from vae_cli.step import CapturedStep, TrainStep, build_step, summarize
@@ -230,14 +230,14 @@ def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
     """metrics.jsonl's records; a last line cut short (kill -9, full disk) is left out."""
     if not paths.metrics.exists():
         return []
-    lines = [line for line in paths.metrics.read_text(encoding="utf-8").splitlines() if line]
+    lines = [line for line in read_lines(paths.metrics) if line]
     records = []
     for number, line in enumerate(lines, start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise UserError(f"{paths.metrics}: line {number} is not JSON") from None
+        record = json_object(line)
+        if record is not None and isinstance(record.get("epoch"), int):
+            records.append(record)
+        elif number < len(lines):
+            raise UserError(f"{paths.metrics}: line {number} is not an epoch's metrics record")
     return records
 
 
