@@ -73,6 +73,17 @@ def test_resume_names_a_damaged_metrics_line(damage: bytes, tmp_path: Path, data
     assert (run / "metrics.jsonl").read_bytes() == damage + b"\n" + intact
 
 
+def test_resume_rewrites_a_damaged_config_toml(tmp_path: Path, data_dir: Path) -> None:
+    import tomllib
+
+    run = train_tiny(tmp_path, "r", data_dir, "--epochs", 1)
+    (run / "config.toml").write_bytes((run / "config.toml").read_bytes() + b"\xff\xfe")
+    result = resume(run, data_dir, "--epochs", 2)
+    assert result.code == 0, result.stderr
+    rewritten = tomllib.loads((run / "config.toml").read_text())
+    assert rewritten["train"]["epochs"] == 2 and len(rewritten["manifest"]["resumed_with"]) == 1
+
+
 def test_a_checkpoint_write_failing_in_training_keeps_the_last_one_and_resumes(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

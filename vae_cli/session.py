@@ -94,7 +94,7 @@ def update_run_config(root: Path, config: Config, command: str, notes: list[str]
 
     try:
         manifest = tomllib.loads((root / "config.toml").read_text()).get("manifest", {})
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, ValueError):  # unreadable, not UTF-8 or not TOML: the checkpoint rules
         manifest = {}
     manifest["resumed_with"] = [*manifest.get("resumed_with", []), command]
     if notes:
