@@ -10,7 +10,15 @@ import torch
 from conftest import run_vae
 
 from vae_cli.checkpoint import load_checkpoint
-from vae_cli.config import FIELDS, Config, default_toml, from_dict, load_config, to_toml
+from vae_cli.config import (
+    FIELDS,
+    Config,
+    default_toml,
+    from_dict,
+    help_for,
+    load_config,
+    to_toml,
+)
 from vae_cli.errors import UserError
 from vae_cli.session import build_config
 
@@ -27,6 +35,12 @@ def test_defaults_match_the_documented_model() -> None:
 
 def test_every_field_has_a_help_text() -> None:
     assert all(field.metadata["help"] for _, field in FIELDS.values())
+
+
+def test_help_texts_state_the_upper_bounds() -> None:
+    assert "At most 4096. (default: 32)" in help_for("latent_dim")
+    assert "At most 4294967295." in help_for("seed")
+    assert "At most" not in help_for("lr")  # unbounded above
 
 
 def test_toml_round_trip(tmp_path: Path) -> None:

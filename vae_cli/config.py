@@ -197,7 +197,9 @@ def help_for(name: str) -> str:
         if isinstance(field_.default, bool)
         else repr(field_.default)
     )
-    return f"{field_.metadata['help']}{choices} (default: {default.strip(chr(39))})"
+    maximum = field_.metadata["maximum"]
+    limit = f" At most {bound(maximum)}." if maximum is not None else ""
+    return f"{field_.metadata['help']}{choices}{limit} (default: {default.strip(chr(39))})"
 
 
 def _type_name(annotation: str) -> str:
