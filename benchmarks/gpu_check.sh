@@ -22,7 +22,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.versio
 
 echo "=== CUDA tests"
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_step.py \
-    tests/test_stability.py tests/test_likelihood.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -20
+    tests/test_stability.py tests/test_likelihood.py tests/test_memory.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -20
 
 echo "=== vae train --device cuda --epochs 10, start to exit"
 TIMEFORMAT='wall %R s'

@@ -51,6 +51,16 @@ def test_the_check_compares_with_the_device(monkeypatch: pytest.MonkeyPatch) -> 
         memory.check_step_fits(config, torch.device("cpu"), 60_000)
 
 
+def test_the_budget_is_the_machines_ram_or_the_cards_memory() -> None:
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        total_kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+        assert memory.device_memory_bytes(torch.device("cpu")) == total_kb * 1024
+    if torch.cuda.is_available():
+        cuda = torch.device("cuda")
+        assert memory.device_memory_bytes(cuda) == torch.cuda.mem_get_info(cuda)[1]
+
+
 def test_train_refuses_a_step_that_cannot_fit(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
