@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Result, run_vae, run_vae_process, train_tiny
+from conftest import TINY, Result, run_vae, run_vae_process, train_args, train_tiny
 
 from vae_cli import data as data_module
 
@@ -207,6 +207,14 @@ def test_out_that_cannot_be_written(trained_run: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a file, not a folder")
     result = run_vae("sample", "--checkpoint", trained_run, "--out", tmp_path / "file/s.png")
     assert_user_error(result, "file/s.png")
+
+
+def test_a_run_folder_that_cannot_be_made(tmp_path: Path, data_dir: Path) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    runs = tmp_path / "file/runs"
+    result = run_vae(*train_args(runs, data_dir, *TINY, name="r"))
+    assert_user_error(result, f"{runs / 'r'}: cannot create run folder")
+    assert (tmp_path / "file").read_text() == "a file, not a folder"
 
 
 def test_existing_run_name_is_refused(trained_run: Path, data_dir: Path) -> None:

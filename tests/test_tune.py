@@ -368,6 +368,15 @@ def test_trial_folders_of_a_study_in_another_storage_are_refused(
     assert optuna.load_study(study_name="sweep", storage=other).trials == []
 
 
+def test_a_study_folder_that_cannot_be_made_is_one_error(tmp_path: Path, data_dir: Path) -> None:
+    (tmp_path / "file").write_text("in the way")
+    runs = tmp_path / "file" / "runs"
+    result = run_vae(*tune_args(write_sweep(tmp_path), runs, data_dir, "--trials", 1))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"Error: {runs / 'sweep'}: cannot create study folder (")
+    assert (tmp_path / "file").read_text() == "in the way"
+
+
 def test_an_empty_study_name_is_refused(tmp_path: Path, data_dir: Path) -> None:
     result = run_vae(*tune_args(write_sweep(tmp_path), tmp_path / "runs", data_dir, "--study", ""))
     assert result.code == 2 and "--study '': use letters" in result.stderr

@@ -16,6 +16,15 @@ from typing import Any
 from vae_cli.errors import UserError
 
 
+def make_folder(path: Path, what: str) -> None:
+    """mkdir -p; a folder that cannot be made (a file in the way, no permission) is a user
+    error naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{path}: cannot create {what} ({error.strerror or error})") from None
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Temporary file in the same folder, flush + fsync, then os.replace (atomic on POSIX)."""
     try:

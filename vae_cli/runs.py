@@ -13,7 +13,7 @@ from typing import Any
 from vae_cli import __version__
 from vae_cli.config import Config, load_config, to_toml
 from vae_cli.errors import UserError
-from vae_cli.files import json_object, read_lines, write_atomically
+from vae_cli.files import json_object, make_folder, read_lines, write_atomically
 
 
 def default_run_name() -> str:
@@ -36,10 +36,7 @@ def create_run(root: Path, config: Config, manifest: dict[str, Any], *, overwrit
     check_new_run(root, overwrite=overwrite)
     if overwrite and root.exists():
         shutil.rmtree(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{root}: cannot create run folder ({error.strerror or error})") from None
+    make_folder(root, "run folder")
     write_atomically(root / "config.toml", to_toml(config, manifest).encode())
 
 

@@ -22,7 +22,7 @@ import optuna
 
 from vae_cli.config import Config
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
-from vae_cli.files import write_atomically
+from vae_cli.files import make_folder, write_atomically
 from vae_cli.search import Dimension, format_param
 from vae_cli.selection import best_epoch, selection_loss
 from vae_cli.train import Callbacks
@@ -250,13 +250,13 @@ def tune(
                     f"{sweep.study_dir} holds trial folders but no study.db; pick another "
                     "--study or --runs-dir, or remove the old trial folders"
                 )
-        sweep.study_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(sweep.study_dir, "study folder")
         storage_url = default_storage(sweep.study_dir)
     storage = open_storage(storage_url)
     study = open_study(storage, study_name, pruner=pruner, seed=seed, create=not summary_only)
     if not summary_only:
         check_trial_folders(study, sweep.study_dir)
-        sweep.study_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(sweep.study_dir, "study folder")
         study.optimize(
             lambda trial: run_trial(trial, sweep),
             n_trials=trials,
