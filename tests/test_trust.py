@@ -84,6 +84,32 @@ def test_resume_rewrites_a_damaged_config_toml(tmp_path: Path, data_dir: Path) -
     assert rewritten["train"]["epochs"] == 2 and len(rewritten["manifest"]["resumed_with"]) == 1
 
 
+def reshaped_manifest(text: str, damage: str) -> str:
+    """config.toml with its [manifest] table (the last one) edited into another shape."""
+    if damage == "not a table":
+        return "manifest = 3\n" + text[: text.index("[manifest]")]
+    return text.replace("[manifest]\n", "[manifest]\nresumed_with = 5\n")
+
+
+@pytest.mark.parametrize("damage", ["not a table", "resumed_with not a list"])
+def test_resume_and_data_lookup_survive_a_reshaped_manifest(
+    damage: str, tmp_path: Path, data_dir: Path
+) -> None:
+    import tomllib
+
+    from vae_cli.inference import recorded_data_dir
+
+    run = train_tiny(tmp_path, "r", data_dir, "--epochs", 1)
+    assert recorded_data_dir(run) == data_dir.resolve()
+    (run / "config.toml").write_text(reshaped_manifest((run / "config.toml").read_text(), damage))
+    assert recorded_data_dir(run) == (None if damage == "not a table" else data_dir.resolve())
+    result = resume(run, data_dir, "--epochs", 2)
+    assert result.code == 0, result.stderr
+    manifest = tomllib.loads((run / "config.toml").read_text())["manifest"]
+    assert len(manifest["resumed_with"]) == 1
+    assert manifest["resumed_with"][0].startswith("vae train --resume")
+
+
 def test_a_checkpoint_write_failing_in_training_keeps_the_last_one_and_resumes(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,13 +53,9 @@ class Loaded:
 
 def recorded_data_dir(run_dir: Path) -> Path | None:
     """The data folder in a run's config.toml manifest, if the run has one."""
-    import tomllib
+    from vae_cli.runs import read_manifest
 
-    try:
-        manifest = tomllib.loads((run_dir / "config.toml").read_text()).get("manifest", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return None
-    recorded = manifest.get("data_dir")
+    recorded = read_manifest(run_dir).get("data_dir")
     return Path(recorded) if isinstance(recorded, str) and recorded else None
 
 

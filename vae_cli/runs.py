@@ -6,6 +6,7 @@ import platform
 import shutil
 import subprocess
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,17 @@ def summarize_run(root: Path) -> RunSummary | None:
         arch=config.model.arch,
         status=status,
     )
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The [manifest] table of a run's config.toml; empty when the file is unreadable, not TOML
+    or edited into another shape (a run is rebuilt from its checkpoint, not from this file)."""
+    try:
+        manifest = tomllib.loads((root / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not UTF-8, or not TOML
+        return {}
+    table = manifest.get("manifest")
+    return table if isinstance(table, dict) else {}
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:

@@ -87,18 +87,15 @@ def resumed_config(stored: Config, flags: dict[str, Any]) -> Config:
 def update_run_config(root: Path, config: Config, command: str, notes: list[str]) -> None:
     """A resume that changed settings rewrites config.toml, keeping the original manifest and
     adding the resume's command and what it changed about the run's numbers."""
-    import tomllib
-
     from vae_cli.config import to_toml
     from vae_cli.files import write_atomically
+    from vae_cli.runs import read_manifest
 
-    try:
-        manifest = tomllib.loads((root / "config.toml").read_text()).get("manifest", {})
-    except (OSError, ValueError):  # unreadable, not UTF-8 or not TOML: the checkpoint rules
-        manifest = {}
-    manifest["resumed_with"] = [*manifest.get("resumed_with", []), command]
-    if notes:
-        manifest["resume_notes"] = [*manifest.get("resume_notes", []), *notes]
+    manifest = read_manifest(root)
+    for key, added in (("resumed_with", [command]), ("resume_notes", notes)):
+        earlier = manifest.get(key)
+        if added:
+            manifest[key] = [*(earlier if isinstance(earlier, list) else []), *added]
     write_atomically(root / "config.toml", to_toml(config, manifest).encode())
 
 
