@@ -136,12 +136,19 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
-def test_sigint_saves_a_resumable_checkpoint_and_exits_130(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "Interrupted"), (signal.SIGTERM, 143, "Terminated")],
+)
+def test_a_stop_signal_saves_a_resumable_checkpoint(
+    signum: int, code: int, said: str, tmp_path: Path, data_dir: Path
+) -> None:
     process = start_training_process(tmp_path, data_dir)
     wait_for(tmp_path / "r/metrics.jsonl", process)  # epoch 1 is done; epoch 2 is training
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
+    assert stderr.startswith(f"{said}: saved {tmp_path / 'r/checkpoints/last.pt'}")
     assert "Traceback" not in stderr
     assert f"vae train --resume {tmp_path / 'r'}" in stderr
     saved = load_checkpoint(tmp_path / "r/checkpoints/last.pt")

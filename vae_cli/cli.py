@@ -6,6 +6,8 @@ torch is imported inside the commands so that `vae --help` is instant. User erro
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from vae_cli.config import MAX_SEED, check_value, help_for
-from vae_cli.errors import TrainingFailed, TrainingInterrupted, UserError
+from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, UserError
 
 
 class App(typer.Typer):
@@ -41,6 +43,30 @@ def show_help_without_command(ctx: typer.Context) -> None:
 
 def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:
     """Run the CLI and return its exit code; the one place user errors are reported."""
+    with TerminationHandler() as termination:
+        return run_command(argv, prog_name, termination)
+
+
+class TerminationHandler:
+    """SIGTERM (kill, timeout, a job scheduler) stops a command as Ctrl-C does: it raises
+    Terminated, a KeyboardInterrupt, and remembers that it came."""
+
+    def __enter__(self) -> TerminationHandler:
+        self.received, self.previous = False, None
+        with contextlib.suppress(ValueError):  # not the main thread: no signal handling
+            self.previous = signal.signal(signal.SIGTERM, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        raise Terminated
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def run_command(argv: list[str] | None, prog_name: str, termination: TerminationHandler) -> int:
     command = typer.main.get_command(app)
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
@@ -48,6 +74,8 @@ def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:
         result = command.main(
             args=argv, prog_name=prog_name, standalone_mode=False, obj={"argv": argv}
         )
+        if result == 128 + signal.SIGINT:  # Typer's answer to a KeyboardInterrupt
+            return report_stop(termination.received)
         return result if isinstance(result, int) else 0
     except typer.Exit as stop:
         return stop.exit_code
@@ -58,15 +86,21 @@ def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:
     except TrainingFailed as error:
         return report(str(error), 1)
     except TrainingInterrupted as stop:
+        stopped = "Terminated" if stop.signum == signal.SIGTERM else "Interrupted"
         print(
-            f"Interrupted: saved {stop.checkpoint}. Resume with:\n"
+            f"{stopped}: saved {stop.checkpoint}. Resume with:\n"
             f"  vae train --resume {stop.run_dir}",
             file=sys.stderr,
         )
-        return 130
+        return 128 + stop.signum
     except (typer.Abort, KeyboardInterrupt):
-        print("Interrupted.", file=sys.stderr)
-        return 130
+        return report_stop(termination.received)
+
+
+def report_stop(terminated: bool) -> int:
+    """Ctrl-C (130) or SIGTERM (143) outside training's own save: one line, no traceback."""
+    print("Terminated." if terminated else "Interrupted.", file=sys.stderr)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 def report(message: str, code: int) -> int:

@@ -3,6 +3,8 @@
 Library code raises these; `cli.py` catches them in one place and prints `Error: …`.
 """
 
+import signal
+
 
 class UserError(Exception):
     """Bad input from the user (flag, file, folder): exit code 2, no traceback."""
@@ -13,12 +15,19 @@ class TrainingFailed(Exception):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training: the run was saved and can be resumed (exit code 130)."""
+    """Ctrl-C or SIGTERM during training: the run was saved and can be resumed (exit code
+    128 + the signal's number: 130 or 143)."""
 
-    def __init__(self, run_dir: str, checkpoint: str) -> None:
+    def __init__(self, run_dir: str, checkpoint: str, signum: int = signal.SIGINT) -> None:
         super().__init__(f"interrupted; saved {checkpoint}")
         self.run_dir = run_dir
         self.checkpoint = checkpoint
+        self.signum = signum
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, a job scheduler's stop): every command cleans up as for
+    Ctrl-C, and exits 143."""
 
 
 class TrainingPruned(Exception):

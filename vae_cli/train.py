@@ -195,26 +195,32 @@ def restore_generators(
 
 
 class InterruptFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one kills."""
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the current step and save; a
+    second one stops at once."""
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous = None
+        self.signum: int = signal.SIGINT
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> InterruptFlag:
         try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
         except ValueError:  # not the main thread: no signal handling
-            self.previous = None
+            self.previous = {}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+        self.requested, self.signum = True, signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        # The CLI's own SIGTERM handler (it raises Terminated), else the default: terminate.
+        previous = self.previous.get(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 def write_status(paths: RunPaths, status: str, epoch: int) -> None:
@@ -425,7 +431,9 @@ def train(
                         )
                         writer.drain()
                         write_status(paths, "interrupted", epoch)
-                        raise TrainingInterrupted(str(paths.root), str(paths.last))
+                        raise TrainingInterrupted(
+                            str(paths.root), str(paths.last), interrupt.signum
+                        )
 
                 # End of epoch: evaluate, save, log, draw.
                 epoch, position = epoch + 1, 0
@@ -468,7 +476,7 @@ def train(
                 if last_epoch:
                     break
             writer.drain()
-    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, last.pt is the last epoch's
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop now; last.pt is the last epoch's
         writer.close()
         write_status(paths, "interrupted", epoch)
         raise
