@@ -78,7 +78,10 @@ def test_random_bytes_and_text_are_refused(tmp_path: Path) -> None:
     (tmp_path / "noise.pt").write_bytes(os.urandom(4096))
     (tmp_path / "notes.pt").write_text("hello, this is not a checkpoint\n")
     expect_refusal(tmp_path / "noise.pt", "")
-    expect_refusal(tmp_path / "notes.pt", "")
+    expect_refusal(tmp_path / "notes.pt", "not a PyTorch file")
+    # A run's config.toml given as the checkpoint is not mistaken for a hostile pickle.
+    (tmp_path / "config.toml").write_text("[model]\nlatent_dim = 32\n")
+    expect_refusal(tmp_path / "config.toml", "not a PyTorch file (neither a torch.save zip")
 
 
 class CreatesAFile:

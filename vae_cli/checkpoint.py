@@ -57,6 +57,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise UserError(f"{path}: is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file, not a checkpoint")
+    if not starts_like_torch_save(path):  # e.g. a config.toml given by mistake
+        raise UserError(
+            f"{path}: not a PyTorch file (neither a torch.save zip archive nor a pickle)"
+        )
     try:
         with warnings.catch_warnings():  # e.g. "unexpected pickle protocol": we report it below
             warnings.simplefilter("ignore")
@@ -83,6 +87,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     ):
         raise UserError(f"{path}: not a readable PyTorch file (truncated or corrupt)") from None
     return validate_checkpoint(path, checkpoint)
+
+
+def starts_like_torch_save(path: Path) -> bool:
+    """A zip archive (torch.save) or a pickle from protocol 2 on (the legacy format)."""
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def validate_checkpoint(path: Path, checkpoint: Any) -> dict[str, Any]:
