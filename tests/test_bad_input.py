@@ -61,6 +61,8 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
         (("train", "--epochs", "ten"), "--epochs"),
         (("train", "--no-such-flag"), "--no-such-flag"),
         (("sample", "--n", 0), "--n"),
+        (("sample", "--temperature", "inf"), "--temperature"),
+        (("sample", "--temperature", 101), "--temperature"),
         (("eval", "--iw-samples", 0), "--iw-samples"),
         (("eval", "--binarize", "half"), "--binarize"),
         (("interpolate", "--steps", 1), "--steps"),

@@ -277,7 +277,8 @@ def sample(
     n: Annotated[int, typer.Option(min=1, max=4096, help="Number of samples.")] = 64,
     seed: Annotated[int, seed_option("Seed of the prior draw.")] = 42,
     temperature: Annotated[
-        float, typer.Option(min=0.0, help="Scale of the prior's std (1 = the prior).")
+        # Past ~100 the decoded pixels are saturated, and inf would make them NaN.
+        float, typer.Option(min=0.0, max=100.0, help="Scale of the prior's std (1 = the prior).")
     ] = 1.0,
     grid: Annotated[
         bool, typer.Option(help="2-D models: decode a sqrt(n) x sqrt(n) grid of prior quantiles.")
