@@ -211,6 +211,14 @@ def test_out_that_cannot_be_written(trained_run: Path, tmp_path: Path) -> None:
     assert_user_error(result, "file/s.png")
 
 
+def test_a_sigma_floor_above_the_logvar_ceiling_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    # exp(10 / 2) = 148.4: a floor of 1000 would pin every logvar to the ceiling.
+    result = run_vae(*train_args(tmp_path, data_dir, *TINY, "--min-std", 1000))
+    assert_user_error(result, "--min-std 1000 is not below the largest sigma --max-logvar 10")
+    assert list(tmp_path.iterdir()) == []
+    assert run_vae(*train_args(tmp_path, data_dir, *TINY, "--min-std", 100)).code == 0
+
+
 def test_a_run_folder_that_cannot_be_made(tmp_path: Path, data_dir: Path) -> None:
     (tmp_path / "file").write_text("a file, not a folder")
     runs = tmp_path / "file/runs"

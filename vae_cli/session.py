@@ -6,6 +6,7 @@ bad input before anything is written.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,18 @@ def check_objective(config: Config) -> None:
             )
 
 
+def check_posterior_bounds(config: Config) -> None:
+    """The floor on sigma must lie below the ceiling that max_logvar puts on it."""
+    model = config.model
+    ceiling = math.exp(model.max_logvar / 2)
+    if model.min_std >= ceiling:
+        raise UserError(
+            f"--min-std {model.min_std:g} is not below the largest sigma --max-logvar "
+            f"{model.max_logvar:g} allows (exp({model.max_logvar:g} / 2) = {ceiling:.4g}); "
+            "lower --min-std or raise --max-logvar"
+        )
+
+
 def start_training(
     flags: dict[str, Any],
     *,
@@ -218,6 +231,7 @@ def run_training(
     from vae_cli.train import CallbackGroup, RunPaths, train
 
     check_objective(config)
+    check_posterior_bounds(config)
     if config.train.tensorboard:
         from vae_cli.board import check_tensorboard_installed
 
