@@ -219,6 +219,22 @@ def test_a_sigma_floor_above_the_logvar_ceiling_is_refused(tmp_path: Path, data_
     assert run_vae(*train_args(tmp_path, data_dir, *TINY, "--min-std", 100)).code == 0
 
 
+@pytest.mark.parametrize("name", [".", "..", "../escape", "a/b", "-x", "", "ABSOLUTE"])
+def test_a_run_name_must_be_one_folder_inside_the_runs_dir(
+    name: str, tmp_path: Path, data_dir: Path
+) -> None:
+    runs = tmp_path / "runs"
+    (runs / "kept").mkdir(parents=True)
+    (runs / "kept/config.toml").write_text("an earlier run")
+    name = str(tmp_path / "abs") if name == "ABSOLUTE" else name
+    # --overwrite too: `--name .` used to point it at the whole runs folder.
+    result = run_vae(*train_args(runs, data_dir, *TINY, "--overwrite", name=name))
+    assert_user_error(result, f"--name {name!r}: use letters, digits")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    assert [p.name for p in runs.iterdir()] == ["kept"]
+    assert (runs / "kept/config.toml").read_text() == "an earlier run"
+
+
 def test_a_run_folder_that_cannot_be_made(tmp_path: Path, data_dir: Path) -> None:
     (tmp_path / "file").write_text("a file, not a folder")
     runs = tmp_path / "file/runs"

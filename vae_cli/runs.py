@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -19,6 +20,13 @@ from vae_cli.files import json_object, make_folder, read_lines, write_atomically
 
 def default_run_name() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def check_folder_name(name: str, flag: str) -> None:
+    """A run or study name is one folder inside --runs-dir: no path separators, no '.' or
+    '..' (with --overwrite, `--name .` would have replaced the whole runs folder)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"{flag} {name!r}: use letters, digits, '.', '_' and '-' only")
 
 
 def check_new_run(root: Path, *, overwrite: bool) -> None:

@@ -183,7 +183,7 @@ def start_training(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Validate everything, prepare the run folder, train; returns metrics and paths written."""
     from vae_cli.checkpoint import load_checkpoint
-    from vae_cli.runs import check_new_run, default_run_name
+    from vae_cli.runs import check_folder_name, check_new_run, default_run_name
 
     checkpoint = None
     if resume is not None:
@@ -198,7 +198,9 @@ def start_training(
         check_unfinished(resume, config, checkpoint)
     else:
         config = build_config(flags, config_file)
-        root = runs_dir / (name or default_run_name())
+        if name is not None:
+            check_folder_name(name, "--name")
+        root = runs_dir / (default_run_name() if name is None else name)
         check_new_run(root, overwrite=overwrite)
     return run_training(
         config,

@@ -23,6 +23,7 @@ import optuna
 from vae_cli.config import Config
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
 from vae_cli.files import make_folder, write_atomically
+from vae_cli.runs import check_folder_name
 from vae_cli.search import Dimension, format_param
 from vae_cli.selection import best_epoch, selection_loss
 from vae_cli.train import Callbacks
@@ -369,8 +370,7 @@ def start_sweep(
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise UserError(f"--timeout: expected minutes > 0, got {timeout}")
     name = config_file.stem if study is None else study
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise UserError(f"--study {name!r}: use letters, digits, '.', '_' and '-' only")
+    check_folder_name(name, "--study")
     config, space = load_tune_config(config_file)
     dataset = None
     if trials:
