@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import signal
 import subprocess
@@ -233,6 +234,26 @@ def test_a_run_name_must_be_one_folder_inside_the_runs_dir(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
     assert [p.name for p in runs.iterdir()] == ["kept"]
     assert (runs / "kept/config.toml").read_text() == "an earlier run"
+
+
+def test_overwrite_replaces_a_run_and_nothing_else(
+    trained_run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "old")
+    (runs / "study/trial-0000").mkdir(parents=True)
+    (runs / "study/study.db").write_bytes(b"a sweep's results")
+    (runs / "file").write_text("not a folder")
+    refusals = {"study": "not a run folder (no config.toml)", "file": "exists and is not a folder"}
+    for name, fragment in refusals.items():
+        before = snapshot(runs)
+        result = run_vae(*train_args(runs, data_dir, *TINY, "--overwrite", name=name))
+        assert_user_error(result, f"{runs / name}: {fragment}")
+        assert snapshot(runs) == before
+    result = run_vae(*train_args(runs, data_dir, *TINY, "--epochs", 1, "--overwrite", name="old"))
+    assert result.code == 0, result.stderr
+    assert [json.loads(line)["epoch"] for line in (runs / "old/metrics.jsonl").open()] == [1]
+    assert not (runs / "old/samples/epoch_002.png").exists()  # the old run's files are gone
 
 
 def test_a_run_folder_that_cannot_be_made(tmp_path: Path, data_dir: Path) -> None:

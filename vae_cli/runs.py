@@ -30,14 +30,24 @@ def check_folder_name(name: str, flag: str) -> None:
 
 
 def check_new_run(root: Path, *, overwrite: bool) -> None:
-    """Refuse to reuse an existing run folder unless the user asked for --overwrite."""
-    if root.exists() and any(root.iterdir()) and not overwrite:
+    """Refuse to reuse an existing run folder unless the user asked for --overwrite, and
+    never let --overwrite delete a folder that is not a run (a sweep's study, say)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise UserError(f"{root}: exists and is not a folder")
+    if not any(root.iterdir()):
+        return
+    if not overwrite:
         raise UserError(
             f"{root}: run already exists; pick another --name, continue it with "
             f"--resume {root}, or replace it with --overwrite"
         )
-    if root.exists() and not root.is_dir():
-        raise UserError(f"{root}: exists and is not a folder")
+    if not (root / "config.toml").is_file():
+        raise UserError(
+            f"{root}: not a run folder (no config.toml), so --overwrite will not delete it; "
+            "pick another --name"
+        )
 
 
 def create_run(root: Path, config: Config, manifest: dict[str, Any], *, overwrite: bool) -> None:
