@@ -256,6 +256,20 @@ def test_overwrite_replaces_a_run_and_nothing_else(
     assert not (runs / "old/samples/epoch_002.png").exists()  # the old run's files are gone
 
 
+@pytest.mark.parametrize("command", ["sample --out", "sample --checkpoint", "tune --study"])
+def test_a_file_name_too_long_is_one_error(command: str, trained_run: Path, tmp_path: Path) -> None:
+    long = "a" * 300  # past the 255 bytes a file name may have
+    args = {
+        "sample --out": ("sample", "--checkpoint", trained_run, "--out", tmp_path / f"{long}.png"),
+        "sample --checkpoint": ("sample", "--checkpoint", tmp_path / f"{long}.pt"),
+        "tune --study": ("tune", "--config", tmp_path / "s.toml", "--study", long),
+    }[command]
+    (tmp_path / "s.toml").write_text("[search]\nlr = { low = 1e-4, high = 1e-3 }\n")
+    result = run_vae(*args, "--runs-dir", tmp_path / "runs")
+    assert_user_error(result, long, "too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
 def test_a_run_folder_that_cannot_be_made(tmp_path: Path, data_dir: Path) -> None:
     (tmp_path / "file").write_text("a file, not a folder")
     runs = tmp_path / "file/runs"

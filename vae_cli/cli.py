@@ -7,6 +7,7 @@ torch is imported inside the commands so that `vae --help` is instant. User erro
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -95,6 +96,10 @@ def run_command(argv: list[str] | None, prog_name: str, termination: Termination
         return 128 + stop.signum
     except (typer.Abort, KeyboardInterrupt):
         return report_stop(termination.received)
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:  # a path the user typed; anything else is a bug
+            raise
+        return report(f"{error.filename}: file name too long ({error.strerror})", 2)
 
 
 def report_stop(terminated: bool) -> int:

@@ -22,11 +22,16 @@ def default_run_name() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+MAX_NAME_LENGTH = 100  # file names stop at 255 bytes; a trial's folder adds its own
+
+
 def check_folder_name(name: str, flag: str) -> None:
     """A run or study name is one folder inside --runs-dir: no path separators, no '.' or
     '..' (with --overwrite, `--name .` would have replaced the whole runs folder)."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"{flag} {name!r}: use letters, digits, '.', '_' and '-' only")
+    if len(name) > MAX_NAME_LENGTH:
+        raise UserError(f"{flag} {name!r}: too long (at most {MAX_NAME_LENGTH} characters)")
 
 
 def check_new_run(root: Path, *, overwrite: bool) -> None:
