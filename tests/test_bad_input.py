@@ -212,6 +212,15 @@ def test_out_that_cannot_be_written(trained_run: Path, tmp_path: Path) -> None:
     assert_user_error(result, "file/s.png")
 
 
+def test_a_cosine_schedule_that_would_rise_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    flags = ("--lr-schedule", "cosine", "--lr", 1e-3, "--final-lr", 1)
+    result = run_vae(*train_args(tmp_path, data_dir, *TINY, *flags))
+    assert_user_error(result, "--final-lr 1 is above --lr 0.001: a cosine schedule decays")
+    assert list(tmp_path.iterdir()) == []
+    # A constant schedule never reaches final_lr: nothing to contradict.
+    assert run_vae(*train_args(tmp_path, data_dir, *TINY, "--final-lr", 1)).code == 0
+
+
 def test_a_sigma_floor_above_the_logvar_ceiling_is_refused(tmp_path: Path, data_dir: Path) -> None:
     # exp(10 / 2) = 148.4: a floor of 1000 would pin every logvar to the ceiling.
     result = run_vae(*train_args(tmp_path, data_dir, *TINY, "--min-std", 1000))

@@ -59,7 +59,11 @@ def test_shipped_default_toml_is_the_builtin_defaults() -> None:
 
 @pytest.mark.parametrize("name", ["quick", "quality", "conv"])
 def test_shipped_configs_load(name: str) -> None:
-    assert isinstance(load_config(REPO / f"configs/{name}.toml"), Config)
+    from vae_cli.session import check_posterior_bounds, check_training_settings
+
+    config = load_config(REPO / f"configs/{name}.toml")
+    check_training_settings(config)  # e.g. quality.toml's cosine phases decay, never rise
+    check_posterior_bounds(config)
 
 
 def test_flag_beats_file_beats_default(tmp_path: Path) -> None:

@@ -166,6 +166,10 @@ def test_a_poor_trial_is_pruned_in_optuna_and_in_its_status(tmp_path: Path, data
         ("lr = 0.001", "[search] lr: expected a table"),
         ("lr = { low = 1e-4, hi = 1e-3 }", "[search] lr: unknown key hi"),
         ('objective = { choices = ["iwae"] }\nbeta = { low = 0.5, high = 1.0 }', "[search] beta"),
+        (
+            'lr_schedule = { choices = ["constant", "cosine"] }\nlr = { low = 1e-5, high = 1e-3 }',
+            "can draw lr 1e-05 below final_lr 0.0001",
+        ),
     ],
 )
 def test_a_bad_search_space_is_one_error_and_creates_nothing(

@@ -53,6 +53,7 @@ def load_tune_config(path: Path) -> tuple[Config, list[Dimension]]:
         parse_dimension(name, spec, f"{path}: [search] {name}") for name, spec in search.items()
     ]
     check_objective_space(config, space, path)
+    check_schedule_space(config, space, path)
     return config, space
 
 
@@ -136,6 +137,27 @@ def check_objective_space(config: Config, space: list[Dimension], path: Path) ->
         raise UserError(
             f"{path}: [search] {sorted(elbo_only)[0]}: applies to --objective elbo only, "
             "and this sweep trains iwae"
+        )
+
+
+def searched_values(config: Config, space: list[Dimension], name: str) -> tuple[Any, ...]:
+    """The values a sweep may give field `name`: its choices, its range's ends, or the fixed one."""
+    for dimension in space:
+        if dimension.name == name:
+            return dimension.choices or (dimension.low, dimension.high)
+    return (getattr(config.train, name),)
+
+
+def check_schedule_space(config: Config, space: list[Dimension], path: Path) -> None:
+    """A cosine schedule decays from lr to final_lr: no trial may draw lr below final_lr."""
+    if "cosine" not in searched_values(config, space, "lr_schedule"):
+        return
+    lowest_lr = min(searched_values(config, space, "lr"))
+    highest_final = max(searched_values(config, space, "final_lr"))
+    if lowest_lr < highest_final:
+        raise UserError(
+            f"{path}: [search] a cosine schedule decays from lr to final_lr, but this sweep "
+            f"can draw lr {lowest_lr:g} below final_lr {highest_final:g}"
         )
 
 

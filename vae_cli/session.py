@@ -142,18 +142,24 @@ def check_unfinished(resume: Path, config: Config, checkpoint: dict[str, Any]) -
     )
 
 
-def check_objective(config: Config) -> None:
-    """The KL weight, its warm-up and free bits shape the ELBO only; IWAE has no KL term."""
+def check_training_settings(config: Config) -> None:
+    """Settings that contradict each other, in any phase."""
     for index in range(len(config.phases) + 1):
         train = config.phase(index).train
+        where = f"phase {index + 1}: " if config.phases else ""
+        # The KL weight, its warm-up and free bits shape the ELBO only; IWAE has no KL term.
         if train.objective == "iwae" and (
             train.beta != 1.0 or train.kl_warmup_epochs or train.free_bits
         ):
-            where = f"phase {index + 1}: " if config.phases else ""
             raise UserError(
                 f"{where}--objective iwae trains the importance-weighted bound (Burda et al. "
                 "2016), which has no separate KL term: --beta, --kl-warmup-epochs and "
                 "--free-bits apply to --objective elbo only (set them to 1, 0 and 0)"
+            )
+        if train.lr_schedule == "cosine" and train.final_lr > train.lr:
+            raise UserError(
+                f"{where}--final-lr {train.final_lr:g} is above --lr {train.lr:g}: a cosine "
+                "schedule decays from --lr to --final-lr"
             )
 
 
@@ -232,7 +238,7 @@ def run_training(
     from vae_cli.runs import build_manifest, create_run
     from vae_cli.train import CallbackGroup, RunPaths, train
 
-    check_objective(config)
+    check_training_settings(config)
     check_posterior_bounds(config)
     if config.train.tensorboard:
         from vae_cli.board import check_tensorboard_installed
