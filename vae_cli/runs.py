@@ -121,7 +121,7 @@ def summarize_run(root: Path) -> RunSummary | None:
     # A line cut by a crash, or a file edited by hand, is skipped rather than fatal.
     lines = read_lines(root / "metrics.jsonl")
     metrics = [m for m in map(json_object, lines) if m and isinstance(m.get("epoch"), int)]
-    state = json_object("".join(read_lines(root / "status.json"))) or {}
+    state = json_object("\n".join(read_lines(root / "status.json"))) or {}
     status = str(state.get("status", "unknown"))
     losses = [m["test_loss"] for m in metrics if isinstance(m.get("test_loss"), float)]
     return RunSummary(

@@ -233,9 +233,8 @@ def append_metrics(paths: RunPaths, metrics: dict[str, Any]) -> None:
 
 
 def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
-    """metrics.jsonl's records; a last line cut short (kill -9, full disk) is left out."""
-    if not paths.metrics.exists():
-        return []
+    """metrics.jsonl's records (none when it is missing); a last line cut short (kill -9,
+    full disk) is left out."""
     lines = [line for line in read_lines(paths.metrics) if line]
     records = []
     for number, line in enumerate(lines, start=1):
