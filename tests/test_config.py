@@ -62,6 +62,7 @@ def test_shipped_configs_load(name: str) -> None:
     from vae_cli.session import check_posterior_bounds, check_training_settings
 
     config = load_config(REPO / f"configs/{name}.toml")
+    assert isinstance(config, Config)
     check_training_settings(config)  # e.g. quality.toml's cosine phases decay, never rise
     check_posterior_bounds(config)
 
