@@ -221,7 +221,7 @@ def test_interpolate_writes_a_row(trained_run: Path, data_dir: Path, tmp_path: P
 def test_latent_picture_has_the_expected_size(
     trained_run: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    from vae_cli.plots import DPI, LATENT_SIZE
+    from vae_cli.plots import DPI, LATENT_SIZE, STRIP_ROW_HEIGHT
 
     out = tmp_path / "latent.png"
     result = run_vae(
@@ -238,7 +238,9 @@ def test_latent_picture_has_the_expected_size(
         out,
     )
     assert result.code == 0, result.stderr
-    assert png_size(out) == (LATENT_SIZE[0] * DPI, LATENT_SIZE[1] * DPI)
+    # One row of thumbnails above the plot adds its height.
+    height = (LATENT_SIZE[1] + STRIP_ROW_HEIGHT) * DPI
+    assert png_size(out) == (LATENT_SIZE[0] * DPI, round(height))
 
 
 def test_curves_picture_has_the_expected_size(trained_run: Path) -> None:
@@ -313,3 +315,16 @@ def test_pictures_are_redrawn_once_the_interval_has_passed(
     drawn = sorted(p.name for p in (run / "samples").iterdir())
     assert drawn == ["epoch_001.png", "epoch_002.png"]
     assert sorted(p.name for p in (run / "reconstructions").iterdir()) == drawn
+
+
+def test_curves_of_a_short_run_tick_whole_epochs(trained_run: Path) -> None:
+    from vae_cli.plots import curves_figure
+    from vae_cli.run_files import RunPaths, read_metrics
+
+    history = read_metrics(RunPaths(trained_run))
+    assert [m["epoch"] for m in history] == [1, 2]
+    figure = curves_figure(history)
+    figure.canvas.draw()
+    for axis in figure.axes:
+        ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -9,9 +9,8 @@ import pytest
 import torch
 from conftest import png_size, run_vae, train_args
 
-from vae_cli.data import binarize_fixed, load_dataset, resolve_data_dir
+from vae_cli.data import binarize_fixed, load_dataset, prepare_images, resolve_data_dir
 from vae_cli.images import grid_size
-from vae_cli.train import prepare_images
 
 
 def write_idx(path: Path, array: torch.Tensor, magic: int) -> None:
@@ -108,3 +107,31 @@ def test_fashion_mnist_end_to_end_on_synthetic_files(tmp_path: Path) -> None:
         == 0
     )
     assert png_size(out) == grid_size(16, 8)
+
+
+def test_the_idx_reader_gives_torchvisions_tensors(data_dir: Path) -> None:
+    """The files are read without torchvision (start-up); the tensors are the same."""
+    from torchvision.datasets import MNIST
+
+    full, first = load_dataset(data_dir), load_dataset(data_dir, limit=300)
+    for train, prefix in ((True, "train"), (False, "test")):
+        reference = MNIST(str(data_dir), train=train)
+        assert torch.equal(getattr(full, f"{prefix}_images"), reference.data.reshape(-1, 784))
+        assert torch.equal(getattr(full, f"{prefix}_labels"), reference.targets)
+        head = reference.data[:300].reshape(-1, 784)
+        assert torch.equal(getattr(first, f"{prefix}_images"), head)
+        assert torch.equal(getattr(first, f"{prefix}_labels"), reference.targets[:300])
+
+
+@pytest.mark.parametrize(("n", "nrow"), [(64, 8), (10, 8), (2, 8), (5, 2)])
+def test_picture_grids_match_torchvisions_layout_and_rounding(n: int, nrow: int) -> None:
+    from torchvision.utils import make_grid
+
+    from vae_cli.images import grid
+
+    pixels = torch.rand(n, 784, generator=torch.Generator().manual_seed(n))
+    pixels[0, :3] = torch.tensor([0.0, 1.0, 0.5 / 255])  # the ends and a rounding boundary
+    reference = make_grid(pixels.reshape(-1, 1, 28, 28), nrow=nrow, padding=2)
+    levels = reference.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)[0]
+    assert torch.equal(grid(pixels, nrow), levels)
+    assert tuple(reversed(levels.shape)) == grid_size(n, nrow)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from vae_cli.config import ModelConfig
@@ -43,3 +44,45 @@ def test_a_two_dimensional_latent_is_shown_as_is(tmp_path: Path) -> None:
     assert view.axis_names == ("z1", "z2")
     chosen = [int((x == view.inputs[i]).all(1).nonzero()) for i in range(2)]
     torch.testing.assert_close(view.input_sigma, torch.exp(0.5 * logvar[chosen]).detach())
+
+
+def overlapping(boxes: list) -> list[tuple[int, int]]:
+    return [
+        (i, j)
+        for i in range(len(boxes))
+        for j in range(i + 1, len(boxes))
+        if boxes[i].overlaps(boxes[j])
+    ]
+
+
+@pytest.mark.parametrize("n_inputs", [6, 20])
+def test_no_thumbnail_or_sigma_label_overlaps_another(n_inputs: int) -> None:
+    """Every input's mu at one point (the worst case): their pictures still do not overlap."""
+    from matplotlib.offsetbox import AnnotationBbox
+
+    from vae_cli.inference import LatentView
+    from vae_cli.plots import latent_figure
+
+    view = LatentView(
+        inputs=torch.rand(n_inputs, 784),
+        input_mu=torch.zeros(n_inputs, 2) + torch.linspace(0, 1e-3, n_inputs).unsqueeze(1),
+        input_sigma=torch.full((n_inputs, 2), 0.123),
+        clouds=torch.randn(n_inputs, 5, 2),
+        test_mu=torch.randn(50, 2),
+        test_labels=torch.arange(50) % 10,
+        axis_names=("PC1 of mu", "PC2 of mu"),
+    )
+    figure = latent_figure(view)
+    figure.canvas.draw()  # places the boxes
+    renderer = figure.canvas.get_renderer()
+    left = figure.axes[0]
+    cards = [a for a in left.artists if isinstance(a, AnnotationBbox)]
+    assert len(cards) == n_inputs
+    boxes = [card.patch.get_window_extent(renderer) for card in cards]  # frames, labels inside
+    assert overlapping(boxes) == []
+    title = next(t for t in left.texts if t.get_text().startswith("q(z|x)"))
+    for box in [*boxes, title.get_window_extent(renderer)]:
+        assert not box.overlaps(left.get_window_extent(renderer))  # above the plot
+        assert box.y1 <= figure.bbox.y1 and box.x0 >= 0
+    assert overlapping([*boxes, title.get_window_extent(renderer)]) == []
+    assert all("σ 0.12" in card.offsetbox.get_children()[1].get_text() for card in cards)

@@ -30,7 +30,7 @@ class StepSpy:
         real_step, real_loss = TrainStep.step, step_module.elbo_loss
 
         def step(train_step: TrainStep, images: torch.Tensor) -> None:
-            self.lr.append(float(train_step.optimizer.param_groups[0]["lr"]))
+            self.lr.append(float(train_step.optimizer.lr[0]))
             real_step(train_step, images)
 
         def elbo_loss(x: torch.Tensor, *args: object, beta: object, free_bits: float):

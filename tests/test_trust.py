@@ -97,7 +97,7 @@ def test_resume_and_data_lookup_survive_a_reshaped_manifest(
 ) -> None:
     import tomllib
 
-    from vae_cli.inference import recorded_data_dir
+    from vae_cli.runs import recorded_data_dir
 
     run = train_tiny(tmp_path, "r", data_dir, "--epochs", 1)
     assert recorded_data_dir(run) == data_dir.resolve()

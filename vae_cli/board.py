@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from vae_cli.callbacks import Callbacks
 from vae_cli.config import Config
 from vae_cli.errors import UserError
+from vae_cli.run_files import RunPaths, read_metrics
 from vae_cli.selection import best_epoch, selection_loss
-from vae_cli.train import Callbacks, RunPaths, read_metrics
 
 # TensorBoard tag -> metrics.jsonl key, one point per epoch.
 SCALARS = {

@@ -142,13 +142,19 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 Out = Annotated[Path | None, typer.Option(help="PNG to write (default: inside the run folder).")]
 
 
-def load(checkpoint: Path | None, runs_dir: Path, device: str) -> Any:
+def load(checkpoint: Path | None, runs_dir: Path, device: str, *, announce: bool = True) -> Any:
+    """The model to use; without --checkpoint, the latest run's, and a line saying which."""
     from vae_cli.checkpoint import resolve_checkpoint
-    from vae_cli.inference import load_model
+    from vae_cli.inference import load_model, note_latest_run
 
     if device not in ("auto", "cpu", "cuda", "mps"):
         raise UserError(f"--device {device}: expected auto, cpu, cuda or mps")
-    return load_model(resolve_checkpoint(checkpoint, runs_dir), device)
+    loaded = load_model(resolve_checkpoint(checkpoint, runs_dir), device)
+    if checkpoint is None:
+        note_latest_run(loaded, runs_dir)
+        if announce:
+            print(loaded.picked["line"])
+    return loaded
 
 
 def command_line(ctx: typer.Context) -> str:
@@ -259,7 +265,7 @@ def evaluate(
 
     if binarize is not None and (problem := check_value("binarize", binarize)):
         raise UserError(f"--binarize: {problem}")
-    loaded = load(checkpoint, runs_dir, device)
+    loaded = load(checkpoint, runs_dir, device, announce=not json_output)
     result = evaluate_checkpoint(
         loaded,
         loaded.data_dir(data_dir),

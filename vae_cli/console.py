@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from vae_cli.callbacks import Callbacks
 from vae_cli.search import format_param
 from vae_cli.selection import best_epoch
-from vae_cli.train import Callbacks
 
 
 def stdout() -> Console:
@@ -45,11 +45,13 @@ class TrainingDisplay(Callbacks):
             f"test images, binarize={self.binarize}",
             f"run folder  {self.run_dir}",
         ]
-        if info["resumed_epoch"] or info["resumed_position"]:
-            lines.append(
-                f"resumed     after epoch {info['resumed_epoch']}, "
-                f"step {info['resumed_position']} of the next"
-            )
+        plan = info["plan"]
+        if len(plan) == 1:
+            lines.append(f"plan        {plan[0]}")
+        for number, phase in enumerate(plan if len(plan) > 1 else [], start=1):
+            lead = "plan        " if number == 1 else " " * 12
+            lines.append(f"{lead}phase {number}: {phase}")
+        lines += resumed_lines(info)
         stdout().print(Panel("\n".join(lines), title="vae train", expand=False))
         if self.bars:
             from tqdm import tqdm
@@ -70,6 +72,16 @@ class TrainingDisplay(Callbacks):
                 leave=False,
                 dynamic_ncols=True,
             )
+
+    def on_phase(self, phase: dict[str, Any]) -> None:
+        self.write(f"phase {phase['number']} of {phase['of']}: {phase['plan']}")
+
+    def write(self, line: str) -> None:
+        """A line above the bars (or plain, without them)."""
+        if self.epoch_bar is not None:
+            self.epoch_bar.write(line)
+        else:
+            print(line, flush=True)
 
     def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None:
         if self.batch_bar is None:
@@ -97,9 +109,7 @@ class TrainingDisplay(Callbacks):
         if self.epoch_bar is not None:
             self.epoch_bar.update(1)
             self.batch_bar.reset()
-            self.epoch_bar.write(line)
-        else:
-            print(line, flush=True)
+        self.write(line)
 
     def on_warning(self, message: str) -> None:
         print(f"Warning: {message}", file=sys.stderr, flush=True)
@@ -108,6 +118,18 @@ class TrainingDisplay(Callbacks):
         for bar in (self.batch_bar, self.epoch_bar):
             if bar is not None:
                 bar.close()
+
+
+def resumed_lines(info: dict[str, Any]) -> list[str]:
+    """Where a resumed run picks up, in words."""
+    epoch, position = info["resumed_epoch"], info["resumed_position"]
+    phase = f" (phase {info['phase']})" if len(info["plan"]) > 1 else ""
+    if position:
+        steps = info["steps_per_epoch"]
+        return [f"resumed     in epoch {epoch + 1}{phase}, at batch {position + 1} of {steps}"]
+    if epoch:
+        return [f"resumed     after epoch {epoch}{phase}"]
+    return []
 
 
 def training_summary(history: list[dict[str, Any]], paths: list[str]) -> None:

@@ -145,28 +145,54 @@ def verify_files(root: Path, dataset: str) -> dict[str, str]:
 
 
 def load_dataset(root: Path, dataset: str = "mnist", limit: int | None = None) -> Dataset:
-    """The train and test sets as flat uint8 tensors (first `limit` images of each)."""
-    import torchvision.datasets
+    """The train and test sets as flat uint8 tensors (first `limit` images of each).
 
+    The checked IDX files are read directly: importing torchvision to read them would cost
+    more start-up than the whole read (it pulls in torch._dynamo), so torchvision is imported
+    only to download."""
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: --data-dir is a file, not a folder")
     ensure_files(root, dataset)
     md5 = verify_files(root, dataset)
-    cls = getattr(torchvision.datasets, DATASET_CLASSES[dataset])
-    train, test = cls(str(root), train=True), cls(str(root), train=False)
+    folder = raw_folder(root, dataset)
+    (train_images, train_labels), (test_images, test_labels) = (
+        (read_idx(folder / images, 16, limit), read_idx(folder / labels, 8, limit))
+        for images, labels in (RAW_FILES["train"], RAW_FILES["test"])
+    )
     return Dataset(
-        train_images=train.data[:limit].reshape(-1, 784).contiguous(),
-        train_labels=train.targets[:limit].long(),
-        test_images=test.data[:limit].reshape(-1, 784).contiguous(),
-        test_labels=test.targets[:limit].long(),
+        train_images=train_images.reshape(-1, 784),
+        train_labels=train_labels.reshape(-1).long(),
+        test_images=test_images.reshape(-1, 784),
+        test_labels=test_labels.reshape(-1).long(),
         md5=md5,
     )
+
+
+def read_idx(path: Path, header_bytes: int, limit: int | None) -> torch.Tensor:
+    """An IDX file's items (checked by check_idx_file) as uint8 rows, the first `limit` only."""
+    data = path.read_bytes()
+    count = int.from_bytes(data[4:8], "big")
+    if count == 0:
+        return torch.zeros(0, 1, dtype=torch.uint8)
+    items = torch.frombuffer(bytearray(data[header_bytes:]), dtype=torch.uint8)
+    items = items.reshape(count, -1)
+    return items[:limit].clone() if limit is not None else items
 
 
 def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     """One seeded Bernoulli draw of uint8 images, returned as uint8 in {0, 255}."""
     generator = torch.Generator().manual_seed(seed)
     return torch.bernoulli(images.float() / 255, generator=generator).to(torch.uint8) * 255
+
+
+def prepare_images(dataset: Dataset, binarize: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 train and test images in the requested binarization (dynamic: test only)."""
+    train, test = dataset.train_images, dataset.test_images
+    if binarize == "static":
+        train = binarize_fixed(train, STATIC_BINARIZE_SEED)
+    if binarize in ("static", "dynamic"):
+        test = binarize_fixed(test, TEST_BINARIZE_SEED)
+    return train, test
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,16 @@ def device_description(device: torch.device) -> str:
     return device.type
 
 
-def make_deterministic(device: torch.device) -> None:
+def make_deterministic(device: torch.device, *, compiling: bool = False) -> None:
     """Bit-reproducible kernels: strict on CPU, best effort (warn only) on GPUs."""
     if device.type == "cuda":
         # cuBLAS needs a fixed workspace for deterministic matmuls; must be set before its init.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    warn_only = device.type != "cpu"
+    if compiling:  # also sets the compiler's own switch
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    else:
+        # The same switch for eager kernels, without torch.use_deterministic_algorithms's
+        # import of torch._inductor (and torch._dynamo): about a second of start-up.
+        torch._C._set_deterministic_algorithms(True, warn_only=warn_only)

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from vae_cli.files import write_atomically
 from vae_cli.model import IMAGE_SIDE
@@ -18,20 +19,35 @@ GRID_PADDING = 2
 
 
 def grid_size(n_images: int, nrow: int) -> tuple[int, int]:
-    """(width, height) in pixels of a make_grid picture of n images, nrow per row."""
+    """(width, height) in pixels of a grid picture of n images, nrow per row."""
     columns = min(n_images, nrow)
     rows = -(-n_images // nrow)
     step = IMAGE_SIDE + GRID_PADDING
     return columns * step + GRID_PADDING, rows * step + GRID_PADDING
 
 
-def save_grid(images: torch.Tensor, path: Path, *, nrow: int = 8) -> Path:
-    """Save (N, 784) pixel values in [0, 1] as a PNG grid, nrow images per row."""
-    from torchvision.utils import save_image
+def grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """(N, 784) pixel values in [0, 1] as one (H, W) uint8 picture: nrow images per row,
+    GRID_PADDING black pixels around each (torchvision's make_grid layout, without importing
+    torchvision, which costs more start-up than a command's work)."""
+    n = len(images)
+    columns, rows = min(n, nrow), -(-n // nrow)
+    # Rounded to the nearest level, as torchvision.utils.save_image does.
+    levels = images.detach().float().cpu().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    tiles = torch.zeros(rows * columns, IMAGE_SIDE + GRID_PADDING, IMAGE_SIDE + GRID_PADDING)
+    tiles = tiles.to(torch.uint8)
+    tiles[:n, GRID_PADDING:, GRID_PADDING:] = levels.reshape(n, IMAGE_SIDE, IMAGE_SIDE)
+    step = IMAGE_SIDE + GRID_PADDING
+    picture = tiles.reshape(rows, columns, step, step).permute(0, 2, 1, 3)
+    return F.pad(picture.reshape(rows * step, columns * step), (0, GRID_PADDING, 0, GRID_PADDING))
 
-    pictures = images.detach().float().cpu().clamp(0, 1).reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
+
+def save_grid(images: torch.Tensor, path: Path, *, nrow: int = 8) -> Path:
+    """Save (N, 784) pixel values in [0, 1] as a greyscale PNG grid, nrow images per row."""
+    from PIL import Image
+
     buffer = io.BytesIO()
-    save_image(pictures, buffer, nrow=nrow, padding=GRID_PADDING, format="png")
+    Image.fromarray(grid(images, nrow).numpy(), mode="L").save(buffer, format="png")
     write_atomically(path, buffer.getvalue())
     return path
 

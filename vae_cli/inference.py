@@ -3,7 +3,6 @@ and look at the latent space. Each function writes its output and returns what i
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,12 @@ import torch
 from vae_cli import images, plots
 from vae_cli.checkpoint import load_checkpoint
 from vae_cli.config import Config
-from vae_cli.data import load_dataset, resolve_data_dir, to_float
+from vae_cli.data import load_dataset, prepare_images, to_float
 from vae_cli.device import resolve_device
 from vae_cli.errors import UserError
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.model import VAE, posterior_samples
-from vae_cli.train import prepare_images
+from vae_cli.runs import run_data_dir
 
 
 @dataclass
@@ -28,6 +27,7 @@ class Loaded:
     checkpoint: dict[str, Any]
     path: Path
     device: torch.device
+    picked: dict[str, Any] | None = None  # why this model, when the user named none
 
     @property
     def run_dir(self) -> Path:
@@ -36,27 +36,23 @@ class Loaded:
         return parent.parent if parent.name == "checkpoints" else parent
 
     def data_dir(self, flag: Path | None) -> Path:
-        """--data-dir, else $VAE_DATA_DIR, else the folder the run was trained on (its
-        manifest), else ./data: a run trained with VAE_DATA_DIR set is found without it."""
-        if flag is not None or os.environ.get("VAE_DATA_DIR"):
-            return resolve_data_dir(flag)
-        recorded = recorded_data_dir(self.run_dir)
-        if recorded is None:
-            return resolve_data_dir(None)
-        if not recorded.is_dir():
-            raise UserError(
-                f"{self.run_dir} was trained on data in {recorded}, which is gone; "
-                "pass --data-dir or set VAE_DATA_DIR to the folder that holds MNIST/raw/"
-            )
-        return recorded
+        return run_data_dir(self.run_dir, flag)
 
 
-def recorded_data_dir(run_dir: Path) -> Path | None:
-    """The data folder in a run's config.toml manifest, if the run has one."""
-    from vae_cli.runs import read_manifest
+def note_latest_run(loaded: Loaded, runs_dir: Path) -> None:
+    """Record that the latest run was picked (which, with its status if not finished)."""
+    from vae_cli.run_files import read_status
 
-    recorded = read_manifest(run_dir).get("data_dir")
-    return Path(recorded) if isinstance(recorded, str) and recorded else None
+    status = read_status(loaded.run_dir)
+    state = "" if status == "finished" else f", {status}"
+    epoch = loaded.checkpoint["epoch"]
+    loaded.picked = {
+        "run": str(loaded.run_dir),
+        "checkpoint": str(loaded.path),
+        "status": status,
+        "line": f"using {loaded.run_dir} (the latest run in {runs_dir}{state}): "
+        f"{loaded.path.name}, epoch {epoch}",
+    }
 
 
 def load_model(path: Path, device_name: str = "auto") -> Loaded:
@@ -131,6 +127,8 @@ def evaluate_checkpoint(
         "trained_binarize": loaded.config.data.binarize,
         **asdict(elbo),
     }
+    if loaded.picked is not None:  # no --checkpoint: say which run answered
+        result["latest_run"] = {key: loaded.picked[key] for key in ("run", "status")}
     if iw_samples:
         result["iw"] = asdict(importance_weighted_nll(loaded.model, x, iw_samples))
     return result

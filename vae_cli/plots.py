@@ -35,7 +35,13 @@ def _save(figure: Any, path: Path) -> Path:
 
 
 def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    return _save(curves_figure(history), path)
+
+
+def curves_figure(history: list[dict[str, Any]]) -> Any:
     """Train and test loss, reconstruction and KL per epoch, side by side."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=CURVES_SIZE)
     epochs = [m["epoch"] for m in history]
@@ -44,44 +50,82 @@ def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
         axis.plot(epochs, [m[f"test_{key}"] for m in history], "s-", label="test")
         axis.set_title(f"{key} (nats per image)")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5 on short runs
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
 
 
 def save_latent_figure(view: Any, path: Path) -> Path:
-    """Left: sample clouds around mu for a few inputs, each image beside its cloud.
-    Right: the test set's mu coloured by digit label. `view` is a latent.LatentView."""
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+    return _save(latent_figure(view), path)
+
+
+THUMBNAILS_PER_ROW = 10
+STRIP_ROW_HEIGHT = 0.95  # inches: a thumbnail and its two-line sigma label
+STRIP_GAP = 0.02  # axes fraction between the plot and the strip
+
+
+def latent_figure(view: Any) -> Any:
+    """Left: sample clouds around mu for a few inputs; each input's image and sigma sit in a
+    strip above the plot, in the order of their mu along the x axis, joined to their mu by a
+    line, so that no two overlap however close their points are. Right: the test set's mu
+    coloured by digit label. `view` is an inference.LatentView."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage, TextArea, VPacker
 
     plt = _pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=LATENT_SIZE)
+    n = len(view.inputs)
+    rows = -(-n // THUMBNAILS_PER_ROW)
+    width, height = LATENT_SIZE
+    figure, (left, right) = plt.subplots(1, 2, figsize=(width, height + rows * STRIP_ROW_HEIGHT))
+    strip = rows * STRIP_ROW_HEIGHT + 0.55  # inches above the axes: the strip and the title
+    figure.subplots_adjust(
+        left=0.05, right=0.97, bottom=0.6 / figure.get_figheight(), wspace=0.18,
+        top=1 - strip / figure.get_figheight(),
+    )  # fmt: skip
+    axes_inches = (figure.subplotpars.top - figure.subplotpars.bottom) * figure.get_figheight()
+    row_height = STRIP_ROW_HEIGHT / axes_inches  # in axes fractions
     colours = plt.get_cmap("tab10")
-    for i in range(len(view.inputs)):
+    order = sorted(range(n), key=lambda i: float(view.input_mu[i, 0]))
+    per_row = -(-n // rows)
+    for slot, i in enumerate(order):
+        colour = colours(i % 10)
         cloud, centre = view.clouds[i].numpy(), view.input_mu[i].numpy()
-        left.scatter(cloud[:, 0], cloud[:, 1], s=4, alpha=0.35, linewidths=0, color=colours(i % 10))
+        left.scatter(cloud[:, 0], cloud[:, 1], s=4, alpha=0.35, linewidths=0, color=colour)
         left.scatter(*centre, marker="x", s=80, color="black", zorder=3)
         sigma = view.input_sigma[i].numpy()
-        left.annotate(
-            f"σ≈({sigma[0]:.2f}, {sigma[1]:.2f})",
-            centre,
-            fontsize=7,
-            xytext=(4, -12),
-            textcoords="offset points",
+        card = VPacker(
+            children=[
+                OffsetImage(view.inputs[i].reshape(28, 28).numpy(), cmap="gray_r", zoom=1.1),
+                TextArea(f"σ {sigma[0]:.2f}\n   {sigma[1]:.2f}", textprops={"fontsize": 6.5}),
+            ],
+            align="center",
+            pad=0,
+            sep=2,
         )
-        thumbnail = OffsetImage(view.inputs[i].reshape(28, 28).numpy(), cmap="gray_r", zoom=1.1)
+        row, column = divmod(slot, per_row)
         left.add_artist(
             AnnotationBbox(
-                thumbnail,
+                card,
                 centre,
-                xybox=(-30, 30),
-                boxcoords="offset points",
+                xybox=((column + 0.5) / per_row, 1 + STRIP_GAP + (rows - row - 0.5) * row_height),
+                xycoords="data",
+                boxcoords="axes fraction",
                 frameon=True,
-                arrowprops={"arrowstyle": "-", "color": "gray"},
+                bboxprops={"edgecolor": colour, "linewidth": 1.5},
+                arrowprops={"arrowstyle": "-", "color": colour, "alpha": 0.7},
+                annotation_clip=False,
             )
         )
-    left.set_title(f"q(z|x): mu (x) and {view.clouds.shape[1]} samples per input")
+    left.text(  # above the strip (set_title would place itself over it)
+        0.5,
+        1 + STRIP_GAP + rows * row_height + 0.01,
+        f"q(z|x): mu (x) and {view.clouds.shape[1]} samples per input",
+        transform=left.transAxes,
+        ha="center",
+        va="bottom",
+        fontsize="large",
+    )
     points = right.scatter(
         view.test_mu[:, 0].numpy(),
         view.test_mu[:, 1].numpy(),
@@ -98,5 +142,4 @@ def save_latent_figure(view: Any, path: Path) -> Path:
         axis.set_xlabel(view.axis_names[0])
         axis.set_ylabel(view.axis_names[1])
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return _save(figure, path)
+    return figure

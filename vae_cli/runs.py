@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
@@ -148,6 +149,30 @@ def read_manifest(root: Path) -> dict[str, Any]:
         return {}
     table = manifest.get("manifest")
     return table if isinstance(table, dict) else {}
+
+
+def run_data_dir(run_dir: Path, flag: Path | None) -> Path:
+    """--data-dir, else $VAE_DATA_DIR, else the folder the run was trained on (its manifest),
+    else ./data: every command that reads or resumes a run finds its data as it was trained."""
+    from vae_cli.data import resolve_data_dir
+
+    if flag is not None or os.environ.get("VAE_DATA_DIR"):
+        return resolve_data_dir(flag)
+    recorded = recorded_data_dir(run_dir)
+    if recorded is None:
+        return resolve_data_dir(None)
+    if not recorded.is_dir():
+        raise UserError(
+            f"{run_dir} was trained on data in {recorded}, which is gone; "
+            "pass --data-dir or set VAE_DATA_DIR to the folder that holds MNIST/raw/"
+        )
+    return recorded
+
+
+def recorded_data_dir(run_dir: Path) -> Path | None:
+    """The data folder in a run's config.toml manifest, if the run has one."""
+    recorded = read_manifest(run_dir).get("data_dir")
+    return Path(recorded) if isinstance(recorded, str) and recorded else None
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:

@@ -142,6 +142,18 @@ def check_unfinished(resume: Path, config: Config, checkpoint: dict[str, Any]) -
     )
 
 
+def check_phase_lengths(config: Config, flags: dict[str, Any], config_file: Path | None) -> None:
+    """--epochs and --time-budget set one length; a config in phases has one per phase, and
+    changing only the first would hide how long the others still run."""
+    given = [key for key in ("epochs", "time_budget") if flags.get(key) is not None]
+    if config.phases and given:
+        raise UserError(
+            f"{flag_name(given[0])}: {config_file} trains in {len(config.phases) + 1} phases, "
+            f"each with its own length; to shorten the run, copy the file and lower each "
+            "phase's epochs or time_budget"
+        )
+
+
 def check_training_settings(config: Config) -> None:
     """Settings that contradict each other, in any phase."""
     for index in range(len(config.phases) + 1):
@@ -189,7 +201,7 @@ def start_training(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Validate everything, prepare the run folder, train; returns metrics and paths written."""
     from vae_cli.checkpoint import load_checkpoint
-    from vae_cli.runs import check_folder_name, check_new_run, default_run_name
+    from vae_cli.runs import check_folder_name, check_new_run, default_run_name, run_data_dir
 
     checkpoint = None
     if resume is not None:
@@ -202,8 +214,10 @@ def start_training(
         checkpoint = load_checkpoint(checkpoint_path)
         config = resumed_config(checkpoint["config"], flags)
         check_unfinished(resume, config, checkpoint)
+        data_dir = run_data_dir(root, data_dir)  # as trained, like every command on a run
     else:
         config = build_config(flags, config_file)
+        check_phase_lengths(config, flags, config_file)
         if name is not None:
             check_folder_name(name, "--name")
         root = runs_dir / (default_run_name() if name is None else name)
@@ -232,11 +246,13 @@ def run_training(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Train a new run in `root` (checkpoint None) or continue it from `checkpoint`; `dataset`
     is read from `data_dir` unless given."""
+    from vae_cli.callbacks import CallbackGroup
     from vae_cli.data import load_dataset, resolve_data_dir
     from vae_cli.device import device_description, resolve_device
     from vae_cli.memory import check_step_fits
+    from vae_cli.run_files import RunPaths
     from vae_cli.runs import build_manifest, create_run
-    from vae_cli.train import CallbackGroup, RunPaths, train
+    from vae_cli.train import train
 
     check_training_settings(config)
     check_posterior_bounds(config)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vae_cli.adam import FlatAdam
 from vae_cli.config import Config
 from vae_cli.data import to_float
 from vae_cli.model import VAE, LossParts, elbo_loss, iwae_loss
@@ -72,13 +73,12 @@ class TrainStep:
         self.lr = torch.tensor(config.train.lr, dtype=lr_dtype, device=device)
         self.beta = torch.tensor(config.train.beta, dtype=torch.float32, device=device)
         self.lr_value, self.beta_value = config.train.lr, config.train.beta
-        # Fused Adam: one kernel, and it skips the update on the device when found_inf is set.
-        self.optimizer = torch.optim.Adam(
-            [self.flat],
-            lr=self.lr,
-            fused=True,
-            capturable=device.type == "cuda",
-            betas=(0.9, config.train.adam_beta2),
+        # Fused Adam: one kernel, and it skips the update on the device when told to.
+        self.optimizer = FlatAdam(
+            self.flat.view(1, -1),
+            self.flat_grad.view(1, -1),
+            lr=self.lr.view(1),
+            beta2=[config.train.adam_beta2],
         )
         self.stats = torch.zeros(len(STATS), dtype=torch.float64, device=device)
         self.bad_step = torch.zeros(PER_STEP, dtype=torch.float64, device=device)
@@ -100,7 +100,7 @@ class TrainStep:
         """A new training phase's settings: objective, k, free bits, clipping, Adam's beta2."""
         self.config = config
         self.max_norm = config.train.grad_clip or math.inf
-        self.optimizer.param_groups[0]["betas"] = (0.9, config.train.adam_beta2)
+        self.optimizer.beta2 = [config.train.adam_beta2]
 
     def set_schedule(self, lr: float, beta: float) -> None:
         """Write this step's lr and KL weight into their device tensors (only on change)."""
@@ -180,8 +180,7 @@ class TrainStep:
         finite = torch.isfinite(grad_norm) & torch.isfinite(parts.loss)
         # After --max-bad-steps in a row every later update is skipped too, so the weights stay
         # those of the step that hit the limit until the host reads the streak and stops.
-        self.optimizer.found_inf = ((~finite) | (self.stats[-1] > 0)).float()
-        self.optimizer.step()
+        self.optimizer.step(((~finite) | (self.stats[-1] > 0)).float().view(1))
         self.accumulate(parts, grad_norm, finite, len(x))
 
     def accumulate(

@@ -7,26 +7,33 @@ checkpoint, so a resumed run is bit-identical to an uninterrupted one on CPU.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vae_cli import images, plots
+from vae_cli.callbacks import Callbacks
 from vae_cli.checkpoint import serialize_checkpoint
 from vae_cli.config import Config
-from vae_cli.data import STATIC_BINARIZE_SEED, TEST_BINARIZE_SEED, Dataset, binarize_fixed, to_float
+from vae_cli.data import Dataset, prepare_images, to_float
 from vae_cli.device import make_deterministic, resolve_device
-from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
+from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
-from vae_cli.files import OrderedWriter, append_line, json_object, read_lines, write_atomically
+from vae_cli.files import OrderedWriter, write_atomically
 from vae_cli.model import VAE
+from vae_cli.plan import build_plan
+from vae_cli.run_files import (
+    RunPaths,
+    append_metrics,
+    read_metrics,
+    truncate_metrics,
+    write_status,
+)
 from vae_cli.selection import best_epoch, criterion, selection_criterion, selection_loss
 from vae_cli.step import CapturedStep, TrainStep, build_step, summarize
 
@@ -39,102 +46,12 @@ PICTURE_INTERVAL_SECONDS = 20.0
 DEVICE_STREAMS = ("noise", "binarize")  # generators that live on the training device
 
 
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def status(self) -> Path:
-        return self.root / "status.json"
-
-    @property
-    def curves(self) -> Path:
-        return self.root / "curves.png"
-
-    def sample_picture(self, epoch: int) -> Path:
-        return self.root / "samples" / f"epoch_{epoch:03d}.png"
-
-    def reconstruction_picture(self, epoch: int) -> Path:
-        return self.root / "reconstructions" / f"epoch_{epoch:03d}.png"
-
-
-class Callbacks:
-    """Hooks for progress display; the CLI passes one that draws bars, tests pass none."""
-
-    def on_start(self, info: dict[str, Any]) -> None: ...
-
-    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None: ...
-
-    def on_epoch(self, metrics: dict[str, Any]) -> None: ...
-
-    def on_warning(self, message: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class CallbackGroup(Callbacks):
-    """Several callbacks as one (e.g. the progress display and TensorBoard)."""
-
-    def __init__(self, *members: Callbacks) -> None:
-        self.members = members
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        for member in self.members:
-            member.on_start(info)
-
-    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None:
-        for member in self.members:
-            member.on_progress(epoch, step, steps, stats)
-
-    def on_epoch(self, metrics: dict[str, Any]) -> None:
-        for member in self.members:
-            member.on_epoch(metrics)
-
-    def on_warning(self, message: str) -> None:
-        for member in self.members:
-            member.on_warning(message)
-
-    def close(self) -> None:
-        for member in self.members:
-            member.close()
-
-
 def build_model(config: Config, device: torch.device) -> VAE:
     """The VAE with weights drawn from the config's seed, without touching global RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         model = VAE(config.model)
     return model.to(device)
-
-
-def prepare_images(dataset: Dataset, binarize: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 train and test images in the requested binarization (dynamic: test only)."""
-    train, test = dataset.train_images, dataset.test_images
-    if binarize == "static":
-        train = binarize_fixed(train, STATIC_BINARIZE_SEED)
-    if binarize in ("static", "dynamic"):
-        test = binarize_fixed(test, TEST_BINARIZE_SEED)
-    return train, test
 
 
 def learning_rate(config: Config, progress: float) -> float:
@@ -223,36 +140,6 @@ class InterruptFlag:
             signal.signal(signum, previous)
 
 
-def write_status(paths: RunPaths, status: str, epoch: int) -> None:
-    record = {"status": status, "epoch": epoch, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_atomically(paths.status, (json.dumps(record) + "\n").encode())
-
-
-def append_metrics(paths: RunPaths, metrics: dict[str, Any]) -> None:
-    append_line(paths.metrics, json.dumps(metrics))
-
-
-def read_metrics(paths: RunPaths) -> list[dict[str, Any]]:
-    """metrics.jsonl's records (none when it is missing); a last line cut short (kill -9,
-    full disk) is left out."""
-    lines = [line for line in read_lines(paths.metrics) if line]
-    records = []
-    for number, line in enumerate(lines, start=1):
-        record = json_object(line)
-        if record is not None and isinstance(record.get("epoch"), int):
-            records.append(record)
-        elif number < len(lines):
-            raise UserError(f"{paths.metrics}: line {number} is not an epoch's metrics record")
-    return records
-
-
-def truncate_metrics(paths: RunPaths, completed_epochs: int) -> list[dict[str, Any]]:
-    """Drop metric lines of epochs a resumed checkpoint does not include (crash after append)."""
-    kept = [m for m in read_metrics(paths) if m["epoch"] <= completed_epochs]
-    write_atomically(paths.metrics, "".join(json.dumps(m) + "\n" for m in kept).encode())
-    return kept
-
-
 def checkpoint_state(
     model: VAE,
     train_step: TrainStep | CapturedStep,
@@ -270,8 +157,7 @@ def checkpoint_state(
     rng["python"] = random.getstate()
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    optimizer = train_step.optimizer.state_dict()
-    optimizer["param_groups"][0]["lr"] = train_step.lr_value  # a number, not the live tensor
+    optimizer = train_step.optimizer.state_dict(0, train_step.lr_value)
     return {
         "model": snapshot(model.state_dict()),
         "optimizer": snapshot(optimizer),
@@ -319,7 +205,7 @@ def train(
     """Train (or continue) the run in `paths`; returns all epochs' metrics."""
     callbacks = callbacks or Callbacks()
     device = resolve_device(config.train.device)
-    make_deterministic(device)
+    make_deterministic(device, compiling=config.train.compile)
     train_images, test_images = prepare_images(dataset, config.data.binarize)
     train_images = train_images.to(device)  # (N, 784) uint8, indexed per batch
     test_x = to_float(test_images).to(device)
@@ -362,6 +248,7 @@ def train(
         state.update(phase=phase, phase_start=dict(phase_start))
         writer.submit(write_checkpoints, state, targets)
 
+    plan = build_plan(config)
     callbacks.on_start(
         {
             "device": device,
@@ -370,6 +257,8 @@ def train(
             "steps_per_epoch": steps_per_epoch,
             "resumed_epoch": epoch,
             "resumed_position": position,
+            "plan": [phase_.describe() for phase_ in plan],
+            "phase": phase + 1,
         }
     )
     last_drawn = time.perf_counter()
@@ -387,6 +276,9 @@ def train(
                     )
                     active = config.phase(phase)
                     train_step.apply_phase(active)
+                    callbacks.on_phase(
+                        {"number": phase + 1, "of": len(plan), "plan": plan[phase].describe()}
+                    )
                     writer.drain()  # the earlier phase's best.pt must be on disk to be kept
                     keep_best_of_earlier_phase(paths, history, active)
                     continue
@@ -533,14 +425,7 @@ def restore(
 ) -> None:
     """Weights, optimiser, every RNG stream and a mid-epoch's running sums."""
     model.load_state_dict(checkpoint["model"])
-    optimizer = train_step.optimizer
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    # The loaded group holds the saved numbers; the step reads its own lr tensor, may change
-    # beta2 on resume, and is capturable only where it runs on CUDA.
-    group = optimizer.param_groups[0]
-    group["lr"] = train_step.lr
-    group["betas"] = (0.9, train_step.config.train.adam_beta2)
-    group["capturable"] = device.type == "cuda"
+    train_step.optimizer.load_state_dict(0, checkpoint["optimizer"])
     restore_generators(checkpoint, generators, train_step.config)
     torch.set_rng_state(checkpoint["rng"]["torch"])
     random.setstate(checkpoint["rng"]["python"])

@@ -20,13 +20,13 @@ from typing import Any
 
 import optuna
 
+from vae_cli.callbacks import Callbacks
 from vae_cli.config import Config
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
 from vae_cli.files import make_folder, write_atomically
 from vae_cli.runs import check_folder_name
 from vae_cli.search import Dimension, format_param
 from vae_cli.selection import best_epoch, selection_loss
-from vae_cli.train import Callbacks
 
 HEARTBEAT_SECONDS = 10  # a running trial's worker writes a heartbeat this often
 GRACE_SECONDS = 60  # a trial with no heartbeat for this long is marked failed by the others
@@ -299,13 +299,23 @@ def summarize_study(study: optuna.Study, plots: list[str], storage_url: str) -> 
         "rows": rows,
         "best_run": best.user_attrs.get("run_dir") if best else None,
         "best_host": best.user_attrs.get("host") if best else None,
-        "reproduce": (
-            f"vae train --config {Path(best.user_attrs['run_dir']) / 'config.toml'}"
-            if best and "run_dir" in best.user_attrs
-            else None
-        ),
+        "reproduce": reproduce_command(Path(best.user_attrs["run_dir"]))
+        if best and "run_dir" in best.user_attrs
+        else None,
         "plots": plots,
     }
+
+
+def reproduce_command(run_dir: Path) -> str:
+    """`vae train` of a trial's config, on the data the sweep used: it works as printed in a
+    shell without VAE_DATA_DIR."""
+    import shlex
+
+    from vae_cli.runs import recorded_data_dir
+
+    command = f"vae train --config {shlex.quote(str(run_dir / 'config.toml'))}"
+    data_dir = recorded_data_dir(run_dir)
+    return command + (f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else "")
 
 
 def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:

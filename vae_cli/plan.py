@@ -1,0 +1,47 @@
+"""A run's training plan: its phases in order, each with its settings and its length.
+
+Built once from a config's `[train]` table and `[[phases]]` tables; the loop walks it and a
+resume starts from a position in it. Plain data, no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vae_cli.config import UNBOUNDED_EPOCHS, Config
+
+
+@dataclass(frozen=True)
+class Phase:
+    number: int  # 1-based, as metrics.jsonl and the terminal name it
+    settings: Config  # what training uses in this phase (no phases of its own)
+
+    @property
+    def epochs(self) -> int | None:
+        """The phase's epoch limit; None when only its time budget ends it."""
+        epochs = self.settings.train.epochs
+        return None if epochs == UNBOUNDED_EPOCHS else epochs
+
+    @property
+    def budget_seconds(self) -> float | None:
+        budget = self.settings.train.time_budget
+        return budget * 60 if budget else None
+
+    def describe(self) -> str:
+        """e.g. "iwae k=10, 38.5 min, lr 0.0001" or "elbo, 10 epochs, lr 0.001 -> 0.0001 cosine"."""
+        train = self.settings.train
+        objective = f"iwae k={train.k}" if train.objective == "iwae" else "elbo"
+        if train.objective == "elbo" and train.beta != 1.0:
+            objective += f" beta={train.beta:g}"
+        lengths = [f"{self.epochs} epochs"] if self.epochs is not None else []
+        if train.time_budget:
+            lengths.insert(0, f"{train.time_budget:g} min of training")
+        lr = f"lr {train.lr:g}"
+        if train.lr_schedule == "cosine":
+            lr += f" -> {train.final_lr:g} cosine"
+        return f"{objective}, {' or '.join(lengths)}, {lr}"
+
+
+def build_plan(config: Config) -> list[Phase]:
+    """Phase 1 is the [train] table; each [[phases]] table adds one."""
+    return [Phase(index + 1, config.phase(index)) for index in range(len(config.phases) + 1)]
