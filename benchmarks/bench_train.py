@@ -36,8 +36,10 @@ from torch import nn
 
 from vae_cli.config import Config
 from vae_cli.data import load_dataset, resolve_data_dir
+from vae_cli.members import Population
 from vae_cli.model import VAE, gaussian_kl, reparameterize
 from vae_cli.step import build_step, synchronize
+from vae_cli.streams import make_generators
 from vae_cli.train import build_model
 
 TINY_BATCH = 4
@@ -148,20 +150,21 @@ def vae_cli_images_per_s(
     config = Config().replace(
         {"amp": amp, "compile": compile, "cuda_graph": cuda_graph, "batch_size": batch_size}
     )
-    model = build_model(config, device)
-    generators = {"noise": torch.Generator(device).manual_seed(1)}
-    train_step = build_step(model, config, generators)
+    train_step = build_step(
+        Population([build_model(config, device)]), [config], [make_generators(0, device)]
+    )
+    stats = train_step.population.stats
     images = images.to(device)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).to(device)
     started = None
     for i in range(warmup + steps):
         if i == warmup:
-            train_step.stats.tolist()  # drain the warm-up steps
+            stats.read()  # drain the warm-up steps
             started = time.perf_counter()
         start = (i * batch_size) % (len(images) - batch_size)
         batch = images.index_select(0, order[start : start + batch_size])
-        train_step(batch, config.train.lr, 1.0)
-    train_step.stats.tolist()  # the one sync
+        train_step(batch.unsqueeze(0), [config.train.lr], [1.0])
+    stats.read()  # the one sync
     return steps * batch_size / (time.perf_counter() - started)
 
 

@@ -76,6 +76,27 @@ def png_pixels(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.array(image.convert("L")))
 
 
+def make_step(
+    config: object,
+    device: str | torch.device = "cpu",
+    *,
+    seeds: tuple[int, ...] | None = None,
+    graphs: object = None,
+) -> object:
+    """A phase's training step over a fresh population: one member with `config`'s seed, or
+    one per seed; `graphs` stands in for CUDA graphs."""
+    from vae_cli.members import Population
+    from vae_cli.step import build_step
+    from vae_cli.streams import make_generators
+    from vae_cli.train import build_model
+
+    device = torch.device(device)
+    configs = [config] if seeds is None else [config.replace({"seed": s}) for s in seeds]
+    population = Population([build_model(c, device) for c in configs])
+    generators = [make_generators(c.train.seed, device) for c in configs]
+    return build_step(population, configs, generators, graphs=graphs)
+
+
 TINY = ("--limit", 512, "--epochs", 2, "--batch-size", 64, "--quiet")
 
 

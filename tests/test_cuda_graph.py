@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_vae, train_args
+from conftest import make_step, run_vae, train_args
 from test_resume import assert_same_training_state, metrics_without_timing
 
 from vae_cli import console
 from vae_cli.config import Config
-from vae_cli.step import STATS, CapturedStep, TrainStep, build_step
-from vae_cli.train import build_model
+from vae_cli.step import CapturedStep, TrainStep
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (the captured step is CUDA-only)"
@@ -25,12 +24,12 @@ CUDA = torch.device("cuda")
 SMALL = ("--limit", 1024, "--batch-size", 64, "--quiet", "--device", "cuda")  # 16 steps/epoch
 
 
-def cuda_step(config: Config, seed: int = 0) -> TrainStep | CapturedStep:
-    generators = {
-        "noise": torch.Generator(CUDA).manual_seed(seed + 1),
-        "binarize": torch.Generator(CUDA).manual_seed(seed + 2),
-    }
-    return build_step(build_model(config, CUDA), config, generators)
+def cuda_step(config: Config) -> TrainStep | CapturedStep:
+    return make_step(config, CUDA)
+
+
+def weights(step: TrainStep | CapturedStep) -> torch.Tensor:
+    return step.population.flat.detach()
 
 
 def test_captured_replays_match_eager_steps() -> None:
@@ -44,23 +43,24 @@ def test_captured_replays_match_eager_steps() -> None:
     for step in range(20):
         batch = images[step * 128 : (step + 1) * 128]
         lr, beta = 1e-3 * (1 - step / 40), min(1.0, step / 10)
-        eager(batch, lr, beta)
-        captured(batch, lr, beta)
+        eager(batch[None], [lr], [beta])
+        captured(batch[None], [lr], [beta])
     assert 128 in captured.graphs  # the last 20 - 3 steps were replays
-    torch.testing.assert_close(captured.flat, eager.flat, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(captured.stats, eager.stats, rtol=1e-4, atol=1e-3)
-    assert captured.stats[STATS.index("steps")] == 20
+    torch.testing.assert_close(weights(captured), weights(eager), rtol=1e-4, atol=1e-5)
+    sums = (s.population.stats.values for s in (captured, eager))
+    torch.testing.assert_close(*sums, rtol=1e-4, atol=1e-3)
+    assert captured.population.stats.column("steps").item() == 20
 
 
 def test_a_replayed_non_finite_step_is_skipped() -> None:
     captured = cuda_step(Config().replace({"device": "cuda"}))
     batch = torch.randint(0, 256, (64, 784), dtype=torch.uint8, device=CUDA)
     for _ in range(5):
-        captured(batch, 1e-3, 1.0)
-    before = captured.flat.detach().clone()
-    captured(batch, 1e-3, math.inf)  # beta is read from its device tensor at replay
-    assert torch.equal(captured.flat.detach(), before)
-    assert captured.stats[STATS.index("bad_steps")] == 1
+        captured(batch[None], [1e-3], [1.0])
+    before = weights(captured).clone()
+    captured(batch[None], [1e-3], [math.inf])  # beta is read from its device tensor at replay
+    assert torch.equal(weights(captured), before)
+    assert captured.population.stats.column("bad_steps").item() == 1
 
 
 def test_two_runs_with_graphs_give_identical_metrics(tmp_path: Path, data_dir: Path) -> None:

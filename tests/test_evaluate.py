@@ -18,6 +18,7 @@ from vae_cli.model import (
     elbo_loss,
     gaussian_log_density,
     iwae_loss,
+    iwae_noise,
     reparameterize,
 )
 from vae_cli.train import kl_weight, learning_rate
@@ -143,7 +144,9 @@ def test_cosine_schedule_runs_from_lr_to_final_lr() -> None:
 def test_iwae_objective_with_one_sample_is_the_elbo_estimate() -> None:
     model, x = tiny_model(), binary_images(3)
     mu, logvar = model.encode(x)
-    parts = iwae_loss(x, mu, logvar, model.decode, 1, torch.Generator().manual_seed(4))
+    parts = iwae_loss(
+        x, mu, logvar, model.decode, iwae_noise(mu, 1, torch.Generator().manual_seed(4))
+    )
     z = reparameterize(
         mu, logvar, torch.Generator().manual_seed(4), max_logvar=math.inf, min_std=0.0
     )
@@ -158,8 +161,12 @@ def test_iwae_objective_with_one_sample_is_the_elbo_estimate() -> None:
 def test_iwae_objective_is_tighter_than_the_elbo() -> None:
     model, x = tiny_model(), binary_images(200)
     mu, logvar = model.encode(x)
-    single = iwae_loss(x, mu, logvar, model.decode, 1, torch.Generator().manual_seed(0))
-    many = iwae_loss(x, mu, logvar, model.decode, 50, torch.Generator().manual_seed(0))
+    single = iwae_loss(
+        x, mu, logvar, model.decode, iwae_noise(mu, 1, torch.Generator().manual_seed(0))
+    )
+    many = iwae_loss(
+        x, mu, logvar, model.decode, iwae_noise(mu, 50, torch.Generator().manual_seed(0))
+    )
     assert many.loss < single.loss
 
 
@@ -177,7 +184,9 @@ def prior_matching_model() -> VAE:
 def test_the_iwae_objective_divides_by_k(k: int) -> None:
     model, x = prior_matching_model(), binary_images(6)
     mu, logvar = model.encode(x)
-    parts = iwae_loss(x, mu, logvar, model.decode, k, torch.Generator().manual_seed(0))
+    parts = iwae_loss(
+        x, mu, logvar, model.decode, iwae_noise(mu, k, torch.Generator().manual_seed(0))
+    )
     assert parts.loss.item() == pytest.approx(784 * math.log(2), rel=1e-6)
 
 

@@ -8,55 +8,70 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_vae, train_args, train_tiny
+from conftest import TINY, make_step, run_vae, train_args, train_tiny
 
 from vae_cli import step as step_module
 from vae_cli.checkpoint import load_checkpoint
 from vae_cli.config import Config
 from vae_cli.model import LossParts
-from vae_cli.step import TrainStep, summarize
-from vae_cli.train import build_model
+from vae_cli.statistics import summarize
+from vae_cli.step import TrainStep
 
 
-def make_step(**train: object) -> TrainStep:
-    config = Config().replace({"hidden_dim": 32, "latent_dim": 4, **train})
-    model = build_model(config, torch.device("cpu"))
-    return TrainStep(model, config, {"noise": torch.Generator().manual_seed(0)})
+def small_step(**train: object) -> TrainStep:
+    return make_step(Config().replace({"hidden_dim": 32, "latent_dim": 4, **train}))
+
+
+def step_on(train_step: TrainStep, x: torch.Tensor) -> None:
+    train_step(x.unsqueeze(0), [1e-3], [1.0])
+
+
+def sums(train_step: TrainStep) -> dict[str, float]:
+    return summarize(train_step.population.stats.read()[0])
+
+
+def adam_state(train_step: TrainStep) -> dict[str, torch.Tensor]:
+    population = train_step.population
+    return population.adam.member_state_dict(
+        0, lr=1e-3, beta2=0.99, layout=population.single_layout
+    )["state"][0]
 
 
 def test_clipped_gradient_norm_is_at_most_max_norm() -> None:
-    train_step = make_step(grad_clip=0.5)
-    train_step(torch.rand(16, 784), lr=1e-3, beta=1.0)
-    stats = summarize(train_step.stats.tolist())
+    train_step = small_step(grad_clip=0.5)
+    step_on(train_step, torch.rand(16, 784))
+    stats = sums(train_step)
     assert stats["mean_grad_norm"] > 0.5  # the raw norm was above the limit...
-    assert train_step.flat_grad.norm().item() <= 0.5 * (1 + 1e-5)  # ...and was clipped
+    clipped = train_step.population.flat_grad.norm().item()
+    assert clipped <= 0.5 * (1 + 1e-5)  # ...and was clipped
     assert stats["clipped_fraction"] == 1.0
 
 
 def test_no_clipping_when_disabled() -> None:
-    train_step = make_step(grad_clip=0.0)
-    train_step(torch.rand(16, 784), lr=1e-3, beta=1.0)
-    stats = summarize(train_step.stats.tolist())
-    assert train_step.flat_grad.norm().item() == pytest.approx(stats["mean_grad_norm"], rel=1e-6)
+    train_step = small_step(grad_clip=0.0)
+    step_on(train_step, torch.rand(16, 784))
+    stats = sums(train_step)
+    norm = train_step.population.flat_grad.norm().item()
+    assert norm == pytest.approx(stats["mean_grad_norm"], rel=1e-6)
     assert stats["clipped_fraction"] == 0.0
 
 
 def test_a_poisoned_batch_is_skipped_without_touching_the_weights() -> None:
-    train_step = make_step()
-    train_step(torch.rand(16, 784), lr=1e-3, beta=1.0)
-    before = train_step.flat.detach().clone()
-    adam_before = train_step.optimizer.state_dict(0, 0.0)["state"][0]
+    train_step = small_step()
+    step_on(train_step, torch.rand(16, 784))
+    before = train_step.population.flat.detach().clone()
+    adam_before = adam_state(train_step)
     poisoned = torch.rand(16, 784)
     poisoned[3, 100] = float("nan")
-    train_step(poisoned, lr=1e-3, beta=1.0)
-    assert torch.equal(train_step.flat.detach(), before)
-    for key, value in train_step.optimizer.state_dict(0, 0.0)["state"][0].items():
+    step_on(train_step, poisoned)
+    assert torch.equal(train_step.population.flat.detach(), before)
+    for key, value in adam_state(train_step).items():
         assert torch.equal(value, adam_before[key]), key
-    stats = summarize(train_step.stats.tolist())
+    stats = sums(train_step)
     assert stats["bad_steps"] == 1 and stats["bad_streak"] == 1 and stats["images"] == 16
-    train_step(torch.rand(16, 784), lr=1e-3, beta=1.0)
-    assert summarize(train_step.stats.tolist())["bad_streak"] == 0
-    assert not torch.equal(train_step.flat.detach(), before)
+    step_on(train_step, torch.rand(16, 784))
+    assert sums(train_step)["bad_streak"] == 0
+    assert not torch.equal(train_step.population.flat.detach(), before)
 
 
 def nan_every(period: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,7 +161,7 @@ def test_weights_that_turn_non_finite_are_never_saved(
 ) -> None:
     # A NaN that slips past the step's guard (here: written straight into a weight in the
     # second epoch) must stop training before a checkpoint holds it.
-    real_step, calls = TrainStep.step, {"n": 0}
+    real_step, calls = TrainStep.run, {"n": 0}
 
     def poisoning_step(train_step: TrainStep, images: torch.Tensor) -> None:
         real_step(train_step, images)
@@ -154,7 +169,7 @@ def test_weights_that_turn_non_finite_are_never_saved(
         if calls["n"] == 12:  # epoch 2 of 8-step epochs
             next(train_step.model.decoder.parameters()).data[0, 0] = math.nan
 
-    monkeypatch.setattr(TrainStep, "step", poisoning_step)
+    monkeypatch.setattr(TrainStep, "run", poisoning_step)
     result = run_vae(*train_args(tmp_path, data_dir, *TINY, "--device", "cpu"))
     assert result.code == 1
     last_line = result.stderr.strip().splitlines()[-1]

@@ -2,82 +2,55 @@
 
 torch.optim.Adam runs the same kernel, but constructing or stepping it imports torch._dynamo,
 about a second of every command's start-up. Calling the kernel directly also gives each member
-its own learning rate, beta2 and skip flag, which one torch.optim parameter group cannot. The
-state_dict keeps torch.optim.Adam's layout, so checkpoints read the same either way.
+its own learning rate, beta2 and skip flag, which one torch.optim parameter group cannot. A
+member's state_dict keeps torch.optim.Adam's layout, so checkpoints read the same either way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
+BETA1 = 0.9
 EPS = 1e-8  # torch.optim.Adam's default
 
 
-class FlatAdam:
-    """One fused Adam update per member row of `params`, skipped where `skip` is 1.
+@dataclass
+class AdamState:
+    """The moments and step count of every member; they outlive a phase's step."""
 
-    `lr` is a (members,) device tensor written by the schedule before each step, so a captured
-    CUDA graph replays with the current rate; beta2 values are fixed when the step is built.
-    """
+    exp_avg: torch.Tensor  # (M, P)
+    exp_avg_sq: torch.Tensor  # (M, P)
+    steps: torch.Tensor  # (M,) float32 on the parameters' device, as fused Adam keeps them
 
-    def __init__(
-        self,
-        params: torch.Tensor,
-        grads: torch.Tensor,
-        *,
-        lr: torch.Tensor,
-        beta2: list[float],
-        beta1: float = 0.9,
-    ) -> None:
-        self.params, self.grads, self.lr = params, grads, lr  # (M, P), (M, P), (M,)
-        self.beta1, self.beta2 = beta1, list(beta2)
-        self.exp_avg = torch.zeros_like(params)
-        self.exp_avg_sq = torch.zeros_like(params)
-        # float32 step counts on the parameters' device, as torch's fused Adam keeps them.
-        self.steps = torch.zeros(len(params), dtype=torch.float32, device=params.device)
+    @classmethod
+    def zeros_like(cls, params: torch.Tensor) -> AdamState:
+        steps = torch.zeros(len(params), dtype=torch.float32, device=params.device)
+        return cls(torch.zeros_like(params), torch.zeros_like(params), steps)
 
-    @torch.no_grad()
-    def step(self, skip: torch.Tensor) -> None:
-        """Update every member whose `skip` entry (float, (M,)) is 0; the others keep their
-        weights, moments and step count."""
-        self.steps.add_(1)
-        for member, beta2 in enumerate(self.beta2):
-            torch._fused_adam_(
-                [self.params[member]],
-                [self.grads[member]],
-                [self.exp_avg[member]],
-                [self.exp_avg_sq[member]],
-                [],
-                [self.steps[member]],
-                lr=self.lr[member],
-                beta1=self.beta1,
-                beta2=beta2,
-                weight_decay=0.0,
-                eps=EPS,
-                amsgrad=False,
-                maximize=False,
-                found_inf=skip[member],
-            )
-        self.steps.sub_(skip)
-
-    def state_dict(self, member: int, lr: float) -> dict[str, Any]:
-        """One member's state in torch.optim.Adam's layout (one parameter: the flat buffer)."""
+    def member_state_dict(
+        self, member: int, *, lr: float, beta2: float, layout: Callable[[Tensor], Tensor]
+    ) -> dict[str, Any]:
+        """One member's state in torch.optim.Adam's layout (one parameter: the flat buffer,
+        its moments put in a single model's layout by `layout`)."""
         state = {
             "step": self.steps[member].clone(),
-            "exp_avg": self.exp_avg[member].clone(),
-            "exp_avg_sq": self.exp_avg_sq[member].clone(),
+            "exp_avg": layout(self.exp_avg[member]).clone(),
+            "exp_avg_sq": layout(self.exp_avg_sq[member]).clone(),
         }
         group = {
             "lr": lr,
-            "betas": (self.beta1, self.beta2[member]),
+            "betas": (BETA1, beta2),
             "eps": EPS,
             "weight_decay": 0,
             "amsgrad": False,
             "maximize": False,
             "foreach": None,
-            "capturable": self.params.device.type == "cuda",
+            "capturable": self.steps.device.type == "cuda",
             "differentiable": False,
             "fused": True,
             "decoupled_weight_decay": False,
@@ -86,12 +59,49 @@ class FlatAdam:
         return {"state": {0: state}, "param_groups": [group]}
 
     @torch.no_grad()
-    def load_state_dict(self, member: int, saved: dict[str, Any]) -> None:
-        """A member's moments and step count from a checkpoint (torch.optim.Adam's layout);
-        its lr and beta2 come from the run's settings, not from the file."""
+    def load_member(
+        self, member: int, saved: dict[str, Any], layout: Callable[[Tensor], Tensor]
+    ) -> None:
+        """A member's moments and step count from a checkpoint (`layout` turns a single
+        model's flat values into a row of the stack); its lr and beta2 come from the run's
+        settings, not from the file."""
         state = saved["state"].get(0)
         if state is None:  # saved before the first step
             return
         self.steps[member].copy_(state["step"])
-        self.exp_avg[member].copy_(state["exp_avg"])
-        self.exp_avg_sq[member].copy_(state["exp_avg_sq"])
+        self.exp_avg[member].copy_(layout(state["exp_avg"].to(self.exp_avg.device)))
+        self.exp_avg_sq[member].copy_(layout(state["exp_avg_sq"].to(self.exp_avg.device)))
+
+
+@torch.no_grad()
+def adam_step(
+    params: torch.Tensor,
+    grads: torch.Tensor,
+    state: AdamState,
+    *,
+    lr: torch.Tensor,
+    beta2: list[float],
+    skip: torch.Tensor,
+) -> None:
+    """Update every member row of `params` whose `skip` entry (float, (M,)) is 0; the others
+    keep their weights, moments and step count. `lr` is a (M,) device tensor, so a captured
+    CUDA graph replays with the rate written before each step."""
+    state.steps.add_(1)
+    for member, member_beta2 in enumerate(beta2):
+        torch._fused_adam_(
+            [params[member]],
+            [grads[member]],
+            [state.exp_avg[member]],
+            [state.exp_avg_sq[member]],
+            [],
+            [state.steps[member]],
+            lr=lr[member],
+            beta1=BETA1,
+            beta2=member_beta2,
+            weight_decay=0.0,
+            eps=EPS,
+            amsgrad=False,
+            maximize=False,
+            found_inf=skip[member],
+        )
+    state.steps.sub_(skip)

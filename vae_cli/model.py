@@ -119,19 +119,26 @@ def elbo_loss(
     mu: torch.Tensor,
     logvar: torch.Tensor,
     *,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
+    beta: float | torch.Tensor = 1.0,
+    free_bits: float | torch.Tensor = 0.0,
 ) -> LossParts:
     """Negative ELBO per image: Bernoulli reconstruction term plus beta·KL.
 
     With free bits (Kingma et al. 2016, §C.8) each dimension's batch-mean KL counts at least
-    `free_bits` nats in the objective; the reported KL stays the true one.
+    `free_bits` nats in the objective; the reported KL stays the true one. A population's
+    tensors carry the member dimension first, (M, B, …): beta and free_bits may then be (M,)
+    tensors, one value per member, and the loss is (M,).
     """
     recon = -bernoulli_log_likelihood(x_logits, x)  # (B,)
     kl_dims = gaussian_kl(mu, logvar)  # (B, D)
-    kl_per_dim = kl_dims.mean(0)
-    kl_term = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl_per_dim.sum()
-    loss = recon.mean() + beta * kl_term
+    kl_per_dim = kl_dims.mean(-2)
+    kl_term = kl_per_dim.sum(-1)
+    if isinstance(free_bits, torch.Tensor):  # per member; a floor of 0 leaves the KL as it is
+        floored = torch.maximum(kl_per_dim, free_bits.unsqueeze(-1)).sum(-1)
+        kl_term = torch.where(free_bits > 0, floored, kl_term)
+    elif free_bits > 0:
+        kl_term = kl_per_dim.clamp(min=free_bits).sum(-1)
+    loss = recon.mean(-1) + beta * kl_term
     return LossParts(loss, recon, kl_dims.sum(-1), kl_per_dim)
 
 
@@ -145,27 +152,82 @@ def log_importance_weights(
 
 
 def iwae_bound(log_weights: torch.Tensor) -> torch.Tensor:
-    """log (1/K) sum_k w_k per image, from (K, B) log weights (Burda et al. 2016, eq. 8)."""
-    return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+    """log (1/K) sum_k w_k per image, from (…, K, B) log weights (Burda et al. 2016, eq. 8)."""
+    return torch.logsumexp(log_weights, dim=-2) - math.log(log_weights.shape[-2])
+
+
+def iwae_noise(mu: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k standard-normal draws per row of mu, (k, B, D): the noise of iwae_loss."""
+    return torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
 
 
 def iwae_loss(
-    x: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    decode,
-    k: int,
-    generator: torch.Generator | None = None,
+    x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, decode, eps: torch.Tensor
 ) -> LossParts:
-    """Negative IWAE bound with k samples per image (Burda et al. 2016); `loss` is its batch mean.
+    """Negative IWAE bound (Burda et al. 2016) with the K samples z = mu + sigma·eps per image,
+    eps (K, B, D); `loss` is the bound's batch mean. For a population every tensor has the
+    member dimension first (eps (M, K, B, D)) and the loss is (M,).
 
     recon is the mean over samples of -log p(x|z_k) and kl the analytic KL, for reporting.
     """
-    z = posterior_samples(mu, logvar, k, generator)  # (k, B, D)
-    log_px_z = bernoulli_log_likelihood(decode(z), x)  # (k, B)
-    bound = iwae_bound(log_importance_weights(log_px_z, z, mu, logvar))
+    mu_k, logvar_k = mu.unsqueeze(-3), logvar.unsqueeze(-3)  # broadcast over the K samples
+    z = mu_k + torch.exp(0.5 * logvar_k) * eps  # (K, B, D); logvar is clamped by encode
+    log_px_z = bernoulli_log_likelihood(decode(z), x.unsqueeze(-3))  # (K, B)
+    bound = iwae_bound(log_importance_weights(log_px_z, z, mu_k, logvar_k))
     kl_dims = gaussian_kl(mu, logvar)
-    return LossParts(-bound.mean(), -log_px_z.mean(0), kl_dims.sum(-1), kl_dims.mean(0))
+    return LossParts(-bound.mean(-1), -log_px_z.mean(-2), kl_dims.sum(-1), kl_dims.mean(-2))
+
+
+class Linear(nn.Linear):
+    """nn.Linear that also runs M models at once (a population, see members.py): with its
+    weight stacked as (M, in, out) and its bias as (M, out), an input (M, ..., in) goes through
+    one batched product, member m's rows meeting member m's weights only.
+
+    Stacked, each member's weight is stored transposed: the batched product's weight gradient
+    then comes out in the weight's own layout (stored as (M, out, in), autograd copied every
+    weight gradient into place, a sixth of a CPU step). For one member the values and
+    gradients are bit for bit those of F.linear (a test checks)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dim() == 2:
+            return F.linear(x, self.weight, self.bias)
+        rows = x.reshape(len(self.weight), -1, x.shape[-1])  # (M, R, in)
+        out = torch.baddbmm(self.bias.unsqueeze(1), rows, self.weight)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def member_convolution(
+    convolve, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, **options
+) -> torch.Tensor:
+    """M members' convolutions of x (M, ..., C, H, W) as one grouped convolution (group m:
+    member m's channels and filters)."""
+    members, lead = len(weight), x.shape[1:-3]
+    images = x.reshape(members, -1, *x.shape[-3:]).transpose(0, 1).flatten(1, 2)  # (R, M·C, H, W)
+    out = convolve(images, weight.flatten(0, 1), bias.flatten(), groups=members, **options)
+    out = out.unflatten(1, (members, -1)).transpose(0, 1)  # (M, R, out, H', W')
+    return out.reshape(members, *lead, *out.shape[-3:])
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d that also runs M models at once (weight (M, out, in, kh, kw))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dim() == 4:
+            return super().forward(x)
+        return member_convolution(
+            F.conv2d, x, self.weight, self.bias, stride=self.stride, padding=self.padding
+        )
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d that also runs M models at once (weight (M, in, out, kh, kw))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dim() == 4:
+            return super().forward(x)
+        return member_convolution(
+            F.conv_transpose2d, x, self.weight, self.bias, stride=self.stride, padding=self.padding
+        )
 
 
 def _activation(name: str) -> nn.Module:
@@ -176,13 +238,13 @@ class MLPEncoder(nn.Module):
     def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Linear(IMAGE_PIXELS, hidden_dim),
+            Linear(IMAGE_PIXELS, hidden_dim),
             _activation(activation),
-            nn.Linear(hidden_dim, hidden_dim),
+            Linear(hidden_dim, hidden_dim),
             _activation(activation),
         )
-        self.mu = nn.Linear(hidden_dim, latent_dim)
-        self.logvar = nn.Linear(hidden_dim, latent_dim)
+        self.mu = Linear(hidden_dim, latent_dim)
+        self.logvar = Linear(hidden_dim, latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)  # (B, H)
@@ -193,11 +255,11 @@ class MLPDecoder(nn.Module):
     def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim),
+            Linear(latent_dim, hidden_dim),
             _activation(activation),
-            nn.Linear(hidden_dim, hidden_dim),
+            Linear(hidden_dim, hidden_dim),
             _activation(activation),
-            nn.Linear(hidden_dim, IMAGE_PIXELS),
+            Linear(hidden_dim, IMAGE_PIXELS),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -210,17 +272,17 @@ class ConvEncoder(nn.Module):
     def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Unflatten(1, (1, IMAGE_SIDE, IMAGE_SIDE)),
-            nn.Conv2d(1, 32, 4, stride=2, padding=1),
+            nn.Unflatten(-1, (1, IMAGE_SIDE, IMAGE_SIDE)),
+            Conv2d(1, 32, 4, stride=2, padding=1),
             _activation(activation),
-            nn.Conv2d(32, 64, 4, stride=2, padding=1),
+            Conv2d(32, 64, 4, stride=2, padding=1),
             _activation(activation),
-            nn.Flatten(),
-            nn.Linear(64 * 7 * 7, hidden_dim),
+            nn.Flatten(-3),
+            Linear(64 * 7 * 7, hidden_dim),
             _activation(activation),
         )
-        self.mu = nn.Linear(hidden_dim, latent_dim)
-        self.logvar = nn.Linear(hidden_dim, latent_dim)
+        self.mu = Linear(hidden_dim, latent_dim)
+        self.logvar = Linear(hidden_dim, latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
@@ -231,15 +293,15 @@ class ConvDecoder(nn.Module):
     def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim),
+            Linear(latent_dim, hidden_dim),
             _activation(activation),
-            nn.Linear(hidden_dim, 64 * 7 * 7),
+            Linear(hidden_dim, 64 * 7 * 7),
             _activation(activation),
-            nn.Unflatten(1, (64, 7, 7)),
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.Unflatten(-1, (64, 7, 7)),
+            ConvTranspose2d(64, 32, 4, stride=2, padding=1),
             _activation(activation),
-            nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),
-            nn.Flatten(),
+            ConvTranspose2d(32, 1, 4, stride=2, padding=1),
+            nn.Flatten(-3),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -258,19 +320,25 @@ class VAE(nn.Module):
         )
         self.encoder = encoder(**sizes)
         self.decoder = decoder(**sizes)
+        # None: one model. M: every parameter stacked over M members (members.stack_models),
+        # and every tensor through the model has the member dimension first.
+        self.members: int | None = None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mu and the clamped logvar of q(z|x), each (B, D), for x (B, 784) or (B, 1, 28, 28)
-        pixels in [0, 1]."""
-        mu, logvar = self.encoder(x.flatten(1) if x.dim() > 2 else x)
+        pixels in [0, 1] (stacked members: (M, B, 784) -> (M, B, D))."""
+        if self.members is None and x.dim() > 2:
+            x = x.flatten(1)
+        mu, logvar = self.encoder(x)
         return mu, clamp_logvar(
             logvar, max_logvar=self.config.max_logvar, min_std=self.config.min_std
         )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Bernoulli logits of p(x|z), (..., 784) for z of shape (..., D)."""
-        batch_shape = z.shape[:-1]
-        return self.decoder(z.reshape(-1, z.shape[-1])).reshape(*batch_shape, IMAGE_PIXELS)
+        # All of z's leading dimensions as one batch (each member's apart for a population).
+        rows = (-1,) if self.members is None else (self.members, -1)
+        return self.decoder(z.reshape(*rows, z.shape[-1])).reshape(*z.shape[:-1], IMAGE_PIXELS)
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None, *, mean_only: bool = False

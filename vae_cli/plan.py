@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vae_cli.config import UNBOUNDED_EPOCHS, Config
+from vae_cli.state import Progress
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,23 @@ class Phase:
     def budget_seconds(self) -> float | None:
         budget = self.settings.train.time_budget
         return budget * 60 if budget else None
+
+    def done(self, progress: Progress) -> bool:
+        """Whether the phase, begun at progress.phase_start, has run its epochs or spent its
+        time budget (asked at epoch ends only)."""
+        start = progress.phase_start
+        if progress.epoch - start.epoch >= self.settings.train.epochs:
+            return True
+        budget = self.budget_seconds
+        return budget is not None and progress.seconds - start.seconds >= budget
+
+    def schedule_progress(self, progress: Progress, steps_per_epoch: int) -> float:
+        """How far through the phase training is, 0 -> 1, for the cosine schedule: by training
+        time under a time budget, else by steps."""
+        start = progress.phase_start
+        if self.budget_seconds:
+            return min(1.0, (progress.seconds - start.seconds) / self.budget_seconds)
+        return (progress.step - start.step) / (steps_per_epoch * self.settings.train.epochs)
 
     def describe(self) -> str:
         """e.g. "iwae k=10, 38.5 min, lr 0.0001" or "elbo, 10 epochs, lr 0.001 -> 0.0001 cosine"."""
@@ -45,3 +63,12 @@ class Phase:
 def build_plan(config: Config) -> list[Phase]:
     """Phase 1 is the [train] table; each [[phases]] table adds one."""
     return [Phase(index + 1, config.phase(index)) for index in range(len(config.phases) + 1)]
+
+
+def resume_done(config: Config, checkpoint: dict) -> bool:
+    """Whether a checkpoint's run has nothing left to train under `config`'s plan."""
+    progress = Progress.from_checkpoint(checkpoint)
+    plan = build_plan(config)
+    return progress.phase >= len(plan) - 1 and plan[min(progress.phase, len(plan) - 1)].done(
+        progress
+    )

@@ -102,7 +102,7 @@ def update_run_config(root: Path, config: Config, command: str, notes: list[str]
 
 def resume_notes(checkpoint: dict[str, Any], config: Config, device_type: str) -> list[str]:
     """What makes a resumed run differ from an uninterrupted one, for the manifest."""
-    from vae_cli.train import saved_device_type
+    from vae_cli.streams import saved_device_type
 
     step, stored = checkpoint["step"], checkpoint["config"].train
     notes = []
@@ -123,13 +123,9 @@ def resume_notes(checkpoint: dict[str, Any], config: Config, device_type: str) -
 
 def check_unfinished(resume: Path, config: Config, checkpoint: dict[str, Any]) -> None:
     """A resume must have training left to do: epochs, time budget or phases."""
-    from vae_cli.train import phase_done
+    from vae_cli.plan import resume_done
 
-    phase = checkpoint.get("phase", 0)
-    start = checkpoint.get("phase_start", {"epoch": 0, "step": 0, "elapsed": 0.0})
-    if phase < len(config.phases) or not phase_done(
-        config.phase(phase), start, checkpoint["epoch"], checkpoint["elapsed"]
-    ):
+    if not resume_done(config, checkpoint):
         return
     if config.phases:
         raise UserError(f"--resume {resume}: the run has finished all its phases")
@@ -243,16 +239,18 @@ def run_training(
     display: Callable[..., Any],
     overwrite: bool = False,
     dataset: Any = None,
+    reporter: Any = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Train a new run in `root` (checkpoint None) or continue it from `checkpoint`; `dataset`
     is read from `data_dir` unless given."""
-    from vae_cli.callbacks import CallbackGroup
+    from vae_cli.callbacks import CallbackGroup, Callbacks
     from vae_cli.data import load_dataset, resolve_data_dir
     from vae_cli.device import device_description, resolve_device
+    from vae_cli.errors import TrainingPruned
     from vae_cli.memory import check_step_fits
     from vae_cli.run_files import RunPaths
     from vae_cli.runs import build_manifest, create_run
-    from vae_cli.train import train
+    from vae_cli.train import Run, train
 
     check_training_settings(config)
     check_posterior_bounds(config)
@@ -276,18 +274,24 @@ def run_training(
             update_run_config(root, config, command, notes)
     epochs = None if config.phases else config.train.epochs  # phases may end by time budget
     progress = display(run_dir=str(root), epochs=epochs, binarize=config.data.binarize)
+    hooks: list[Callbacks] = []  # the run's own: TensorBoard first, so it sees a pruned epoch
     if config.train.tensorboard:
         from vae_cli.board import TensorBoardLogger
 
-        board = TensorBoardLogger(paths, config, checkpoint["epoch"] if checkpoint else 0)
-        progress = CallbackGroup(progress, board)
+        hooks.append(TensorBoardLogger(paths, config, checkpoint["epoch"] if checkpoint else 0))
+    if reporter is not None:
+        hooks.append(reporter)
+    run = Run(config, paths, checkpoint, CallbackGroup(*hooks))
     try:
-        history = train(config, paths, dataset=dataset, resume=checkpoint, callbacks=progress)
+        (state,) = train([run], dataset=dataset, callbacks=progress)
     finally:
+        run.callbacks.close()
         progress.close()
+    if state.status == "pruned":
+        raise TrainingPruned(f"pruned after epoch {state.progress.epoch}")
     written = [
         str(p)
         for p in (paths.config, paths.last, paths.best, paths.metrics, paths.curves)
         if p.exists()
     ]
-    return history, written
+    return state.history, written

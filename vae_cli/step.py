@@ -1,149 +1,163 @@
-"""One optimisation step, built for speed: all parameters and gradients in one flat buffer,
-fused Adam, clipping with one norm, statistics that stay on the device, and on CUDA the whole
-step captured once in a CUDA graph and replayed for every batch.
+"""One optimisation step of a population, built for speed and from one phase's settings.
 
-A VAE on MNIST is small enough that per-tensor kernels, kernel launches and host syncs cost as
-much as the matrix products, so the step launches few kernels and never waits for the device.
+All weights and gradients live in one (members, P) buffer: the gradient norm, the clip and the
+fused Adam update run once per member row instead of once per tensor; the statistics stay on the
+device; and on CUDA the whole step is captured once per batch size in a CUDA graph and replayed.
+A VAE on MNIST is small enough that kernel launches and host syncs cost as much as the matrix
+products, so the step launches few kernels and never waits for the device.
+
+A step is built from the settings of the phase it runs (`TrainStep(population, settings, …)`);
+a phase change or a resume builds a new one over the same population, never edits one.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
-from torch import nn
 
-from vae_cli.adam import FlatAdam
+from vae_cli.adam import adam_step
+from vae_cli.clock import TrainingClock
 from vae_cli.config import Config
 from vae_cli.data import to_float
-from vae_cli.model import VAE, LossParts, elbo_loss, iwae_loss
+from vae_cli.members import Population
+from vae_cli.model import LossParts, elbo_loss, iwae_loss
 
-# Slots of the on-device running sums, read by the host once per progress interval.
-STATS = (
-    "images",
-    "steps",
-    "loss",
-    "recon",
-    "kl",
-    "clipped",
-    "grad_norm",
-    "bad_steps",
-    "bad_streak",
-    "halted",
-)
-PER_STEP = 8  # the first 8 slots are added per step; the streak and the halt carry over epochs
 CAPTURE_WARMUP_STEPS = 3  # eager steps per batch size before its graph is captured
-
-
-def flatten_parameters(model: nn.Module) -> tuple[nn.Parameter, torch.Tensor]:
-    """Re-home every parameter as a view into one flat buffer, with one flat gradient.
-
-    Norms, clipping and Adam then run as one kernel each instead of one per tensor.
-    """
-    parameters = list(model.parameters())
-    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in parameters]))
-    flat.grad = torch.zeros_like(flat)
-    offset = 0
-    for p in parameters:
-        n = p.numel()
-        p.data = flat.data[offset : offset + n].view_as(p)
-        offset += n
-    return flat, flat.grad
+# Settings that may differ between the members of one population: they change numbers, not
+# tensor shapes or the code a step runs.
+PER_MEMBER = (
+    "seed",
+    "lr",
+    "final_lr",
+    "beta",
+    "kl_warmup_epochs",
+    "free_bits",
+    "grad_clip",
+    "adam_beta2",
+)
 
 
 class TrainStep:
-    """Callable doing the batch's pixels, forward, backward, clipping, the non-finite guard,
-    the Adam update and the running statistics, with no host read anywhere inside.
+    """Callable doing the batch's pixels, forward, backward, per-member clipping, the
+    non-finite guard, the Adam update and the running statistics, with no host read.
 
-    The learning rate and the KL weight live in device tensors written before each step, so
-    the same code can be replayed from a CUDA graph (`CapturedStep`) without baking them in.
+    Learning rates and KL weights live in (members,) device tensors written before each step,
+    so the same code can be replayed from a CUDA graph (`CapturedStep`).
     """
 
-    def __init__(self, model: VAE, config: Config, generators: dict[str, torch.Generator]) -> None:
-        self.model, self.config = model, config
-        self.noise, self.binarize = generators["noise"], generators.get("binarize")
-        self.parameters = list(model.parameters())
-        self.flat, self.flat_grad = flatten_parameters(model)
-        device = self.flat.device
+    def __init__(
+        self,
+        population: Population,
+        settings: list[Config],
+        generators: list[dict[str, torch.Generator]],
+        clock: TrainingClock | None = None,
+    ) -> None:
+        self.population, self.settings = population, settings
+        self.clock = clock or TrainingClock()
+        self.model = population.model
+        train = [config.train for config in settings]
+        self.shared = settings[0]  # objective, k, pixels, amp, compile: the same for all
+        device = population.flat.device
+        self.device = device
         # Fused Adam reads a CUDA lr tensor as float32; on the CPU a float64 tensor keeps the
         # update bit-identical to a Python float lr.
         lr_dtype = torch.float32 if device.type == "cuda" else torch.float64
-        self.lr = torch.tensor(config.train.lr, dtype=lr_dtype, device=device)
-        self.beta = torch.tensor(config.train.beta, dtype=torch.float32, device=device)
-        self.lr_value, self.beta_value = config.train.lr, config.train.beta
-        # Fused Adam: one kernel, and it skips the update on the device when told to.
-        self.optimizer = FlatAdam(
-            self.flat.view(1, -1),
-            self.flat_grad.view(1, -1),
-            lr=self.lr.view(1),
-            beta2=[config.train.adam_beta2],
+        self.lr = torch.tensor([t.lr for t in train], dtype=lr_dtype, device=device)
+        self.beta = torch.tensor([t.beta for t in train], device=device)
+        self.lr_values = [t.lr for t in train]
+        self.beta_values = [t.beta for t in train]
+        # Free bits as a tensor only where some member uses them: it costs three kernels.
+        free_bits = [t.free_bits for t in train]
+        self.free_bits = torch.tensor(free_bits, device=device) if any(free_bits) else 0.0
+        self.max_norm = torch.tensor([t.grad_clip or math.inf for t in train], device=device)
+        self.max_bad_steps = torch.tensor(
+            [float(t.max_bad_steps) for t in train], dtype=torch.float64, device=device
         )
-        self.stats = torch.zeros(len(STATS), dtype=torch.float64, device=device)
-        self.bad_step = torch.zeros(PER_STEP, dtype=torch.float64, device=device)
-        self.bad_step[STATS.index("bad_steps")] = 1.0  # what a skipped step adds
-        self.max_norm = config.train.grad_clip or math.inf
-        self.max_bad_steps = config.train.max_bad_steps
-        self.compile_seconds: float | None = None
+        self.beta2 = [t.adam_beta2 for t in train]
+        self.noise = [g["noise"] for g in generators]
+        self.binarize = [g["binarize"] for g in generators]
+        self.amp = self.shared.train.amp and device.type == "cuda"
+        self.compiled = self.shared.train.compile
+        self.compile_done = False
         # --compile: the ELBO's whole forward (and so its backward) is one compiled graph; IWAE,
         # whose samples are drawn inside, compiles its decoder.
         self.elbo: Callable[[torch.Tensor, torch.Tensor], LossParts] = (
-            torch.compile(self.elbo_for_noise) if config.train.compile else self.elbo_for_noise
+            torch.compile(self.elbo_for_noise) if self.compiled else self.elbo_for_noise
         )
         self.decode: Callable[[torch.Tensor], torch.Tensor] = (
-            torch.compile(model.decode) if config.train.compile else model.decode
+            torch.compile(self.model.decode) if self.compiled else self.model.decode
         )
-        self.amp = config.train.amp and device.type == "cuda"
 
-    def apply_phase(self, config: Config) -> None:
-        """A new training phase's settings: objective, k, free bits, clipping, Adam's beta2."""
-        self.config = config
-        self.max_norm = config.train.grad_clip or math.inf
-        self.optimizer.beta2 = [config.train.adam_beta2]
+    def set_schedule(self, lrs: list[float], betas: list[float]) -> None:
+        """Write this step's learning rates and KL weights into their device tensors (only
+        where they changed: on a GPU each write is a kernel)."""
+        for values, written, tensor in (
+            (lrs, self.lr_values, self.lr),
+            (betas, self.beta_values, self.beta),
+        ):
+            if values == written:
+                continue
+            if len(set(values)) == 1:
+                tensor.fill_(values[0])
+            else:
+                for member, value in enumerate(values):
+                    if value != written[member]:
+                        tensor[member].fill_(value)
+            written[:] = values
 
-    def set_schedule(self, lr: float, beta: float) -> None:
-        """Write this step's lr and KL weight into their device tensors (only on change)."""
-        if lr != self.lr_value:
-            self.lr.fill_(lr)
-            self.lr_value = lr
-        if beta != self.beta_value:
-            self.beta.fill_(beta)
-            self.beta_value = beta
+    def __call__(self, images: torch.Tensor, lrs: list[float], betas: list[float]) -> None:
+        """One step on images (M, B, 784) uint8: member m trains on images[m]."""
+        self.set_schedule(lrs, betas)
+        if self.compiled and not self.compile_done:
+            # The first compiled step pays for compilation: timed apart, once, not as training.
+            with self.clock.setup_time("compile_seconds", self.synchronize, images=images.shape[1]):
+                self.run(images)
+            self.compile_done = True
+        else:
+            self.run(images)
+
+    def synchronize(self) -> None:
+        synchronize(self.device)
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 rows -> floats in [0, 1], then a fresh Bernoulli draw for dynamic binarization."""
-        x = images if images.is_floating_point() else to_float(images)  # (B, 784)
-        if self.config.data.binarize == "dynamic":
-            x = torch.bernoulli(x, generator=self.binarize)
+        """uint8 rows -> floats in [0, 1], then a fresh Bernoulli draw per member from its own
+        stream for dynamic binarization."""
+        x = images if images.is_floating_point() else to_float(images)  # (M, B, 784)
+        if self.shared.data.binarize == "dynamic":
+            x = stack([torch.bernoulli(x[m], generator=g) for m, g in enumerate(self.binarize)])
         return x
 
     def autocast(self) -> torch.autocast:
         # No weight cache: a captured graph must not depend on a cache's lifetime.
         return torch.autocast(
-            self.flat.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False
+            self.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False
+        )
+
+    def noise_like(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Each member's standard-normal draws from its own stream, stacked: (M, *shape)."""
+        dtype = torch.bfloat16 if self.amp else torch.float32
+        return stack(
+            [torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.noise]
         )
 
     def loss(self, x: torch.Tensor) -> LossParts:
-        train = self.config.train
+        train, latent = self.shared.train, self.model.config.latent_dim
+        batch = x.shape[1]
         if train.objective == "iwae":
             with self.autocast():
-                mu, logvar = self.model.encode(x)  # (B, D) each
-                return iwae_loss(x, mu, logvar, self.decode, train.k, self.noise)
-        # The noise is drawn outside the ELBO, which torch.compile may trace (generators don't),
-        # in the dtype the encoder's output has under autocast.
-        eps = torch.randn(
-            (len(x), self.model.config.latent_dim),
-            generator=self.noise,
-            device=x.device,
-            dtype=torch.bfloat16 if self.amp else torch.float32,
-        )
-        return self.elbo(x, eps)
+                mu, logvar = self.model.encode(x)  # (M, B, D) each
+                eps = self.noise_like((train.k, batch, latent))
+                return iwae_loss(x, mu, logvar, self.decode, eps.to(mu.dtype))
+        # The noise is drawn outside the ELBO, which torch.compile may trace (generators don't).
+        return self.elbo(x, self.noise_like((batch, latent)))
 
     def elbo_for_noise(self, x: torch.Tensor, eps: torch.Tensor) -> LossParts:
         """The negative ELBO of a batch with the noise eps of the reparameterization."""
         with self.autocast():
-            mu, logvar = self.model.encode(x)  # (B, D) each
+            mu, logvar = self.model.encode(x)  # (M, B, D) each
             z = mu + torch.exp(0.5 * logvar) * eps  # logvar is already clamped by encode
             return elbo_loss(
                 x,
@@ -151,161 +165,185 @@ class TrainStep:
                 mu.float(),
                 logvar.float(),
                 beta=self.beta,
-                free_bits=self.config.train.free_bits,
+                free_bits=self.free_bits,
             )
 
-    def __call__(self, images: torch.Tensor, lr: float, beta: float) -> None:
-        self.set_schedule(lr, beta)
-        if self.config.train.compile and self.compile_seconds is None:
-            # The first compiled step pays for compilation: time it apart from training.
-            started = time.perf_counter()
-            self.step(images)
-            synchronize(images.device)
-            self.compile_seconds = time.perf_counter() - started
-        else:
-            self.step(images)
-
-    def step(self, images: torch.Tensor) -> None:
+    def run(self, images: torch.Tensor) -> None:
         """The step itself: device work only, so it can be captured in a CUDA graph."""
+        population = self.population
         # Backward hands each parameter its gradient without a copy when .grad is None; one
-        # cat then fills the flat gradient (instead of zeroing it and adding into 14 views).
-        for parameter in self.parameters:
+        # cat then fills the flat gradient (instead of zeroing it and adding into views).
+        for parameter in population.parameters:
             parameter.grad = None
         x = self.pixels(images)
         parts = self.loss(x)
-        parts.loss.backward()
-        torch.cat([p.grad.view(-1) for p in self.parameters], out=self.flat_grad)
-        # One flat tensor: a single norm and a single scaling kernel.
-        grad_norm = torch.nn.utils.clip_grad_norm_([self.flat], self.max_norm)
+        parts.loss.sum().backward()  # member m's loss reaches member m's weights only
+        members = population.size
+        torch.cat(
+            [p.grad.reshape(members, -1) for p in population.parameters],
+            dim=1,
+            out=population.flat_grad,
+        )
+        grad_norm = clip_per_member(population.flat_grad, self.max_norm)
         finite = torch.isfinite(grad_norm) & torch.isfinite(parts.loss)
-        # After --max-bad-steps in a row every later update is skipped too, so the weights stay
-        # those of the step that hit the limit until the host reads the streak and stops.
-        self.optimizer.step(((~finite) | (self.stats[-1] > 0)).float().view(1))
-        self.accumulate(parts, grad_norm, finite, len(x))
+        # After --max-bad-steps in a row every later update of that member is skipped too, so
+        # its weights stay those of the step that hit the limit until the host reads it.
+        skip = ((~finite) | population.stats.halted() | (population.frozen > 0)).float()
+        adam_step(
+            population.flat,
+            population.flat_grad,
+            population.adam,
+            lr=self.lr,
+            beta2=self.beta2,
+            skip=skip,
+        )
+        self.accumulate(parts, grad_norm, finite, x.shape[1])
 
     def accumulate(
         self, parts: LossParts, grad_norm: torch.Tensor, finite: torch.Tensor, batch: int
     ) -> None:
-        """Add this step to the running sums (a few kernels, no sync); a non-finite step
-        only counts as bad."""
-        recon, kl = parts.recon.detach().sum(), parts.kl.detach().sum()
+        """Add this step to the running sums (a few kernels, no sync)."""
+        recon, kl = parts.recon.detach().sum(-1), parts.kl.detach().sum(-1)  # (M,)
         reported = (
-            recon + kl if self.config.train.objective == "elbo" else parts.loss.detach() * batch
+            recon + kl if self.shared.train.objective == "elbo" else parts.loss.detach() * batch
         )
-        step = torch.stack(
-            [
-                recon.new_full((), float(batch)),  # a fill kernel, not a host-to-device copy
-                recon.new_ones(()),
-                reported.float(),
-                recon.float(),
-                kl.float(),
-                (grad_norm > self.max_norm).float(),
-                grad_norm.detach().float(),
-                recon.new_zeros(()),
-            ]
-        ).double()
-        good = finite.double()
-        self.stats[:PER_STEP] += torch.where(finite, step, self.bad_step)
-        streak = (self.stats[PER_STEP] + 1) * (1 - good)  # consecutive bad steps
-        self.stats[PER_STEP:] = torch.stack(
-            [streak, torch.maximum(self.stats[-1], (streak >= self.max_bad_steps).double())]
+        self.population.stats.add_step(
+            {
+                "images": torch.full_like(recon, float(batch)),  # a fill, not a host copy
+                "steps": torch.ones_like(recon),
+                "loss": reported.float(),
+                "recon": recon.float(),
+                "kl": kl.float(),
+                "clipped": (grad_norm > self.max_norm).float(),
+                "grad_norm": grad_norm.detach().float(),
+                "bad_steps": torch.zeros_like(recon),
+            },
+            finite,
+            self.max_bad_steps,
         )
 
-    def reset_epoch_sums(self) -> None:
-        """Zero the per-epoch sums; the bad-step streak and the halt span epochs."""
-        self.stats[:PER_STEP].zero_()
+
+def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The members' tensors on a leading dimension (one member: a view, not a copy)."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-class CapturedStep:
-    """`TrainStep.step` captured once per batch size in a CUDA graph and replayed.
+def clip_per_member(grads: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
+    """clip_grad_norm_ for each member row of grads (M, P): torch's takes one norm over all it
+    is given. The same formula (scale by max_norm / (norm + 1e-6), at most 1); returns the
+    norms before clipping."""
+    norms = torch.linalg.vector_norm(grads, dim=1)
+    coefficient = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+    for member, row in enumerate(grads):  # a row times a scalar: 4x a broadcast (M, 1) product
+        row.mul_(coefficient[member])
+    return norms
 
-    Each batch is copied into the graph's static input; lr and beta are device tensors the
-    step reads; the noise and binarization generators are registered with every graph, so each
-    replay draws fresh numbers from the same streams an eager step would. A batch size's first
-    CAPTURE_WARMUP_STEPS steps run eagerly (real steps) before its capture.
-    """
 
-    def __init__(self, train_step: TrainStep) -> None:
-        self.train_step = train_step
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self.eager_steps: dict[int, int] = {}
-        self.stream = torch.cuda.Stream(train_step.flat.device)
-        self.capture_seconds = 0.0  # warm-up and capture, left out of images/s
+class Graphs(Protocol):
+    """What capturing needs from the device: CUDA graphs on a GPU, a recording stand-in in
+    the CPU tests."""
 
-    def __getattr__(self, name: str) -> object:  # stats, optimizer, flat, …: the wrapped step's
-        return getattr(self.train_step, name)
+    def new_graph(self, generators: list[torch.Generator]) -> object: ...
 
-    def __call__(self, images: torch.Tensor, lr: float, beta: float) -> None:
-        self.train_step.set_schedule(lr, beta)
-        batch = len(images)
-        if batch in self.graphs:
-            graph, static_images = self.graphs[batch]
-            static_images.copy_(images)
-            graph.replay()
-            return
-        started = time.perf_counter()
-        if self.eager_steps.get(batch, 0) < CAPTURE_WARMUP_STEPS:
-            self.eager_steps[batch] = self.eager_steps.get(batch, 0) + 1
-            self.on_side_stream(lambda: self.train_step(images, lr, beta))
-        else:
-            self.capture(images)
-            self.graphs[batch][0].replay()  # capturing records the step without running it
-        synchronize(images.device)
-        self.capture_seconds += time.perf_counter() - started
+    def warm_up(self, work: Callable[[], None]) -> None: ...
 
-    def apply_phase(self, config: Config) -> None:
-        """New settings change what the step does: capture it again."""
-        self.train_step.apply_phase(config)
-        self.graphs.clear()
-        self.eager_steps.clear()
+    def capture(self, graph: object, work: Callable[[], None]) -> None: ...
 
-    def on_side_stream(self, work: Callable[[], None]) -> None:
-        """Warm-up on the capture stream, as CUDA graph capture requires."""
+    def replay(self, graph: object) -> None: ...
+
+    def synchronize(self) -> None: ...
+
+
+class CudaGraphs:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+
+    def new_graph(self, generators: list[torch.Generator]) -> torch.cuda.CUDAGraph:
+        graph = torch.cuda.CUDAGraph()
+        # Each replay draws fresh numbers from the same streams an eager step would.
+        for generator in generators:
+            graph.register_generator_state(generator)
+        return graph
+
+    def warm_up(self, work: Callable[[], None]) -> None:
+        """Eager steps on the capture stream, as CUDA graph capture requires."""
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
             work()
         torch.cuda.current_stream().wait_stream(self.stream)
 
+    def capture(self, graph: object, work: Callable[[], None]) -> None:
+        torch.cuda.synchronize(self.device)
+        with torch.cuda.graph(graph, stream=self.stream):  # type: ignore[arg-type]
+            work()
+
+    def replay(self, graph: object) -> None:
+        graph.replay()  # type: ignore[attr-defined]
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
+class CapturedStep:
+    """A TrainStep captured once per batch size and replayed.
+
+    Each batch is copied into the graph's static input; lrs and KL weights are device tensors
+    the step reads. A batch size's first CAPTURE_WARMUP_STEPS steps run eagerly (real steps,
+    timed as training); its capture is timed apart as `capture_seconds`.
+    """
+
+    def __init__(self, step: TrainStep, graphs: Graphs) -> None:
+        self.step, self.graphs_backend = step, graphs
+        self.graphs: dict[int, tuple[object, torch.Tensor]] = {}
+        self.eager_steps: dict[int, int] = {}
+
+    @property
+    def population(self) -> Population:
+        return self.step.population
+
+    def __call__(self, images: torch.Tensor, lrs: list[float], betas: list[float]) -> None:
+        batch = images.shape[1]
+        if batch in self.graphs:
+            self.step.set_schedule(lrs, betas)
+            graph, static_images = self.graphs[batch]
+            static_images.copy_(images)
+            self.graphs_backend.replay(graph)
+            return
+        if self.eager_steps.get(batch, 0) < CAPTURE_WARMUP_STEPS:
+            self.eager_steps[batch] = self.eager_steps.get(batch, 0) + 1
+            self.graphs_backend.warm_up(lambda: self.step(images, lrs, betas))
+            return
+        self.step.set_schedule(lrs, betas)
+        with self.step.clock.setup_time("capture_seconds", self.graphs_backend.synchronize):
+            self.capture(images)
+        self.graphs_backend.replay(self.graphs[batch][0])  # capturing records, does not run
+
     def capture(self, images: torch.Tensor) -> None:
-        step = self.train_step
         static_images = images.clone()
-        graph = torch.cuda.CUDAGraph()
-        for generator in (step.noise, step.binarize):
-            if generator is not None:
-                graph.register_generator_state(generator)
-        torch.cuda.synchronize(images.device)
-        with torch.cuda.graph(graph, stream=self.stream):
-            step.step(static_images)
-        self.graphs[len(images)] = (graph, static_images)
+        generators = [*self.step.noise, *self.step.binarize]
+        graph = self.graphs_backend.new_graph(generators)
+        self.graphs_backend.capture(graph, lambda: self.step.run(static_images))
+        self.graphs[images.shape[1]] = (graph, static_images)
 
 
 def build_step(
-    model: VAE, config: Config, generators: dict[str, torch.Generator]
+    population: Population,
+    settings: list[Config],
+    generators: list[dict[str, torch.Generator]],
+    clock: TrainingClock | None = None,
+    graphs: Graphs | None = None,
 ) -> TrainStep | CapturedStep:
-    """The eager step, wrapped in a CUDA graph on CUDA when config.train.cuda_graph is on."""
-    train_step = TrainStep(model, config, generators)
-    if config.train.cuda_graph and train_step.flat.device.type == "cuda":
-        return CapturedStep(train_step)
-    return train_step
+    """The step of a phase: eager, or captured in CUDA graphs on CUDA when cuda_graph is on
+    (`graphs` replaces the CUDA backend, e.g. with a recording stand-in in tests)."""
+    step = TrainStep(population, settings, generators, clock)
+    if graphs is not None:
+        return CapturedStep(step, graphs)
+    if settings[0].train.cuda_graph and step.device.type == "cuda":
+        return CapturedStep(step, CudaGraphs(step.device))
+    return step
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def summarize(stats: list[float]) -> dict[str, float]:
-    """Per-image and per-step means from the running sums (slots named in STATS)."""
-    values = dict(zip(STATS, stats, strict=True))
-    images, steps = max(values["images"], 1.0), max(values["steps"], 1.0)
-    return {
-        "images": values["images"],
-        "loss": values["loss"] / images,
-        "recon": values["recon"] / images,
-        "kl": values["kl"] / images,
-        "bad_steps": values["bad_steps"],
-        "bad_streak": values["bad_streak"],
-        "halted": values["halted"],
-        "clipped_fraction": values["clipped"] / steps,
-        "mean_grad_norm": values["grad_norm"] / steps,
-    }

@@ -1,16 +1,17 @@
-"""The training loop: data order, optimisation, per-epoch evaluation, checkpoints and pictures.
+"""The training loop: for each phase of the plan, for each epoch, for each batch.
 
-`train()` reads top to bottom; all randomness comes from explicit generators saved in every
-checkpoint, so a resumed run is bit-identical to an uninterrupted one on CPU.
+`train()` trains one run, or several that share a shape in lock-step (a population: seeds, or
+a sweep's trials); a single run is the population of one. All randomness comes from explicit
+generators saved in every checkpoint, so a resumed run is bit-identical to an uninterrupted one
+on the CPU. What each part does lives in its own module: the step (step.py), the plan of phases
+(plan.py), progress (state.py), the clock (clock.py), schedules (schedule.py), random streams
+(streams.py), a run folder's files (run_files.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import random
-import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,17 @@ import torch
 from vae_cli import images, plots
 from vae_cli.callbacks import Callbacks
 from vae_cli.checkpoint import serialize_checkpoint
+from vae_cli.clock import TrainingClock
 from vae_cli.config import Config
 from vae_cli.data import Dataset, prepare_images, to_float
 from vae_cli.device import make_deterministic, resolve_device
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.files import OrderedWriter, write_atomically
+from vae_cli.interrupt import InterruptFlag
+from vae_cli.members import Population
 from vae_cli.model import VAE
-from vae_cli.plan import build_plan
+from vae_cli.plan import Phase, build_plan
 from vae_cli.run_files import (
     RunPaths,
     append_metrics,
@@ -34,8 +38,12 @@ from vae_cli.run_files import (
     truncate_metrics,
     write_status,
 )
+from vae_cli.schedule import kl_weight, learning_rate
 from vae_cli.selection import best_epoch, criterion, selection_criterion, selection_loss
-from vae_cli.step import CapturedStep, TrainStep, build_step, summarize
+from vae_cli.state import Best, Progress, TrainState
+from vae_cli.statistics import saved_sums, summarize
+from vae_cli.step import CapturedStep, Graphs, TrainStep, build_step
+from vae_cli.streams import make_generators, restore_streams, stream_states
 
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
 RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
@@ -43,7 +51,429 @@ PROGRESS_EVERY = 25  # steps between reads of the on-device statistics (each rea
 # Pictures and curves.png are redrawn at most this often (and after the last epoch): drawing
 # them every epoch would cost more than a fast epoch itself.
 PICTURE_INTERVAL_SECONDS = 20.0
-DEVICE_STREAMS = ("noise", "binarize")  # generators that live on the training device
+
+
+@dataclass
+class Run:
+    """One run to train: its config, its folder, the checkpoint it resumes from (None: a new
+    run), its own hooks (TensorBoard, a sweep's reporter) and its name among its population."""
+
+    config: Config
+    paths: RunPaths
+    checkpoint: dict[str, Any] | None = None
+    callbacks: Callbacks = field(default_factory=Callbacks)
+    label: str = ""
+
+
+def train(
+    runs: list[Run],
+    *,
+    dataset: Dataset,
+    callbacks: Callbacks | None = None,
+    graphs: Graphs | None = None,
+) -> list[TrainState]:
+    """Train (or continue) `runs` in lock-step; returns each run's final state. `graphs`
+    stands in for CUDA graphs (tests capture on the CPU with it)."""
+    callbacks = callbacks or Callbacks()
+    training = Training(runs, dataset, graphs, callbacks)
+    callbacks.on_start(training.start_info())
+    writer = OrderedWriter()
+    try:
+        with InterruptFlag() as interrupt:
+            training.write_statuses(writer, "running")  # from here on Ctrl-C saves
+            for phase in training.plan[training.progress.phase :]:
+                step = training.enter_phase(phase, writer, callbacks)
+                while training.any_training() and not phase.done(training.progress):
+                    run_epoch(training, step, phase, interrupt, writer, callbacks)
+                    end_epoch(training, step, phase, writer, callbacks)
+            writer.drain()
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop now; last.pt is the last epoch's
+        writer.close()
+        training.write_statuses(None, "interrupted")
+        raise
+    except TrainingInterrupted:
+        writer.close()
+        raise
+    except Exception:
+        writer.close()
+        training.write_statuses(None, "failed")
+        raise
+    writer.close()
+    return training.finish()
+
+
+def run_epoch(
+    training: Training,
+    step: TrainStep | CapturedStep,
+    phase: Phase,
+    interrupt: InterruptFlag,
+    writer: OrderedWriter,
+    callbacks: Callbacks,
+) -> None:
+    """The epoch's batches from where training stands; Ctrl-C saves mid-epoch and stops."""
+    progress, stats = training.progress, training.population.stats
+    orders = training.draw_orders()
+    last_read = stats.read()
+    training.clock.start()
+    for batch_index in range(progress.position, training.steps_per_epoch):
+        step(training.batch(orders, batch_index), *training.schedules(phase))
+        progress.step, progress.position = progress.step + 1, batch_index + 1
+        training.images_this_epoch += training.batch_size_at(batch_index)
+        if training.device.type != "cuda":
+            training.clock.synced()  # a CPU step has finished when it returns
+        end_of_epoch = progress.position == training.steps_per_epoch
+        if end_of_epoch or interrupt.requested or progress.position % PROGRESS_EVERY == 0:
+            current = stats.read()  # waits for the device: the clock's sync point on a GPU
+            training.clock.synced()
+            training.check_bad_steps(current, last_read, writer)
+            last_read = current
+            callbacks.on_progress(
+                progress.epoch, progress.position, training.steps_per_epoch,
+                training.progress_stats(current),
+            )  # fmt: skip
+        if interrupt.requested and not end_of_epoch:
+            training.save_mid_epoch(writer, current)
+            raise TrainingInterrupted(str(training.root), training.resume_file, interrupt.signum)
+    training.clock.stop()
+
+
+def end_epoch(
+    training: Training,
+    step: TrainStep | CapturedStep,
+    phase: Phase,
+    writer: OrderedWriter,
+    callbacks: Callbacks,
+) -> None:
+    """Test pass, best choice, metrics line, pictures and checkpoints of every member that
+    is still training; a sweep's pruner may stop a member here."""
+    progress = training.progress
+    progress.epoch, progress.position = progress.epoch + 1, 0
+    sums = training.population.stats.read()
+    training.population.stats.reset_epoch()
+    timing = training.epoch_timing()
+    last = phase.number == len(training.plan) and phase.done(progress)
+    draw = last or time.perf_counter() - training.last_drawn >= PICTURE_INTERVAL_SECONDS
+    for member in training.members_training():
+        metrics = training.member_metrics(member, phase, step, summarize(sums[member]), timing)
+        training.record(member, metrics, draw, writer)
+        callbacks.on_epoch({**metrics, "member": training.runs[member].label})
+        try:
+            training.runs[member].callbacks.on_epoch(metrics)
+        except TrainingPruned:  # after that epoch's writes were submitted
+            training.stop_member(member, "pruned", writer)
+    if draw:
+        training.last_drawn = time.perf_counter()
+
+
+class Training:
+    """Everything one `train()` call works on, built once: the device and data, the plan,
+    the population, each run's state and random streams, the clock and the pictures' z."""
+
+    def __init__(
+        self, runs: list[Run], dataset: Dataset, graphs: Graphs | None, callbacks: Callbacks
+    ) -> None:
+        self.runs, self.graphs, self.callbacks = runs, graphs, callbacks
+        self.failure: str | None = None  # why the last member failed, for a population
+        config = runs[0].config
+        self.device = resolve_device(config.train.device)
+        make_deterministic(self.device, compiling=config.train.compile)
+        train_images, test_images = prepare_images(dataset, config.data.binarize)
+        self.dataset = dataset
+        self.train_images = train_images.to(self.device)  # (N, 784) uint8, indexed per batch
+        self.test_x = to_float(test_images).to(self.device)
+        self.batch_size = config.train.batch_size
+        self.steps_per_epoch = -(-len(train_images) // self.batch_size)
+        self.plans = [build_plan(run.config) for run in runs]
+        self.plan = self.plans[0]  # lengths and objectives: the same for every member
+        self.population = Population([build_model(run.config, self.device) for run in runs])
+        self.generators = [make_generators(run.config.train.seed, self.device) for run in runs]
+        self.fixed_z = [sample_grid_z(run.config) for run in runs]
+        first = runs[0].checkpoint
+        self.progress = Progress() if first is None else Progress.from_checkpoint(first)
+        self.states = [TrainState(self.progress) for _ in runs]
+        for member, run in enumerate(runs):
+            self.restore(member, run)
+        self.clock = TrainingClock(self.progress)
+        self.epoch_start_orders = [g["data_order"].get_state() for g in self.generators]
+        self.lrs = [run.config.train.lr for run in runs]  # of the latest step, per member
+        self.last_drawn = time.perf_counter()
+        self.images_this_epoch, self.epoch_mark = 0, self.epoch_marks()
+
+    # -- the runs' folders and states ---------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The folder a resume names: the run's, or the population's (its members' parent)."""
+        return self.runs[0].paths.root if len(self.runs) == 1 else self.runs[0].paths.root.parent
+
+    @property
+    def resume_file(self) -> str:
+        return str(self.runs[0].paths.last) if len(self.runs) == 1 else str(self.root)
+
+    def restore(self, member: int, run: Run) -> None:
+        """A resumed run's weights, Adam moments, streams, mid-epoch sums, history and best;
+        a new run's history starts empty."""
+        state, checkpoint = self.states[member], run.checkpoint
+        if checkpoint is None:
+            state.history = read_metrics(run.paths)
+            return
+        if Progress.from_checkpoint(checkpoint) != self.progress:
+            raise TrainingFailed(f"{run.paths.root}: the members were saved at different steps")
+        self.population.load_member_weights(member, checkpoint["model"])
+        population = self.population
+        population.adam.load_member(member, checkpoint["optimizer"], population.stack_layout)
+        restore_streams(checkpoint, self.generators[member], run.config.train.seed)
+        if checkpoint.get("position"):
+            self.population.stats.load_member(member, saved_sums(checkpoint["epoch_stats"]))
+        state.best = Best(**checkpoint["best"])
+        state.history = truncate_metrics(run.paths, self.progress.epoch)
+        keep_best_of_earlier_phase(
+            run.paths, state.history, self.plans[member][self.progress.phase]
+        )
+
+    def write_statuses(self, writer: OrderedWriter | None, status: str) -> None:
+        """Every member still training gets `status` (in order with its other writes)."""
+        for member in self.members_training():
+            if status != "running":
+                self.states[member].status = status
+            paths = self.runs[member].paths
+            if writer is None:
+                write_status(paths, status, self.progress.epoch)
+            else:
+                writer.submit(write_status, paths, status, self.progress.epoch)
+
+    def members_training(self) -> list[int]:
+        return [member for member, state in enumerate(self.states) if state.training]
+
+    def any_training(self) -> bool:
+        return bool(self.members_training())
+
+    def stop_member(self, member: int, status: str, writer: OrderedWriter) -> None:
+        """A failed or pruned member stops updating (frozen on the device); the rest go on."""
+        self.states[member].status = status
+        self.population.freeze(member)
+        writer.submit(write_status, self.runs[member].paths, status, self.progress.epoch)
+
+    def finish(self) -> list[TrainState]:
+        """Members still training have finished; a single run that failed raises."""
+        for member in self.members_training():
+            self.states[member].status = "finished"
+            write_status(self.runs[member].paths, "finished", self.progress.epoch)
+        failed = [s for s in self.states if s.status == "failed"]
+        if failed and len(failed) == len(self.states):
+            raise TrainingFailed(self.failure or "training failed")
+        return self.states
+
+    # -- phases, batches and schedules --------------------------------------------------------
+
+    def enter_phase(
+        self, phase: Phase, writer: OrderedWriter, callbacks: Callbacks
+    ) -> TrainStep | CapturedStep:
+        """The step of `phase`, built from its settings; a new phase starts its schedules
+        here, keeps the earlier phase's best and is announced."""
+        index = phase.number - 1
+        if index > self.progress.phase:
+            self.progress.start_phase(index)
+            writer.drain()  # the earlier phase's best.pt must be on disk to be kept
+            for member in self.members_training():
+                run = self.runs[member]
+                keep_best_of_earlier_phase(
+                    run.paths, self.states[member].history, self.plans[member][index]
+                )
+            callbacks.on_phase(
+                {"number": phase.number, "of": len(self.plan), "plan": phase.describe()}
+            )
+        settings = [plan[index].settings for plan in self.plans]
+        return build_step(self.population, settings, self.generators, self.clock, self.graphs)
+
+    def draw_orders(self) -> torch.Tensor:
+        """Each member's permutation of the training set for this epoch, (M, N), drawn from
+        its own stream (whose state before the draw a checkpoint keeps)."""
+        self.epoch_start_orders = [g["data_order"].get_state() for g in self.generators]
+        n = len(self.train_images)
+        orders = [torch.randperm(n, generator=g["data_order"]) for g in self.generators]
+        return torch.stack(orders).to(self.device)
+
+    def batch(self, orders: torch.Tensor, index: int) -> torch.Tensor:
+        """Batch `index` of every member, (M, B, 784) uint8 (the last may be smaller)."""
+        rows = orders[:, index * self.batch_size : (index + 1) * self.batch_size]
+        # index_select: a third of the time of train_images[rows] for uint8 rows.
+        picked = self.train_images.index_select(0, rows.reshape(-1))
+        return picked.view(len(rows), rows.shape[1], -1)
+
+    def batch_size_at(self, index: int) -> int:
+        return min(self.batch_size, len(self.train_images) - index * self.batch_size)
+
+    def schedules(self, phase: Phase) -> tuple[list[float], list[float]]:
+        """Each member's learning rate and KL weight for the next step."""
+        index, progress = phase.number - 1, self.progress
+        fraction = phase.schedule_progress(progress, self.steps_per_epoch)
+        steps_in_phase = progress.step - progress.phase_start.step
+        settings = [plan[index].settings for plan in self.plans]
+        self.lrs = [learning_rate(config, fraction) for config in settings]
+        betas = [kl_weight(config, steps_in_phase, self.steps_per_epoch) for config in settings]
+        return self.lrs, betas
+
+    def progress_stats(self, sums: list[dict[str, float]]) -> dict[str, float]:
+        """What the progress bar shows: the mean over the members still training."""
+        shown = [summarize(sums[member]) for member in self.members_training()] or [
+            summarize(sums[0])
+        ]
+        return {key: sum(s[key] for s in shown) / len(shown) for key in shown[0]}
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def check_bad_steps(
+        self,
+        current: list[dict[str, float]],
+        last_read: list[dict[str, float]],
+        writer: OrderedWriter,
+    ) -> None:
+        """Warn about skipped non-finite steps; a member stops after --max-bad-steps of them
+        in a row (a single run: training stops with an error)."""
+        progress = self.progress
+        for member in self.members_training():
+            run, now = self.runs[member], current[member]
+            who = f"{run.label}: " if run.label else ""
+            skipped = int(now["bad_steps"] - last_read[member]["bad_steps"])
+            if skipped > 0:
+                self.callbacks.on_warning(
+                    f"{who}skipped {skipped} step(s) with a non-finite loss or gradient "
+                    f"(epoch {progress.epoch + 1}, step {progress.step})"
+                )
+            limit = run.config.train.max_bad_steps
+            if now["halted"] or now["bad_streak"] >= limit:
+                self.fail_member(
+                    member,
+                    f"{limit} non-finite steps in a row (--max-bad-steps {limit}); training "
+                    f"stopped, {run.paths.last} holds the last good epoch (try a lower --lr)",
+                    writer,
+                )
+
+    def fail_member(self, member: int, message: str, writer: OrderedWriter) -> None:
+        """A single run stops with the error; a population's member stops, the rest go on."""
+        if len(self.runs) == 1:
+            raise TrainingFailed(message)
+        self.stop_member(member, "failed", writer)
+        self.failure = f"every member failed; the last: {message}"
+        self.callbacks.on_warning(f"{self.runs[member].label} failed: {message}")
+
+    # -- the end of an epoch ------------------------------------------------------------------
+
+    def epoch_marks(self) -> tuple[float, dict[str, float], float, float]:
+        clock = self.clock
+        return self.progress.seconds, dict(clock.setup), clock.setup_images, time.perf_counter()
+
+    def epoch_timing(self) -> dict[str, float]:
+        """This epoch's training seconds and rate per member; compile and capture seconds
+        apart (each measured once, never subtracted from the training time)."""
+        seconds0, setup0, setup_images0, started = self.epoch_mark
+        seconds = self.progress.seconds - seconds0
+        timing = {"seconds": seconds, "started": started}
+        for key, total in self.clock.setup.items():
+            if total > setup0[key]:
+                timing[key] = total - setup0[key]
+        images = self.images_this_epoch - (self.clock.setup_images - setup_images0)
+        timing["images_per_s"] = images / seconds if seconds > 0 else 0.0
+        self.images_this_epoch, self.epoch_mark = 0, self.epoch_marks()
+        return timing
+
+    def member_metrics(
+        self,
+        member: int,
+        phase: Phase,
+        step: TrainStep | CapturedStep,
+        train: dict[str, float],
+        timing: dict[str, float],
+    ) -> dict[str, Any]:
+        """One line of metrics.jsonl: the epoch's training sums and the test pass."""
+        settings = self.plans[member][phase.number - 1].settings
+        model = self.population.member(member)
+        test = evaluate_elbo(model, self.test_x)
+        metrics = epoch_metrics(self.progress, settings, train, test, self.lrs[member])
+        metrics["phase"] = phase.number
+        if settings.train.objective == "iwae":
+            # The bound being trained, on the test set: what picks best.pt.
+            bound = importance_weighted_nll(model, self.test_x, settings.train.k)
+            metrics.update(test_iwae=bound.nll, test_iwae_k=settings.train.k)
+        metrics.update({key: value for key, value in timing.items() if key != "started"})
+        metrics["epoch_seconds"] = time.perf_counter() - timing["started"]
+        return metrics
+
+    def record(
+        self, member: int, metrics: dict[str, Any], draw: bool, writer: OrderedWriter
+    ) -> None:
+        """Best choice, history, pictures, the metrics line and the epoch's checkpoints."""
+        state, paths = self.states[member], self.runs[member].paths
+        chosen = best_epoch([*state.history, metrics])
+        if chosen is not None and chosen["epoch"] == metrics["epoch"]:
+            state.best = Best(selection_loss(chosen), metrics["epoch"])
+        state.history.append(metrics)
+        if draw:
+            model = self.population.member(member)
+            save_epoch_pictures(
+                model, paths, metrics["epoch"], self.fixed_z[member], self.test_x[:RECONSTRUCTED]
+            )
+            plots.save_curves(state.history, paths.curves)
+        writer.submit(append_metrics, paths, dict(metrics))
+        targets = [paths.last, paths.best] if state.best.epoch == metrics["epoch"] else [paths.last]
+        order = self.generators[member]["data_order"].get_state()  # the next epoch's start
+        self.save(member, targets, order, writer)
+
+    def save_mid_epoch(self, writer: OrderedWriter, sums: list[dict[str, float]]) -> None:
+        """Ctrl-C: every member's last.pt at this step, then the statuses."""
+        for member in self.members_training():
+            paths = self.runs[member].paths
+            order = self.epoch_start_orders[member]
+            self.save(member, [paths.last], order, writer, epoch_sums=sums[member])
+        writer.drain()
+        self.write_statuses(None, "interrupted")
+
+    def save(
+        self,
+        member: int,
+        targets: list[Path],
+        epoch_start_order: torch.Tensor,
+        writer: OrderedWriter,
+        epoch_sums: dict[str, float] | None = None,
+    ) -> None:
+        """Everything needed to continue exactly here, copied to the CPU so that training
+        goes on while a background thread writes it; never non-finite weights."""
+        run, population = self.runs[member], self.population
+        if not torch.isfinite(population.flat[member]).all():  # one check for all weights
+            self.fail_member(member, non_finite_weights(population.member(member)), writer)
+            return
+        settings = self.plans[member][self.progress.phase].settings.train
+        state = {
+            "model": snapshot(population.member_weights(member)),
+            "optimizer": snapshot(
+                population.adam.member_state_dict(
+                    member,
+                    lr=self.lrs[member],
+                    beta2=settings.adam_beta2,
+                    layout=population.single_layout,
+                )
+            ),
+            "config": run.config.to_dict(),
+            "rng": stream_states(self.generators[member], epoch_start_order, self.device),
+            **self.states[member].to_checkpoint(),
+        }
+        if epoch_sums is not None:
+            state["epoch_stats"] = epoch_sums
+        writer.submit(write_checkpoints, state, targets)
+
+    def start_info(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "model": self.population.member(0),
+            "dataset": self.dataset,
+            "steps_per_epoch": self.steps_per_epoch,
+            "resumed_epoch": self.progress.epoch,
+            "resumed_position": self.progress.position,
+            "plan": [phase.describe() for phase in self.plan],
+            "phase": self.progress.phase + 1,
+            "members": [run.label for run in self.runs],
+        }
 
 
 def build_model(config: Config, device: torch.device) -> VAE:
@@ -54,116 +484,10 @@ def build_model(config: Config, device: torch.device) -> VAE:
     return model.to(device)
 
 
-def learning_rate(config: Config, progress: float) -> float:
-    """Constant, or cosine decay from lr to final_lr as progress goes 0 -> 1."""
-    train = config.train
-    if train.lr_schedule == "constant":
-        return train.lr
-    return train.final_lr + 0.5 * (train.lr - train.final_lr) * (1 + math.cos(math.pi * progress))
-
-
-def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
-    """beta, reached linearly over the warm-up epochs."""
-    warmup_steps = config.train.kl_warmup_epochs * steps_per_epoch
-    return config.train.beta * min(1.0, step / warmup_steps) if warmup_steps else config.train.beta
-
-
-def make_generators(config: Config, device: torch.device) -> dict[str, torch.Generator]:
-    """Separate streams, so that e.g. changing the batch size leaves the weights' init alone."""
-    seed = config.train.seed
-    return {
-        "data_order": torch.Generator().manual_seed(seed),  # CPU: same order on every device
-        "noise": torch.Generator(device=device).manual_seed(seed + 1),
-        "binarize": torch.Generator(device=device).manual_seed(seed + 2),
-    }
-
-
-def saved_device_type(checkpoint: dict[str, Any]) -> str:
-    """The device type whose generators a checkpoint's noise and binarization states are.
-
-    Older checkpoints do not say: a CPU generator's state is 5,056 bytes, a CUDA one's 16."""
-    rng = checkpoint["rng"]
-    if "device_type" in rng:
-        return rng["device_type"]
-    return "cpu" if rng["noise"].numel() == torch.Generator().get_state().numel() else "cuda"
-
-
-def reseeded_stream(seed: int, name: str, step: int) -> int:
-    """A seed for a device stream re-derived at `step` (e.g. a CUDA run resumed on a CPU)."""
-    digest = hashlib.sha256(f"{seed}:{name}:{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def restore_generators(
-    checkpoint: dict[str, Any], generators: dict[str, torch.Generator], config: Config
-) -> None:
-    """Every stream as saved; the device streams are re-derived from the seed and the step
-    when the device type changed, since a generator takes only its own type's state."""
-    rng = checkpoint["rng"]
-    generators["data_order"].set_state(rng["data_order"])
-    same_device = saved_device_type(checkpoint) == generators["noise"].device.type
-    for name in DEVICE_STREAMS:
-        if same_device:
-            generators[name].set_state(rng[name])
-        else:
-            generators[name].manual_seed(
-                reseeded_stream(config.train.seed, name, checkpoint["step"])
-            )
-
-
-class InterruptFlag:
-    """The first Ctrl-C or SIGTERM asks the loop to stop after the current step and save; a
-    second one stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum: int = signal.SIGINT
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> InterruptFlag:
-        try:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self._handle)
-        except ValueError:  # not the main thread: no signal handling
-            self.previous = {}
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested, self.signum = True, signum
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        # The CLI's own SIGTERM handler (it raises Terminated), else the default: terminate.
-        previous = self.previous.get(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
-
-
-def checkpoint_state(
-    model: VAE,
-    train_step: TrainStep | CapturedStep,
-    config: Config,
-    generators: dict[str, torch.Generator],
-    epoch_start_order: torch.Tensor,
-    device: torch.device,
-) -> dict[str, Any]:
-    """Everything needed to continue exactly where training stands, copied to the CPU so that
-    training can go on while the copy is written."""
-    rng = {name: g.get_state() for name, g in generators.items()}
-    rng["data_order"] = epoch_start_order  # the epoch's permutation is redrawn from here
-    rng["device_type"] = device.type
-    rng["torch"] = torch.get_rng_state()
-    rng["python"] = random.getstate()
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    optimizer = train_step.optimizer.state_dict(0, train_step.lr_value)
-    return {
-        "model": snapshot(model.state_dict()),
-        "optimizer": snapshot(optimizer),
-        "config": config.to_dict(),
-        "rng": rng,
-    }
+def sample_grid_z(config: Config) -> torch.Tensor:
+    """The fixed z of the per-epoch sample pictures (from the run's seed)."""
+    generator = torch.Generator().manual_seed(config.train.seed)
+    return torch.randn(SAMPLE_GRID, config.model.latent_dim, generator=generator)
 
 
 def snapshot(value: Any) -> Any:
@@ -177,14 +501,10 @@ def snapshot(value: Any) -> Any:
     return value
 
 
-def check_finite_weights(model: VAE, flat: torch.Tensor) -> None:
-    if torch.isfinite(flat).all():  # one check (and one sync) for all parameters
-        return
-    for name, parameter in model.named_parameters():
-        if not torch.isfinite(parameter).all():
-            raise TrainingFailed(
-                f"parameter {name} is not finite; refusing to save it (try a lower --lr)"
-            )
+def non_finite_weights(model: VAE) -> str:
+    """Why a model's weights may not be saved: the first parameter that is not finite."""
+    name = next(n for n, p in model.named_parameters() if not torch.isfinite(p).all())
+    return f"parameter {name} is not finite; refusing to save it (try a lower --lr)"
 
 
 def write_checkpoints(state: dict[str, Any], paths: list[Path]) -> None:
@@ -194,284 +514,26 @@ def write_checkpoints(state: dict[str, Any], paths: list[Path]) -> None:
         write_atomically(path, data)
 
 
-def train(
-    config: Config,
-    paths: RunPaths,
-    *,
-    dataset: Dataset,
-    resume: dict[str, Any] | None = None,
-    callbacks: Callbacks | None = None,
-) -> list[dict[str, Any]]:
-    """Train (or continue) the run in `paths`; returns all epochs' metrics."""
-    callbacks = callbacks or Callbacks()
-    device = resolve_device(config.train.device)
-    make_deterministic(device, compiling=config.train.compile)
-    train_images, test_images = prepare_images(dataset, config.data.binarize)
-    train_images = train_images.to(device)  # (N, 784) uint8, indexed per batch
-    test_x = to_float(test_images).to(device)
-    model = build_model(config, device)
-    generators = make_generators(config, device)
-    # The phase (0: [train]; then each [[phases]] table) and where it began.
-    phase, phase_start = 0, {"epoch": 0, "step": 0, "elapsed": 0.0}
-    if resume is not None and "phase" in resume:
-        phase, phase_start = resume["phase"], resume["phase_start"]
-    active = config.phase(phase)  # the settings training uses now
-    train_step = build_step(model, active, generators)
-    fixed_z = torch.randn(
-        SAMPLE_GRID,
-        config.model.latent_dim,
-        generator=torch.Generator().manual_seed(config.train.seed),
-    )
-    n_train, batch_size = len(train_images), config.train.batch_size
-    steps_per_epoch = math.ceil(n_train / batch_size)
-
-    # What a checkpoint carries; a resume overwrites it.
-    epoch, step, position, elapsed = 0, 0, 0, 0.0
-    best = {"loss": math.inf, "epoch": 0}
-    setup_reported: dict[str, float] = {}  # setup seconds already left out of images/s
-    history = read_metrics(paths)
-    if resume is not None:
-        restore(resume, model, train_step, generators, device)
-        epoch, step, position = resume["epoch"], resume["step"], resume["position"]
-        elapsed, best = resume["elapsed"], resume["best"]
-        history = truncate_metrics(paths, epoch)
-        keep_best_of_earlier_phase(paths, history, active)
-
-    # Checkpoints and metrics lines are written in order on a background thread: a metrics
-    # line always lands before the checkpoint of its epoch, so a resume never lacks one.
-    writer = OrderedWriter()
-
-    def save(targets: list[Path], epoch_start_order: torch.Tensor, **progress: Any) -> None:
-        check_finite_weights(model, train_step.flat)
-        state = checkpoint_state(model, train_step, config, generators, epoch_start_order, device)
-        state.update(epoch=epoch, step=step, elapsed=elapsed, best=best, **progress)
-        state.update(phase=phase, phase_start=dict(phase_start))
-        writer.submit(write_checkpoints, state, targets)
-
-    plan = build_plan(config)
-    callbacks.on_start(
-        {
-            "device": device,
-            "model": model,
-            "dataset": dataset,
-            "steps_per_epoch": steps_per_epoch,
-            "resumed_epoch": epoch,
-            "resumed_position": position,
-            "plan": [phase_.describe() for phase_ in plan],
-            "phase": phase + 1,
-        }
-    )
-    last_drawn = time.perf_counter()
-    try:
-        with InterruptFlag() as interrupt:
-            write_status(paths, "running", epoch)  # inside: from here on Ctrl-C saves a checkpoint
-            while True:
-                if position == 0 and phase_done(active, phase_start, epoch, elapsed):
-                    if phase == len(config.phases):
-                        break
-                    # The next phase starts here, with its own settings and schedule.
-                    phase, phase_start = (
-                        phase + 1,
-                        {"epoch": epoch, "step": step, "elapsed": elapsed},
-                    )
-                    active = config.phase(phase)
-                    train_step.apply_phase(active)
-                    callbacks.on_phase(
-                        {"number": phase + 1, "of": len(plan), "plan": plan[phase].describe()}
-                    )
-                    writer.drain()  # the earlier phase's best.pt must be on disk to be kept
-                    keep_best_of_earlier_phase(paths, history, active)
-                    continue
-                budget_seconds = active.train.time_budget * 60 if active.train.time_budget else None
-                phase_steps = steps_per_epoch * active.train.epochs
-                epoch_start_order = generators["data_order"].get_state()
-                order = torch.randperm(n_train, generator=generators["data_order"]).to(device)
-                epoch_started = time.perf_counter()
-                images_before = last_read = summarize(train_step.stats.tolist())
-                for position in range(position, steps_per_epoch):  # noqa: B020 - resumes mid-epoch
-                    step_started = time.perf_counter()
-                    batch = order[position * batch_size : (position + 1) * batch_size]
-                    progress = (
-                        min(1.0, (elapsed - phase_start["elapsed"]) / budget_seconds)
-                        if budget_seconds
-                        else (step - phase_start["step"]) / phase_steps
-                    )
-                    # index_select: a third of the time of train_images[batch] for uint8 rows.
-                    train_step(
-                        train_images.index_select(0, batch),
-                        learning_rate(active, progress),
-                        kl_weight(active, step - phase_start["step"], steps_per_epoch),
-                    )
-                    step += 1
-                    elapsed += time.perf_counter() - step_started
-
-                    # The host reads the on-device sums only every PROGRESS_EVERY steps.
-                    end_of_epoch = position + 1 == steps_per_epoch
-                    if end_of_epoch or interrupt.requested or (position + 1) % PROGRESS_EVERY == 0:
-                        current = summarize(train_step.stats.tolist())
-                        check_bad_steps(current, last_read, active, paths, epoch, step, callbacks)
-                        last_read = current
-                        callbacks.on_progress(epoch, position + 1, steps_per_epoch, current)
-                    if interrupt.requested and not end_of_epoch:
-                        save(
-                            [paths.last],
-                            epoch_start_order,
-                            position=position + 1,
-                            mid_epoch=True,
-                            epoch_stats=train_step.stats.cpu(),
-                        )
-                        writer.drain()
-                        write_status(paths, "interrupted", epoch)
-                        raise TrainingInterrupted(
-                            str(paths.root), str(paths.last), interrupt.signum
-                        )
-
-                # End of epoch: evaluate, save, log, draw.
-                epoch, position = epoch + 1, 0
-                train_seconds = time.perf_counter() - epoch_started
-                epoch_stats = summarize(train_step.stats.tolist())
-                train_step.reset_epoch_sums()
-                test = evaluate_elbo(model, test_x)
-                metrics = epoch_metrics(epoch, step, active, epoch_stats, test, train_step)
-                metrics["phase"] = phase + 1
-                if active.train.objective == "iwae":
-                    # The bound being trained, on the test set: what picks best.pt.
-                    bound = importance_weighted_nll(model, test_x, active.train.k)
-                    metrics.update(test_iwae=bound.nll, test_iwae_k=active.train.k)
-                chosen = best_epoch([*history, metrics])
-                if chosen is not None and chosen["epoch"] == epoch:
-                    best = {"loss": selection_loss(chosen), "epoch": epoch}
-                # Compile, warm-up and capture are reported apart, outside this epoch's rate.
-                for key, total in setup_seconds(train_step).items():
-                    if total > setup_reported.get(key, 0.0):
-                        metrics[key] = total - setup_reported.get(key, 0.0)
-                        train_seconds -= metrics[key]
-                        setup_reported[key] = total
-                metrics["seconds"] = train_seconds
-                metrics["images_per_s"] = (
-                    epoch_stats["images"] - images_before["images"]
-                ) / train_seconds
-                history.append(metrics)
-                last_epoch = phase == len(config.phases) and phase_done(
-                    active, phase_start, epoch, elapsed
-                )
-                if last_epoch or time.perf_counter() - last_drawn >= PICTURE_INTERVAL_SECONDS:
-                    save_epoch_pictures(model, paths, epoch, fixed_z, test_x[:RECONSTRUCTED])
-                    plots.save_curves(history, paths.curves)
-                    last_drawn = time.perf_counter()
-                metrics["epoch_seconds"] = time.perf_counter() - epoch_started
-                writer.submit(append_metrics, paths, dict(metrics))
-                targets = [paths.last, paths.best] if best["epoch"] == epoch else [paths.last]
-                save(targets, generators["data_order"].get_state(), position=0, mid_epoch=False)
-                callbacks.on_epoch(metrics)
-                if last_epoch:
-                    break
-            writer.drain()
-    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop now; last.pt is the last epoch's
-        writer.close()
-        write_status(paths, "interrupted", epoch)
-        raise
-    except TrainingInterrupted:
-        writer.close()
-        raise
-    except TrainingPruned:  # raised by on_epoch, after that epoch's writes were submitted
-        writer.drain()
-        writer.close()
-        write_status(paths, "pruned", epoch)
-        raise
-    except Exception:
-        writer.close()
-        write_status(paths, "failed", epoch)
-        raise
-    writer.close()
-    write_status(paths, "finished", epoch)
-    return history
-
-
-def phase_done(active: Config, start: dict[str, Any], epoch: int, elapsed: float) -> bool:
-    """Whether a phase that began at `start` has run its epochs or spent its time budget."""
-    if epoch - start["epoch"] >= active.train.epochs:
-        return True
-    budget = active.train.time_budget
-    return bool(budget and elapsed - start["elapsed"] >= budget * 60)
-
-
-def setup_seconds(train_step: TrainStep | CapturedStep) -> dict[str, float]:
-    """Seconds spent so far compiling, and warming up and capturing CUDA graphs."""
-    return {
-        "compile_seconds": train_step.compile_seconds or 0.0,
-        "capture_seconds": getattr(train_step, "capture_seconds", 0.0),
-    }
-
-
 def keep_best_of_earlier_phase(
-    paths: RunPaths, history: list[dict[str, Any]], config: Config
+    paths: RunPaths, history: list[dict[str, Any]], phase: Phase
 ) -> None:
-    """A resume that changes the objective (or k) starts a new best.pt; the earlier phase's
-    best stays as best-<criterion>.pt (e.g. best-elbo.pt) instead of being overwritten."""
+    """A phase (or resume) that changes the objective (or k) starts a new best.pt; the earlier
+    phase's best stays as best-<criterion>.pt (e.g. best-elbo.pt) instead of being overwritten."""
     if not history or not paths.best.is_file():
         return
     earlier = selection_criterion(history[-1])
-    if earlier != criterion(config.train.objective, config.train.k):
+    train = phase.settings.train
+    if earlier != criterion(train.objective, train.k):
         write_atomically(paths.checkpoints / f"best-{earlier}.pt", paths.best.read_bytes())
 
 
-def restore(
-    checkpoint: dict[str, Any],
-    model: VAE,
-    train_step: TrainStep | CapturedStep,
-    generators: dict[str, torch.Generator],
-    device: torch.device,
-) -> None:
-    """Weights, optimiser, every RNG stream and a mid-epoch's running sums."""
-    model.load_state_dict(checkpoint["model"])
-    train_step.optimizer.load_state_dict(0, checkpoint["optimizer"])
-    restore_generators(checkpoint, generators, train_step.config)
-    torch.set_rng_state(checkpoint["rng"]["torch"])
-    random.setstate(checkpoint["rng"]["python"])
-    if device.type == "cuda" and "cuda" in checkpoint["rng"]:
-        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-    if checkpoint["position"]:
-        saved = checkpoint["epoch_stats"]  # older checkpoints hold fewer slots
-        train_step.stats[: len(saved)].copy_(saved)
-
-
-def check_bad_steps(
-    current: dict[str, float],
-    last_read: dict[str, float],
-    config: Config,
-    paths: RunPaths,
-    epoch: int,
-    step: int,
-    callbacks: Callbacks,
-) -> None:
-    """Warn about skipped non-finite steps; stop after --max-bad-steps of them in a row."""
-    skipped = int(current["bad_steps"] - last_read["bad_steps"])
-    if skipped > 0:
-        callbacks.on_warning(
-            f"skipped {skipped} step(s) with a non-finite loss or gradient "
-            f"(epoch {epoch + 1}, step {step})"
-        )
-    if current["halted"] or current["bad_streak"] >= config.train.max_bad_steps:
-        raise TrainingFailed(
-            f"{config.train.max_bad_steps} non-finite steps in a row (--max-bad-steps "
-            f"{config.train.max_bad_steps}); training stopped, {paths.last} holds the last "
-            "good epoch (try a lower --lr)"
-        )
-
-
 def epoch_metrics(
-    epoch: int,
-    step: int,
-    config: Config,
-    train: dict[str, float],
-    test: Any,
-    train_step: TrainStep | CapturedStep,
+    progress: Progress, config: Config, train: dict[str, float], test: Any, lr: float
 ) -> dict[str, Any]:
     """One line of metrics.jsonl (timing fields are added by the caller)."""
     return {
-        "epoch": epoch,
-        "step": step,
+        "epoch": progress.epoch,
+        "step": progress.step,
         "binarize": config.data.binarize,
         "train_loss": train["loss"],
         "train_recon": train["recon"],
@@ -484,7 +546,7 @@ def epoch_metrics(
         "clipped_fraction": train["clipped_fraction"],
         "mean_grad_norm": train["mean_grad_norm"],
         "bad_steps": int(train["bad_steps"]),
-        "lr": train_step.lr_value,
+        "lr": lr,
     }
 
 
@@ -502,4 +564,3 @@ def save_epoch_pictures(
         paths.reconstruction_picture(epoch),
         nrow=8,
     )
-    model.train()

@@ -177,8 +177,16 @@ class TrialReporter(Callbacks):
             if self.trial.should_prune():
                 raise TrainingPruned(f"pruned after epoch {metrics['epoch']}")
 
+
+class TrialDisplay(Callbacks):
+    """A trial's terminal output: only its warnings, named by trial (each trial prints one
+    line when it ends)."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
     def on_warning(self, message: str) -> None:
-        print(f"Warning: trial {self.trial.number}: {message}", file=sys.stderr, flush=True)
+        print(f"Warning: trial {self.number}: {message}", file=sys.stderr, flush=True)
 
 
 def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
@@ -198,7 +206,8 @@ def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
             data_dir=sweep.data_dir,
             dataset=sweep.dataset,
             command=f"{sweep.command}  # trial {trial.number}",
-            display=lambda **_: TrialReporter(trial),
+            display=lambda **_: TrialDisplay(trial.number),
+            reporter=TrialReporter(trial),
         )
     except TrainingPruned:
         trial.set_user_attr("status", "pruned")
