@@ -97,6 +97,48 @@ def make_step(
     return build_step(population, configs, generators, graphs=graphs)
 
 
+class RecordedGraphs:
+    """CUDA graphs' stand-in on the CPU: a capture records the step without running it, and
+    a replay runs the recorded step on whatever its static input holds now. `events` lists
+    (what, batch size) in order: "warm-up", "capture", "replay"."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+
+    def new_graph(self, generators: list[torch.Generator]) -> dict:
+        return {}
+
+    def warm_up(self, work: Callable[[], None]) -> None:
+        self.events.append(("warm-up", self.batch))
+        work()
+
+    def capture(self, graph: dict, work: Callable[[], None]) -> None:
+        self.events.append(("capture", self.batch))
+        graph["work"] = work
+
+    def replay(self, graph: dict) -> None:
+        self.events.append(("replay", self.batch))
+        graph["work"]()
+
+    def synchronize(self) -> None:
+        pass
+
+    batch = 0  # set by the step wrapper below, for the events
+
+
+def record_batch_sizes(graphs: RecordedGraphs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `graphs` note the batch size of each call to a CapturedStep."""
+    from vae_cli.step import CapturedStep
+
+    real = CapturedStep.__call__
+
+    def call(step: CapturedStep, images: torch.Tensor, *args: object) -> None:
+        graphs.batch = images.shape[1]
+        real(step, images, *args)
+
+    monkeypatch.setattr(CapturedStep, "__call__", call)
+
+
 TINY = ("--limit", 512, "--epochs", 2, "--batch-size", 64, "--quiet")
 
 

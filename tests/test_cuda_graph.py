@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,35 @@ def test_graphs_follow_the_eager_run_including_the_last_short_batch(
     for g, e in zip(graph, eager, strict=True):
         assert g["train_loss"] == pytest.approx(e["train_loss"], rel=1e-3)
         assert g["test_loss"] == pytest.approx(e["test_loss"], rel=1e-3)
+
+
+def test_a_time_budget_measures_the_training_done_on_the_gpu(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replays run behind the host: the training time (and so the budget) must follow the
+    device, within 5 % of the wall time of the epochs' batches, waits included."""
+    from vae_cli import train as train_module
+    from vae_cli.data import load_dataset
+    from vae_cli.run_files import RunPaths, read_metrics
+
+    real, walls = train_module.run_epoch, []
+
+    def timed_epoch(*args: object) -> None:
+        started = time.perf_counter()
+        real(*args)
+        torch.cuda.synchronize()
+        walls.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(train_module, "run_epoch", timed_epoch)
+    budget = 3.0
+    config = Config().replace(
+        {"limit": 20000, "batch_size": 128, "device": "cuda", "epochs": 1000,
+         "time_budget": budget / 60}
+    )  # fmt: skip
+    dataset = load_dataset(data_dir, limit=20000)
+    train_module.train([train_module.Run(config, RunPaths(tmp_path / "r"))], dataset=dataset)
+    metrics = read_metrics(RunPaths(tmp_path / "r"))
+    trained = sum(m["seconds"] for m in metrics)
+    setup = sum(m.get("capture_seconds", 0.0) for m in metrics)
+    assert trained >= budget and trained - metrics[-1]["seconds"] < budget
+    assert trained == pytest.approx(sum(walls) - setup, rel=0.05)

@@ -185,3 +185,87 @@ def test_events_past_the_resumed_checkpoint_are_dropped(tmp_path: Path, data_dir
     events = EventAccumulator(str(run / "tensorboard"))  # purges as TensorBoard does
     events.Reload()
     assert [point.step for point in events.Scalars("test/loss")] == [1, 2]
+
+
+def hparams_records(run: Path) -> list[tuple[dict, float]]:
+    """Each hparams record in a run's TensorBoard files: (settings, best test loss)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    records = []
+    for path in sorted((run / "tensorboard/hparams").glob("events.out.tfevents.*")):
+        settings, best = None, None
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    settings = {
+                        name: getattr(v, v.WhichOneof("kind"))
+                        for name, v in data.session_start_info.hparams.items()
+                    }
+                elif value.tag == "hparam/best_test_loss":
+                    best = (
+                        value.tensor.float_val[0] if value.tensor.float_val else value.simple_value
+                    )
+        records.append((settings, best))
+    return records
+
+
+def test_the_hparams_record_holds_the_settings_and_the_true_best_after_a_resume(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    run = train_tiny(tmp_path, "r", data_dir, "--tensorboard", "--epochs", 1, "--beta", 0.5)
+    ((settings, best),) = hparams_records(run)
+    assert settings["train.beta"] == 0.5 and settings["train.lr"] == pytest.approx(1.2e-3)
+    assert settings["model.latent_dim"] == 32 and settings["data.binarize"] == "none"
+    assert settings["phases"] == 1
+    resumed = run_vae("train", "--resume", run, "--epochs", 3, "--data-dir", data_dir, "--quiet")
+    assert resumed.code == 0, resumed.stderr
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    ((settings, best),) = hparams_records(run)  # one record, not one per invocation
+    assert best == pytest.approx(min(m["test_loss"] for m in metrics), rel=1e-6)
+    assert settings["train.epochs"] == 3
+
+
+def test_a_pruned_trials_last_epoch_reaches_tensorboard(tmp_path: Path, data_dir: Path) -> None:
+    """The pruner stops a run after an epoch's hooks ran: TensorBoard must have seen it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vae_cli.callbacks import Callbacks
+    from vae_cli.config import Config
+    from vae_cli.errors import TrainingPruned
+    from vae_cli.session import run_training
+
+    class PruneAtEpochTwo(Callbacks):
+        def on_epoch(self, metrics: dict) -> None:
+            if metrics["epoch"] == 2:
+                raise TrainingPruned("pruned after epoch 2")
+
+    config = Config().replace(
+        {"limit": 256, "epochs": 4, "batch_size": 64, "tensorboard": True, "device": "cpu"}
+    )
+    with pytest.raises(TrainingPruned):
+        run_training(
+            config, tmp_path / "trial", None, data_dir=data_dir, command="vae tune",
+            display=lambda **_: Callbacks(), reporter=PruneAtEpochTwo(),
+        )  # fmt: skip
+    events = EventAccumulator(str(tmp_path / "trial/tensorboard"))
+    events.Reload()
+    assert [point.step for point in events.Scalars("test/loss")] == [1, 2]
+    assert json.loads((tmp_path / "trial/status.json").read_text())["status"] == "pruned"
+
+
+def test_the_python_api_loads_the_best_epoch_not_the_last(tmp_path: Path, data_dir: Path) -> None:
+    import vae_cli
+
+    run = train_tiny(tmp_path, "r", data_dir, "--epochs", 1)
+    # A second epoch at an absurd learning rate: worse, so best.pt stays epoch 1.
+    worse = run_vae("train", "--resume", run, "--epochs", 2, "--lr", 0.5, "--data-dir", data_dir)
+    assert worse.code == 0, worse.stderr
+    best, last = (load_checkpoint(run / "checkpoints" / n) for n in ("best.pt", "last.pt"))
+    assert (best["epoch"], last["epoch"]) == (1, 2)
+    vae = vae_cli.load(run)
+    assert all(torch.equal(t, best["model"][name]) for name, t in vae.state_dict().items())
+    assert not all(torch.equal(t, last["model"][name]) for name, t in vae.state_dict().items())

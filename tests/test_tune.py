@@ -14,11 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna  # a hard dependency: a broken install must fail here, not skip
 import pytest
 from conftest import run_vae
 from test_resume import metrics_without_timing
 
-optuna = pytest.importorskip("optuna")
+from vae_cli.errors import TrainingPruned
+from vae_cli.tune import TrialReporter
 
 TINY_SWEEP = """
 [data]
@@ -283,12 +285,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def postgres_program(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, else where Debian and Ubuntu install it
+    (/usr/lib/postgresql/NN/bin, the newest version)."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    installed = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    return str(installed[-1]) if installed else None
+
+
 @pytest.fixture
 def postgres_url() -> str:
     """A throwaway PostgreSQL server on a loopback port, in a temp folder, stopped afterwards."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL is not installed here (initdb and pg_ctl are not on PATH)")
+        pytest.skip("PostgreSQL is not installed here (no initdb and pg_ctl)")
     folder = Path(tempfile.mkdtemp(prefix="vae-postgres-"))
     as_server_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
@@ -443,3 +458,59 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(
     assert "non-finite steps in a row" in first.user_attrs["error"]
     assert second.state.name == "COMPLETE"
     assert "Warning: trial 0: skipped" in result.stderr
+
+
+def test_each_epoch_reports_its_own_test_bound_and_the_median_pruner_decides() -> None:
+    """Values that differ per epoch: the train loss, or another epoch's value, would show."""
+    study = optuna.create_study(
+        direction="minimize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1)
+    )
+    first = study.ask()
+    reporter = TrialReporter(first)
+    for epoch, test_loss in ((1, 100.0), (2, 90.0), (3, 80.0)):
+        reporter.on_epoch({"epoch": epoch, "test_loss": test_loss, "train_loss": 7.0 * epoch})
+    study.tell(first, 80.0)
+    assert study.trials[0].intermediate_values == {1: 100.0, 2: 90.0, 3: 80.0}
+    second = study.ask()
+    reporter = TrialReporter(second)
+    reporter.on_epoch({"epoch": 1, "test_loss": 95.0, "train_loss": 1.0})  # better: goes on
+    with pytest.raises(TrainingPruned):
+        reporter.on_epoch({"epoch": 2, "test_loss": 99.0, "train_loss": 1.0})  # 99 > 90
+    assert study.trials[1].intermediate_values == {1: 95.0, 2: 99.0}
+    assert second.user_attrs["epochs"] == 2
+    # An IWAE trial is judged by the bound it trains, the test IWAE bound.
+    third = study.ask()
+    TrialReporter(third).on_epoch(
+        {"epoch": 1, "test_loss": 120.0, "test_iwae": 97.5, "test_iwae_k": 5, "train_loss": 1.0}
+    )
+    assert study.trials[2].intermediate_values == {1: 97.5}
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        ({"[train]\n": '[train]\nobjective = "iwae"\nk = 2\nbeta = 0.5\n'}, "--objective iwae"),
+        ({"[data]": "[model]\nmin_std = 1000.0\n[data]"}, "not below the largest sigma"),
+        (
+            {
+                "[train]\n": '[train]\nobjective = "iwae"\nk = 1000\n',
+                "batch_size = 64": "batch_size = 20000",
+                "limit = 256": "limit = 30000",
+            },
+            "one training step needs",
+        ),
+    ],
+    ids=["iwae-with-beta", "min-std", "memory"],
+)
+def test_invalid_fixed_settings_create_no_study(
+    edits: dict[str, str], message: str, tmp_path: Path, data_dir: Path
+) -> None:
+    text = TINY_SWEEP.format(epochs=1)
+    for old, new in edits.items():
+        text = text.replace(old, new)
+    config = tmp_path / "sweep.toml"
+    config.write_text(text)
+    result = run_vae(*tune_args(config, tmp_path / "runs", data_dir, "--trials", 1))
+    assert result.code == 2 and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "runs").exists()

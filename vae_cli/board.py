@@ -68,13 +68,19 @@ class TensorBoardLogger(Callbacks):
         self.writer.flush()
 
     def close(self) -> None:
+        """The run's settings and its true best as its one hparams record: a resumed run's
+        earlier record (with the best of its time) is replaced, not kept beside it."""
         best = best_epoch(read_metrics(self.paths))
         if best is not None:
+            folder = self.paths.root / "tensorboard" / "hparams"
+            earlier = list(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
             self.writer.add_hparams(
                 hparams(self.config),
                 {"hparam/best_test_loss": selection_loss(best)},
                 run_name="hparams",
             )
+            for path in earlier:
+                path.unlink(missing_ok=True)
         self.writer.close()
 
 

@@ -119,7 +119,7 @@ def run_epoch(
         step(training.batch(orders, batch_index), *training.schedules(phase))
         progress.step, progress.position = progress.step + 1, batch_index + 1
         training.images_this_epoch += training.batch_size_at(batch_index)
-        if training.device.type != "cuda":
+        if training.synchronous:
             training.clock.synced()  # a CPU step has finished when it returns
         end_of_epoch = progress.position == training.steps_per_epoch
         if end_of_epoch or interrupt.requested or progress.position % PROGRESS_EVERY == 0:
@@ -173,9 +173,12 @@ class Training:
         self, runs: list[Run], dataset: Dataset, graphs: Graphs | None, callbacks: Callbacks
     ) -> None:
         self.runs, self.graphs, self.callbacks = runs, graphs, callbacks
+        # Whether a step has finished when it returns: on a GPU (or a graph stand-in that may
+        # run behind the host) only a read of the statistics waits for the device.
         self.failure: str | None = None  # why the last member failed, for a population
         config = runs[0].config
         self.device = resolve_device(config.train.device)
+        self.synchronous = self.device.type != "cuda" and graphs is None
         make_deterministic(self.device, compiling=config.train.compile)
         train_images, test_images = prepare_images(dataset, config.data.binarize)
         self.dataset = dataset

@@ -366,6 +366,30 @@ def save_plots(study: optuna.Study, folder: Path) -> list[str]:
     return written
 
 
+def check_fixed_settings(config: Config, space: list[Dimension]) -> None:
+    """The settings every trial shares must be valid before the study is touched: a trial
+    that failed on them would be left in the study for nothing."""
+    from vae_cli.session import check_posterior_bounds, check_training_settings
+
+    check_training_settings(config)
+    check_posterior_bounds(config)
+
+
+# Sizes whose largest searched values make the most demanding trial.
+MEMORY_SIZES = ("batch_size", "hidden_dim", "latent_dim", "k")
+
+
+def check_largest_trial_fits(config: Config, space: list[Dimension], n_train: int) -> None:
+    """The memory check of `vae train`, for the largest trial the space can draw."""
+    from vae_cli.device import resolve_device
+    from vae_cli.memory import check_step_fits
+
+    largest = {
+        d.name: max(d.choices or (d.low, d.high)) for d in space if d.name in MEMORY_SIZES
+    }
+    check_step_fits(config.replace(largest), resolve_device(config.train.device), n_train)
+
+
 def start_sweep(
     config_file: Path,
     *,
@@ -393,9 +417,11 @@ def start_sweep(
     config, space = load_tune_config(config_file)
     dataset = None
     if trials:
+        check_fixed_settings(config, space)
         resolved = resolve_data_dir(data_dir)
         dataset = load_dataset(resolved, config.data.dataset, config.data.limit)
         data_dir = resolved
+        check_largest_trial_fits(config, space, len(dataset.train_images))
     sweep = Sweep(config, space, runs_dir / name, data_dir, command, dataset)
     return tune(
         sweep,
