@@ -18,6 +18,7 @@ from test_resume import metrics_without_timing
 
 from vae_cli import console
 from vae_cli import step as step_module
+from vae_cli.adam import MemberAdam
 from vae_cli.checkpoint import load_checkpoint
 from vae_cli.config import Config, load_config
 from vae_cli.data import load_dataset
@@ -184,18 +185,18 @@ def test_each_phase_builds_its_step_from_its_own_settings(
     """adam_beta2 and grad_clip set in phase 2 reach the Adam update and the clip of the step
     that trains it, and a resume in phase 2 builds its step the same way."""
     used: list[tuple[float, float]] = []
-    real_adam, real_clip = step_module.adam_step, step_module.clip_per_member
+    real_adam, real_clip = MemberAdam.step, step_module.clip_per_member
     clip_seen: list[float] = []
 
-    def adam_step(*args: object, beta2: list[float], **kwargs: object) -> None:
-        used.append((beta2[0], clip_seen[-1]))
-        real_adam(*args, beta2=beta2, **kwargs)
+    def adam_step(adam: MemberAdam, skip: torch.Tensor) -> None:
+        used.append((adam.beta2[0], clip_seen[-1]))
+        real_adam(adam, skip)
 
     def clip_per_member(grads: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
         clip_seen.append(max_norm.item())
         return real_clip(grads, max_norm)
 
-    monkeypatch.setattr(step_module, "adam_step", adam_step)
+    monkeypatch.setattr(MemberAdam, "step", adam_step)
     monkeypatch.setattr(step_module, "clip_per_member", clip_per_member)
     text = TWO_PHASES.replace("[[phases]]\n", "[[phases]]\nadam_beta2 = 0.9\ngrad_clip = 0.5\n")
 

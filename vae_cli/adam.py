@@ -73,35 +73,41 @@ class AdamState:
         self.exp_avg_sq[member].copy_(layout(state["exp_avg_sq"].to(self.exp_avg.device)))
 
 
-@torch.no_grad()
-def adam_step(
-    params: torch.Tensor,
-    grads: torch.Tensor,
-    state: AdamState,
-    *,
-    lr: torch.Tensor,
-    beta2: list[float],
-    skip: torch.Tensor,
-) -> None:
-    """Update every member row of `params` whose `skip` entry (float, (M,)) is 0; the others
-    keep their weights, moments and step count. `lr` is a (M,) device tensor, so a captured
-    CUDA graph replays with the rate written before each step."""
-    state.steps.add_(1)
-    for member, member_beta2 in enumerate(beta2):
-        torch._fused_adam_(
-            [params[member]],
-            [grads[member]],
-            [state.exp_avg[member]],
-            [state.exp_avg_sq[member]],
-            [],
-            [state.steps[member]],
-            lr=lr[member],
-            beta1=BETA1,
-            beta2=member_beta2,
-            weight_decay=0.0,
-            eps=EPS,
-            amsgrad=False,
-            maximize=False,
-            found_inf=skip[member],
-        )
-    state.steps.sub_(skip)
+class MemberAdam:
+    """Adam over a population's (M, P) weights: one fused kernel per member, with that
+    member's rows, lr, beta2 and skip flag (views made once, not per step)."""
+
+    def __init__(
+        self, params: Tensor, grads: Tensor, state: AdamState, *, lr: Tensor, beta2: list[float]
+    ) -> None:
+        self.state, self.lr, self.beta2 = state, lr, list(beta2)
+        self.rows = [
+            ([params[m]], [grads[m]], [state.exp_avg[m]], [state.exp_avg_sq[m]], [state.steps[m]])
+            for m in range(len(params))
+        ]
+        self.member_lr = [lr[m] for m in range(len(params))]
+
+    @torch.no_grad()
+    def step(self, skip: Tensor) -> None:
+        """Update every member whose `skip` entry (float, (M,)) is 0; the others keep their
+        weights, moments and step count. lr is a (M,) device tensor written before each step,
+        so a captured CUDA graph replays with the current rates."""
+        self.state.steps.add_(1)
+        for member, (params, grads, exp_avg, exp_avg_sq, steps) in enumerate(self.rows):
+            torch._fused_adam_(
+                params,
+                grads,
+                exp_avg,
+                exp_avg_sq,
+                [],
+                steps,
+                lr=self.member_lr[member],
+                beta1=BETA1,
+                beta2=self.beta2[member],
+                weight_decay=0.0,
+                eps=EPS,
+                amsgrad=False,
+                maximize=False,
+                found_inf=skip[member],
+            )
+        self.state.steps.sub_(skip)

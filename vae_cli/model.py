@@ -191,7 +191,9 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.dim() == 2:
             return F.linear(x, self.weight, self.bias)
-        rows = x.reshape(len(self.weight), -1, x.shape[-1])  # (M, R, in)
+        if x.dim() == 3:  # (M, R, in), the trainer's batches
+            return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
+        rows = x.reshape(len(self.weight), -1, x.shape[-1])  # e.g. IWAE's (M, K, B, in)
         out = torch.baddbmm(self.bias.unsqueeze(1), rows, self.weight)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from vae_cli.adam import adam_step
+from vae_cli.adam import MemberAdam
 from vae_cli.clock import TrainingClock
 from vae_cli.config import Config
 from vae_cli.data import to_float
@@ -77,6 +77,13 @@ class TrainStep:
             [float(t.max_bad_steps) for t in train], dtype=torch.float64, device=device
         )
         self.beta2 = [t.adam_beta2 for t in train]
+        self.adam = MemberAdam(
+            population.flat.detach(),
+            population.flat_grad,
+            population.adam,
+            lr=self.lr,
+            beta2=self.beta2,
+        )
         self.noise = [g["noise"] for g in generators]
         self.binarize = [g["binarize"] for g in generators]
         self.amp = self.shared.train.amp and device.type == "cuda"
@@ -189,14 +196,7 @@ class TrainStep:
         # After --max-bad-steps in a row every later update of that member is skipped too, so
         # its weights stay those of the step that hit the limit until the host reads it.
         skip = ((~finite) | population.stats.halted() | (population.frozen > 0)).float()
-        adam_step(
-            population.flat,
-            population.flat_grad,
-            population.adam,
-            lr=self.lr,
-            beta2=self.beta2,
-            skip=skip,
-        )
+        self.adam.step(skip)
         self.accumulate(parts, grad_norm, finite, x.shape[1])
 
     def accumulate(

@@ -384,9 +384,7 @@ def check_largest_trial_fits(config: Config, space: list[Dimension], n_train: in
     from vae_cli.device import resolve_device
     from vae_cli.memory import check_step_fits
 
-    largest = {
-        d.name: max(d.choices or (d.low, d.high)) for d in space if d.name in MEMORY_SIZES
-    }
+    largest = {d.name: max(d.choices or (d.low, d.high)) for d in space if d.name in MEMORY_SIZES}
     check_step_fits(config.replace(largest), resolve_device(config.train.device), n_train)
 
 
