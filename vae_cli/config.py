@@ -78,8 +78,9 @@ class TrainConfig:
     final_lr: float = setting(1e-4, "Learning rate at the end of a cosine schedule.", minimum=0)
     time_budget: float | None = setting(
         None,
-        "Minutes of training: the schedule follows wall-clock time and training stops "
-        "at the first epoch end past it.",
+        "Minutes of training time (the steps' wall time, waits for the device included; not "
+        "the test pass, pictures or checkpoints): the cosine schedule follows it and training "
+        "stops at the first epoch end past it.",
         above=0,
     )
     seed: int = setting(0, "Seed for weights, data order and noise.", minimum=0, maximum=MAX_SEED)
