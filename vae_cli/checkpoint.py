@@ -119,11 +119,25 @@ def validate_checkpoint(path: Path, checkpoint: Any) -> dict[str, Any]:
     return checkpoint
 
 
+def run_folders(runs_dir: Path) -> list[Path]:
+    """The run folders in runs_dir: its own, and the members of its populations."""
+    from vae_cli.run_files import POPULATION_FILE
+
+    if not runs_dir.is_dir():
+        return []
+    folders = []
+    for folder in runs_dir.iterdir():
+        if (folder / POPULATION_FILE).is_file():
+            folders += [member for member in folder.iterdir() if member.is_dir()]
+        elif folder.is_dir():
+            folders.append(folder)
+    return folders
+
+
 def find_latest_run(runs_dir: Path) -> Path:
-    """The most recently modified run folder that holds a checkpoint."""
-    runs = (
-        [p for p in runs_dir.iterdir() if (p / "checkpoints").is_dir()] if runs_dir.is_dir() else []
-    )
+    """The most recently modified run folder that holds a checkpoint (a population's
+    members count as runs)."""
+    runs = [p for p in run_folders(runs_dir) if (p / "checkpoints").is_dir()]
     runs = [p for p in runs if any((p / "checkpoints").glob("*.pt"))]
     if not runs:
         raise UserError(
@@ -134,9 +148,14 @@ def find_latest_run(runs_dir: Path) -> Path:
 
 
 def resolve_checkpoint(checkpoint: Path | None, runs_dir: Path, prefer: str = "best") -> Path:
-    """--checkpoint as a file, a run folder (its best.pt) or, when omitted, the latest run."""
+    """--checkpoint as a file, a run folder (its best.pt), a population's folder (its best
+    member's best.pt) or, when omitted, the latest run."""
+    from vae_cli.population import best_member, is_population
+
     if checkpoint is None:
         checkpoint = find_latest_run(runs_dir)
+    if checkpoint.is_dir() and is_population(checkpoint):
+        checkpoint = best_member(checkpoint)
     if checkpoint.is_dir():
         folder = checkpoint / "checkpoints" if (checkpoint / "checkpoints").is_dir() else checkpoint
         for name in (f"{prefer}.pt", "best.pt", "last.pt"):

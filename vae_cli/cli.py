@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -88,11 +89,8 @@ def run_command(argv: list[str] | None, prog_name: str, termination: Termination
         return report(str(error), 1)
     except TrainingInterrupted as stop:
         stopped = "Terminated" if stop.signum == signal.SIGTERM else "Interrupted"
-        print(
-            f"{stopped}: saved {stop.checkpoint}. Resume with:\n"
-            f"  vae train --resume {stop.run_dir}",
-            file=sys.stderr,
-        )
+        commands = "".join(f"\n  vae train --resume {shlex.quote(d)}" for d in stop.run_dirs)
+        print(f"{stopped}: saved {stop.saved}. Resume with:{commands}", file=sys.stderr)
         return 128 + stop.signum
     except (typer.Abort, KeyboardInterrupt):
         return report_stop(termination.received)
@@ -145,15 +143,18 @@ Out = Annotated[Path | None, typer.Option(help="PNG to write (default: inside th
 def load(checkpoint: Path | None, runs_dir: Path, device: str, *, announce: bool = True) -> Any:
     """The model to use; without --checkpoint, the latest run's, and a line saying which."""
     from vae_cli.checkpoint import resolve_checkpoint
-    from vae_cli.inference import load_model, note_latest_run
+    from vae_cli.inference import load_model, note_latest_run, note_population_member
+    from vae_cli.population import is_population
 
     if device not in ("auto", "cpu", "cuda", "mps"):
         raise UserError(f"--device {device}: expected auto, cpu, cuda or mps")
     loaded = load_model(resolve_checkpoint(checkpoint, runs_dir), device)
     if checkpoint is None:
         note_latest_run(loaded, runs_dir)
-        if announce:
-            print(loaded.picked["line"])
+    elif checkpoint.is_dir() and is_population(checkpoint):
+        note_population_member(loaded, checkpoint)
+    if announce and loaded.picked is not None:
+        print(loaded.picked["line"])
     return loaded
 
 
@@ -193,6 +194,7 @@ def train(
     final_lr: Annotated[float | None, config_option("final_lr")] = None,
     time_budget: Annotated[float | None, config_option("time_budget")] = None,
     seed: Annotated[int | None, config_option("seed")] = None,
+    seeds: Annotated[str | None, config_option("seeds")] = None,
     grad_clip: Annotated[float | None, config_option("grad_clip")] = None,
     max_bad_steps: Annotated[int | None, config_option("max_bad_steps")] = None,
     beta: Annotated[float | None, config_option("beta")] = None,
@@ -218,12 +220,13 @@ def train(
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars: one line per epoch.")] = False,
 ) -> None:
-    """Train a VAE; writes config, checkpoints, metrics and pictures to runs/NAME/."""
+    """Train a VAE (or one per seed with --seeds, stacked); writes config, checkpoints,
+    metrics and pictures to runs/NAME/ (runs/NAME/seed-S/ per member)."""
     flags = {key: value for key, value in locals().items() if key not in RUN_OPTIONS}
     from vae_cli import console
     from vae_cli.session import start_training
 
-    history, paths = start_training(
+    trained = start_training(
         flags,
         config_file=config_file,
         data_dir=data_dir,
@@ -234,7 +237,7 @@ def train(
         command=command_line(ctx),
         display=lambda **kw: console.TrainingDisplay(quiet=quiet, **kw),
     )
-    console.training_summary(history, paths)
+    console.training_summary(trained)
 
 
 @app.command("eval")

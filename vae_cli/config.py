@@ -39,6 +39,7 @@ def setting(
 
 # Seeds fit 32 bits everywhere: torch generators take more, but Optuna's samplers (numpy) do not.
 MAX_SEED = 2**32 - 1
+MAX_MEMBERS = 64  # one stacked step holds every member's weights, moments and activations
 
 
 @dataclass
@@ -84,6 +85,11 @@ class TrainConfig:
         above=0,
     )
     seed: int = setting(0, "Seed for weights, data order and noise.", minimum=0, maximum=MAX_SEED)
+    seeds: str | None = setting(
+        None,
+        "Train one member per seed in one process (e.g. 0-7 or 0,3,5; at most "
+        f"{MAX_MEMBERS} members); each is an ordinary run folder RUN/seed-S/.",
+    )
     grad_clip: float = setting(1.0, "Max global gradient norm (0 disables clipping).", minimum=0)
     max_bad_steps: int = setting(
         20, "Stop after this many non-finite steps in a row.", minimum=1, maximum=1_000_000
@@ -174,6 +180,44 @@ PHASE_KEYS = (
     "grad_clip",
     "adam_beta2",
 )
+
+
+# Settings that may differ between the members of one population: they change numbers, not
+# tensor shapes or the code a step runs, so such runs train stacked in one step.
+PER_MEMBER_KEYS = (
+    "seed",
+    "lr",
+    "final_lr",
+    "beta",
+    "kl_warmup_epochs",
+    "free_bits",
+    "grad_clip",
+    "adam_beta2",
+)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds: "0-7", "0,3,5" or both ("0-3,8"); every seed once, 32 bits, at most
+    MAX_MEMBERS of them. A UserError says what is wrong."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.strip().isdigit() or (dash and not last.strip().isdigit()):
+            raise UserError(
+                f"--seeds {text!r}: expected seeds like 0-7 or 0,3,5 (non-negative integers)"
+            )
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise UserError(f"--seeds {text!r}: the range {part.strip()} runs backwards")
+        if high > MAX_SEED:
+            raise UserError(f"--seeds {text!r}: seeds are at most {MAX_SEED} (32 bits)")
+        if len(seeds) + high - low + 1 > MAX_MEMBERS:
+            raise UserError(f"--seeds {text!r}: at most {MAX_MEMBERS} members")
+        seeds.extend(range(low, high + 1))
+    if len(set(seeds)) != len(seeds):
+        repeated = next(seed for seed in seeds if seeds.count(seed) > 1)
+        raise UserError(f"--seeds {text!r}: seed {repeated} is given twice")
+    return seeds
 
 
 SECTION_TYPES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

@@ -45,6 +45,9 @@ class TrainingDisplay(Callbacks):
             f"test images, binarize={self.binarize}",
             f"run folder  {self.run_dir}",
         ]
+        members = info["members"]
+        if len(members) > 1:
+            lines.append(f"members     {len(members)}: {', '.join(members)}")
         plan = info["plan"]
         if len(plan) == 1:
             lines.append(f"plan        {plan[0]}")
@@ -98,8 +101,9 @@ class TrainingDisplay(Callbacks):
     def on_epoch(self, metrics: dict[str, Any]) -> None:
         # A run in phases has no fixed epoch count: it names the phase instead.
         total = f"/{self.epochs}" if self.epochs else f" phase {metrics['phase']}"
+        member = f"{metrics['member']}  " if metrics.get("member") else ""
         line = (
-            f"epoch {metrics['epoch']:>3}{total}  train {metrics['train_loss']:.2f}  "
+            f"epoch {metrics['epoch']:>3}{total}  {member}train {metrics['train_loss']:.2f}  "
             f"test {metrics['test_loss']:.2f} (recon {metrics['test_recon']:.2f}, "
             f"kl {metrics['test_kl']:.2f})  "
         )
@@ -132,13 +136,39 @@ def resumed_lines(info: dict[str, Any]) -> list[str]:
     return []
 
 
-def training_summary(history: list[dict[str, Any]], paths: list[str]) -> None:
+def training_summary(trained: Any) -> None:
+    """The best epoch of one run, or a population's members and their spread."""
     console = stdout()
-    best = best_epoch(history)
-    if best is not None:
-        console.print(best_epoch_table(best))
-    for path in paths:
+    if trained.population is not None:
+        console.print(population_table(trained.population))
+        spread = trained.population["best_test_loss"]
+        if spread["mean"] is not None:
+            std = f" ± {spread['std']:.3f}" if spread["std"] is not None else ""
+            console.print(
+                f"best test loss over {spread['members']} members: {spread['mean']:.3f}{std} "
+                "(mean ± standard deviation)"
+            )
+    else:
+        best = best_epoch(trained.states[0].history)
+        if best is not None:
+            console.print(best_epoch_table(best))
+    for path in trained.written():
         console.print(f"wrote {path}")
+
+
+def population_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="members")
+    for column in ("member", "status", "best epoch", "best test loss"):
+        table.add_column(column, justify="left" if column in ("member", "status") else "right")
+    for row in summary["members"]:
+        loss = row["best_test_loss"]
+        table.add_row(
+            row["run"],
+            row["status"],
+            str(row["best_epoch"] or "-"),
+            f"{loss:.3f}" if loss is not None else "-",
+        )
+    return table
 
 
 def best_epoch_table(best: dict[str, Any]) -> Table:

@@ -15,13 +15,14 @@ class TrainingFailed(Exception):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM during training: the run was saved and can be resumed (exit code
-    128 + the signal's number: 130 or 143)."""
+    """Ctrl-C or SIGTERM during training: the runs were saved and can be resumed (exit code
+    128 + the signal's number: 130 or 143). `run_dirs` are what `--resume` takes: one run, a
+    population's folder, or each run of a sweep's stack."""
 
-    def __init__(self, run_dir: str, checkpoint: str, signum: int = signal.SIGINT) -> None:
-        super().__init__(f"interrupted; saved {checkpoint}")
-        self.run_dir = run_dir
-        self.checkpoint = checkpoint
+    def __init__(self, run_dirs: list[str], saved: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(f"interrupted; saved {saved}")
+        self.run_dirs = run_dirs
+        self.saved = saved
         self.signum = signum
 
 

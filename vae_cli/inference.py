@@ -55,6 +55,20 @@ def note_latest_run(loaded: Loaded, runs_dir: Path) -> None:
     }
 
 
+def note_population_member(loaded: Loaded, population: Path) -> None:
+    """Record which member of a population was used for a command that needs one model."""
+    from vae_cli.population import member_folders
+
+    count = len(member_folders(population))
+    loaded.picked = {
+        "run": str(loaded.run_dir),
+        "checkpoint": str(loaded.path),
+        "status": "",
+        "line": f"using {loaded.run_dir}: the best of the {count} members of {population} by "
+        f"test loss (pass --checkpoint {population}/MEMBER for another)",
+    }
+
+
 def load_model(path: Path, device_name: str = "auto") -> Loaded:
     device = resolve_device(device_name)
     checkpoint = load_checkpoint(path, map_location=device)

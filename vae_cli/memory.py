@@ -49,16 +49,24 @@ def device_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_step_fits(config: Config, device: torch.device, n_train: int) -> None:
-    """Refuse a run whose training step cannot fit in the device's memory at all."""
-    need, have = step_bytes(config, n_train), device_memory_bytes(device)
+def check_step_fits(
+    config: Config, device: torch.device, n_train: int, *, members: int = 1
+) -> None:
+    """Refuse a run (or a population of `members` stacked runs) whose training step cannot fit
+    in the device's memory at all."""
+    need = members * step_bytes(config, n_train)
+    have = device_memory_bytes(device)
     if need <= have:
         return
     k = largest_k(config)
     samples = f" x k {k}" if k > 1 else ""
+    stacked = f" x {members} members" if members > 1 else ""
     culprits = "--batch-size, --k or --hidden-dim" if k > 1 else "--batch-size or --hidden-dim"
+    if members > 1:
+        culprits += " or the number of --seeds"
     raise UserError(
         f"one training step needs at least {need / 2**30:,.0f} GiB (batch "
-        f"{min(config.train.batch_size, n_train)}{samples}, hidden {config.model.hidden_dim}), "
-        f"more than the {have / 2**30:,.0f} GiB of {device.type} memory here; lower {culprits}"
+        f"{min(config.train.batch_size, n_train)}{samples}, hidden {config.model.hidden_dim}"
+        f"{stacked}), more than the {have / 2**30:,.0f} GiB of {device.type} memory here; "
+        f"lower {culprits}"
     )

@@ -14,6 +14,8 @@ from typing import Any
 from vae_cli.errors import UserError
 from vae_cli.files import append_line, json_object, read_lines, write_atomically
 
+POPULATION_FILE = "population.json"  # marks a population's folder: its members, its summary
+
 
 @dataclass
 class RunPaths:

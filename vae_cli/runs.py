@@ -17,6 +17,7 @@ from vae_cli import __version__
 from vae_cli.config import Config, load_config, to_toml
 from vae_cli.errors import UserError
 from vae_cli.files import json_object, make_folder, read_lines, write_atomically
+from vae_cli.run_files import POPULATION_FILE
 
 
 def default_run_name() -> str:
@@ -37,7 +38,8 @@ def check_folder_name(name: str, flag: str) -> None:
 
 def check_new_run(root: Path, *, overwrite: bool) -> None:
     """Refuse to reuse an existing run folder unless the user asked for --overwrite, and
-    never let --overwrite delete a folder that is not a run (a sweep's study, say)."""
+    never let --overwrite delete a folder that is not a run or a population (a sweep's study,
+    say)."""
     if not root.exists():
         return
     if not root.is_dir():
@@ -49,18 +51,24 @@ def check_new_run(root: Path, *, overwrite: bool) -> None:
             f"{root}: run already exists; pick another --name, continue it with "
             f"--resume {root}, or replace it with --overwrite"
         )
-    if not (root / "config.toml").is_file():
+    if not ((root / "config.toml").is_file() or (root / POPULATION_FILE).is_file()):
         raise UserError(
             f"{root}: not a run folder (no config.toml), so --overwrite will not delete it; "
             "pick another --name"
         )
 
 
+def replace_folder(root: Path) -> None:
+    """--overwrite: remove a run or population folder that check_new_run allowed."""
+    if root.exists():
+        shutil.rmtree(root)
+
+
 def create_run(root: Path, config: Config, manifest: dict[str, Any], *, overwrite: bool) -> None:
     """A fresh run folder holding the resolved config and manifest."""
     check_new_run(root, overwrite=overwrite)
-    if overwrite and root.exists():
-        shutil.rmtree(root)
+    if overwrite:
+        replace_folder(root)
     make_folder(root, "run folder")
     write_atomically(root / "config.toml", to_toml(config, manifest).encode())
 
@@ -176,7 +184,17 @@ def recorded_data_dir(run_dir: Path) -> Path | None:
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:
+    """Every run folder, a population's members as NAME/MEMBER."""
     if not runs_dir.is_dir():
         return []
-    summaries = (summarize_run(p) for p in sorted(runs_dir.iterdir()) if p.is_dir())
-    return [s for s in summaries if s is not None]
+    summaries = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        if (folder / POPULATION_FILE).is_file():
+            for member in sorted(p for p in folder.iterdir() if p.is_dir()):
+                summary = summarize_run(member)
+                if summary is not None:
+                    summary.name = f"{folder.name}/{member.name}"
+                    summaries.append(summary)
+        elif (summary := summarize_run(folder)) is not None:
+            summaries.append(summary)
+    return summaries

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,37 @@ def check_posterior_bounds(config: Config) -> None:
         )
 
 
+@dataclass
+class RunSpec:
+    """A run to train: its settings, its folder, the checkpoint it resumes from (None: a new
+    run), its name within a stack, and a sweep's pruner for it."""
+
+    config: Config
+    root: Path
+    checkpoint: dict[str, Any] | None = None
+    label: str = ""
+    reporter: Any = None
+
+
+@dataclass
+class Trained:
+    """What a `vae train` invocation trained: each run's final state, and for a population
+    its summary (population.json)."""
+
+    specs: list[RunSpec]
+    states: list[Any]
+    population: dict[str, Any] | None = None
+
+    def written(self) -> list[str]:
+        from vae_cli.run_files import RunPaths
+
+        if self.population is not None:
+            return [str(self.specs[0].root.parent / "population.json")]
+        paths = RunPaths(self.specs[0].root)
+        files = (paths.config, paths.last, paths.best, paths.metrics, paths.curves)
+        return [str(p) for p in files if p.exists()]
+
+
 def start_training(
     flags: dict[str, Any],
     *,
@@ -194,23 +226,27 @@ def start_training(
     overwrite: bool,
     command: str,
     display: Callable[..., Any],
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Validate everything, prepare the run folder, train; returns metrics and paths written."""
-    from vae_cli.checkpoint import load_checkpoint
+) -> Trained:
+    """Validate everything, prepare the run folder(s), train: one run, or a population of
+    seeds (--seeds) whose members are run folders inside RUNS/NAME/."""
+    from vae_cli.config import parse_seeds
+    from vae_cli.population import is_population, member_config, member_label
     from vae_cli.runs import check_folder_name, check_new_run, default_run_name, run_data_dir
 
-    checkpoint = None
+    population = None
     if resume is not None:
         if config_file is not None or name is not None or overwrite:
             raise UserError(
                 "--resume continues a run with its own config and folder; "
                 "drop --config, --name and --overwrite"
             )
-        root, checkpoint_path = resume_target(resume)
-        checkpoint = load_checkpoint(checkpoint_path)
-        config = resumed_config(checkpoint["config"], flags)
-        check_unfinished(resume, config, checkpoint)
-        data_dir = run_data_dir(root, data_dir)  # as trained, like every command on a run
+        if flags.get("seeds") is not None:
+            raise UserError("--seeds: a resume continues the members the population has")
+        if resume.is_dir() and is_population(resume):
+            population, specs = resume, resume_population(resume, flags)
+        else:
+            specs = [resume_run(resume, flags)]
+        data_dir = run_data_dir(specs[0].root, data_dir)  # as trained, like every command
     else:
         config = build_config(flags, config_file)
         check_phase_lengths(config, flags, config_file)
@@ -218,15 +254,167 @@ def start_training(
             check_folder_name(name, "--name")
         root = runs_dir / (default_run_name() if name is None else name)
         check_new_run(root, overwrite=overwrite)
-    return run_training(
-        config,
-        root,
-        checkpoint,
+        if config.train.seeds is None:
+            specs = [RunSpec(config, root)]
+        else:
+            population = root
+            specs = [
+                RunSpec(
+                    member_config(config, seed), root / member_label(seed), label=member_label(seed)
+                )
+                for seed in parse_seeds(config.train.seeds)
+            ]
+    states = train_stack(
+        specs,
         data_dir=data_dir,
         command=command,
         display=display,
         overwrite=overwrite,
+        population=population,
     )
+    summary = None
+    if population is not None:
+        from vae_cli.population import read_population
+
+        summary = read_population(population).get("summary")
+    return Trained(specs, states, summary)
+
+
+def resume_run(target: Path, flags: dict[str, Any]) -> RunSpec:
+    """One run to continue from its last.pt (or the checkpoint given), with the flags a resume
+    may change."""
+    from vae_cli.checkpoint import load_checkpoint
+
+    root, checkpoint_path = resume_target(target)
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = resumed_config(checkpoint["config"], flags)
+    check_unfinished(target, config, checkpoint)
+    return RunSpec(config, root, checkpoint)
+
+
+def resume_population(root: Path, flags: dict[str, Any]) -> list[RunSpec]:
+    """Every member still training when the population stopped; members that failed or were
+    pruned stay as they ended."""
+    from vae_cli.checkpoint import load_checkpoint
+    from vae_cli.population import member_folders
+    from vae_cli.run_files import read_status
+
+    specs = []
+    for folder in member_folders(root):
+        if read_status(folder) in ("failed", "pruned"):
+            continue
+        member, checkpoint_path = resume_target(folder)
+        checkpoint = load_checkpoint(checkpoint_path)
+        config = resumed_config(checkpoint["config"], flags)
+        specs.append(RunSpec(config, member, checkpoint, label=folder.name))
+    if not specs:
+        raise UserError(f"--resume {root}: every member failed or was pruned")
+    check_unfinished(root, specs[0].config, specs[0].checkpoint)
+    return specs
+
+
+def train_stack(
+    specs: list[RunSpec],
+    *,
+    data_dir: Path | None,
+    command: str,
+    display: Callable[..., Any],
+    overwrite: bool = False,
+    dataset: Any = None,
+    population: Path | None = None,
+) -> list[Any]:
+    """Train runs that share a shape in one stacked step: new runs (checkpoint None) get
+    their folders, resumed ones continue; `dataset` is read from `data_dir` unless given.
+    Everything is checked before any folder is made."""
+    from vae_cli.callbacks import CallbackGroup, Callbacks
+    from vae_cli.data import load_dataset, resolve_data_dir
+    from vae_cli.device import device_description, resolve_device
+    from vae_cli.memory import check_step_fits
+    from vae_cli.run_files import RunPaths
+    from vae_cli.runs import build_manifest, create_run, replace_folder
+    from vae_cli.train import Run, train
+
+    first = specs[0].config
+    for spec in specs:
+        check_training_settings(spec.config)
+        check_posterior_bounds(spec.config)
+    if first.train.tensorboard:
+        from vae_cli.board import check_tensorboard_installed
+
+        check_tensorboard_installed()
+    device = resolve_device(first.train.device)
+    if dataset is None:
+        dataset = load_dataset(resolve_data_dir(data_dir), first.data.dataset, first.data.limit)
+    check_step_fits(first, device, len(dataset.train_images), members=len(specs))
+    new = [spec for spec in specs if spec.checkpoint is None]
+    if new:
+        manifest = build_manifest(
+            command, device_description(device), resolve_data_dir(data_dir), dataset.md5
+        )
+    if population is not None and new:
+        start_population(population, specs, command, overwrite, replace_folder)
+    for spec in specs:
+        if spec.checkpoint is None:
+            create_run(spec.root, spec.config, manifest, overwrite=overwrite and not population)
+            continue
+        notes = resume_notes(spec.checkpoint, spec.config, device.type)
+        if spec.config != spec.checkpoint["config"] or notes:
+            update_run_config(spec.root, spec.config, command, notes)
+    epochs = None if first.phases else first.train.epochs  # phases may end by time budget
+    shown = population or specs[0].root
+    progress = display(run_dir=str(shown), epochs=epochs, binarize=first.data.binarize)
+    runs = []
+    for spec in specs:
+        paths = RunPaths(spec.root)
+        hooks: list[Callbacks] = []  # the run's own: TensorBoard first, so it sees a pruned epoch
+        if spec.config.train.tensorboard:
+            from vae_cli.board import TensorBoardLogger
+
+            resumed = spec.checkpoint["epoch"] if spec.checkpoint else 0
+            hooks.append(TensorBoardLogger(paths, spec.config, resumed))
+        if spec.reporter is not None:
+            hooks.append(spec.reporter)
+        runs.append(Run(spec.config, paths, spec.checkpoint, CallbackGroup(*hooks), spec.label))
+    try:
+        states = train(runs, dataset=dataset, callbacks=progress)
+    finally:
+        for run in runs:
+            run.callbacks.close()
+        progress.close()
+        if population is not None:
+            finish_population(population)
+    return states
+
+
+def start_population(
+    root: Path, specs: list[RunSpec], command: str, overwrite: bool, replace_folder: Any
+) -> None:
+    """The population's folder with its population.json (members listed before any trains)."""
+    from vae_cli.files import make_folder
+    from vae_cli.population import write_population
+
+    if overwrite:
+        replace_folder(root)
+    make_folder(root, "population folder")
+    seeds = [spec.config.train.seed for spec in specs]
+    write_population(
+        root, {"command": command, "seeds": seeds, "members": [spec.root.name for spec in specs]}
+    )
+
+
+def finish_population(root: Path) -> None:
+    """population.json gains the members' statuses and best test losses, with their mean and
+    standard deviation (also after Ctrl-C or a failure: what the members reached so far)."""
+    from vae_cli.population import (
+        member_folders,
+        read_population,
+        summarize_members,
+        write_population,
+    )
+
+    record = read_population(root)
+    record["summary"] = summarize_members(root, member_folders(root))
+    write_population(root, record)
 
 
 def run_training(
@@ -241,57 +429,19 @@ def run_training(
     dataset: Any = None,
     reporter: Any = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Train a new run in `root` (checkpoint None) or continue it from `checkpoint`; `dataset`
-    is read from `data_dir` unless given."""
-    from vae_cli.callbacks import CallbackGroup, Callbacks
-    from vae_cli.data import load_dataset, resolve_data_dir
-    from vae_cli.device import device_description, resolve_device
+    """Train one run (a sweep's trial): its metrics and the paths written; a pruned run
+    raises TrainingPruned."""
     from vae_cli.errors import TrainingPruned
-    from vae_cli.memory import check_step_fits
-    from vae_cli.run_files import RunPaths
-    from vae_cli.runs import build_manifest, create_run
-    from vae_cli.train import Run, train
 
-    check_training_settings(config)
-    check_posterior_bounds(config)
-    if config.train.tensorboard:
-        from vae_cli.board import check_tensorboard_installed
-
-        check_tensorboard_installed()
-    device = resolve_device(config.train.device)
-    if dataset is None:
-        dataset = load_dataset(resolve_data_dir(data_dir), config.data.dataset, config.data.limit)
-    check_step_fits(config, device, len(dataset.train_images))
-    paths = RunPaths(root)
-    if checkpoint is None:
-        manifest = build_manifest(
-            command, device_description(device), resolve_data_dir(data_dir), dataset.md5
-        )
-        create_run(root, config, manifest, overwrite=overwrite)
-    else:
-        notes = resume_notes(checkpoint, config, device.type)
-        if config != checkpoint["config"] or notes:
-            update_run_config(root, config, command, notes)
-    epochs = None if config.phases else config.train.epochs  # phases may end by time budget
-    progress = display(run_dir=str(root), epochs=epochs, binarize=config.data.binarize)
-    hooks: list[Callbacks] = []  # the run's own: TensorBoard first, so it sees a pruned epoch
-    if config.train.tensorboard:
-        from vae_cli.board import TensorBoardLogger
-
-        hooks.append(TensorBoardLogger(paths, config, checkpoint["epoch"] if checkpoint else 0))
-    if reporter is not None:
-        hooks.append(reporter)
-    run = Run(config, paths, checkpoint, CallbackGroup(*hooks))
-    try:
-        (state,) = train([run], dataset=dataset, callbacks=progress)
-    finally:
-        run.callbacks.close()
-        progress.close()
+    spec = RunSpec(config, root, checkpoint, reporter=reporter)
+    (state,) = train_stack(
+        [spec],
+        data_dir=data_dir,
+        command=command,
+        display=display,
+        overwrite=overwrite,
+        dataset=dataset,
+    )
     if state.status == "pruned":
         raise TrainingPruned(f"pruned after epoch {state.progress.epoch}")
-    written = [
-        str(p)
-        for p in (paths.config, paths.last, paths.best, paths.metrics, paths.curves)
-        if p.exists()
-    ]
-    return state.history, written
+    return state.history, Trained([spec], [state]).written()

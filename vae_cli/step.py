@@ -26,18 +26,6 @@ from vae_cli.members import Population
 from vae_cli.model import LossParts, elbo_loss, iwae_loss
 
 CAPTURE_WARMUP_STEPS = 3  # eager steps per batch size before its graph is captured
-# Settings that may differ between the members of one population: they change numbers, not
-# tensor shapes or the code a step runs.
-PER_MEMBER = (
-    "seed",
-    "lr",
-    "final_lr",
-    "beta",
-    "kl_warmup_epochs",
-    "free_bits",
-    "grad_clip",
-    "adam_beta2",
-)
 
 
 class TrainStep:

@@ -32,6 +32,7 @@ from vae_cli.members import Population
 from vae_cli.model import VAE
 from vae_cli.plan import Phase, build_plan
 from vae_cli.run_files import (
+    POPULATION_FILE,
     RunPaths,
     append_metrics,
     read_metrics,
@@ -133,7 +134,7 @@ def run_epoch(
             )  # fmt: skip
         if interrupt.requested and not end_of_epoch:
             training.save_mid_epoch(writer, current)
-            raise TrainingInterrupted(str(training.root), training.resume_file, interrupt.signum)
+            raise TrainingInterrupted(training.resume_dirs, training.saved, interrupt.signum)
     training.clock.stop()
 
 
@@ -205,13 +206,17 @@ class Training:
     # -- the runs' folders and states ---------------------------------------------------------
 
     @property
-    def root(self) -> Path:
-        """The folder a resume names: the run's, or the population's (its members' parent)."""
-        return self.runs[0].paths.root if len(self.runs) == 1 else self.runs[0].paths.root.parent
+    def resume_dirs(self) -> list[str]:
+        """What `vae train --resume` takes to continue these runs: a population's folder, or
+        each run's own."""
+        parent = self.runs[0].paths.root.parent
+        if len(self.runs) > 1 and (parent / POPULATION_FILE).is_file():
+            return [str(parent)]
+        return [str(run.paths.root) for run in self.runs]
 
     @property
-    def resume_file(self) -> str:
-        return str(self.runs[0].paths.last) if len(self.runs) == 1 else str(self.root)
+    def saved(self) -> str:
+        return str(self.runs[0].paths.last) if len(self.runs) == 1 else f"{len(self.runs)} runs"
 
     def restore(self, member: int, run: Run) -> None:
         """A resumed run's weights, Adam moments, streams, mid-epoch sums, history and best;
