@@ -206,8 +206,10 @@ def test_an_unreachable_storage_is_one_error_with_the_password_masked(
     assert unknown.code == 2 and "Error: --storage nosuchdb://x" in unknown.stderr
 
 
-def start_worker(config: Path, runs: Path, data_dir: Path, trials: int) -> subprocess.Popen:
-    args = list(map(str, tune_args(config, runs, data_dir, "--trials", trials)))
+def start_worker(
+    config: Path, runs: Path, data_dir: Path, trials: int, *extra: object
+) -> subprocess.Popen:
+    args = list(map(str, tune_args(config, runs, data_dir, "--trials", trials, *extra)))
     script = (
         "import signal, sys\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
@@ -514,3 +516,110 @@ def test_invalid_fixed_settings_create_no_study(
     assert result.code == 2 and message in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+PARALLEL_SWEEP = """
+[data]
+limit = 512
+[train]
+epochs = 3
+batch_size = 64
+device = "cpu"
+[search]
+lr = { low = 1e-7, high = 3e-3, log = true }
+hidden_dim = { choices = [32, 64] }
+"""
+
+
+def enqueued_study(runs: Path, config: Path, params: list[dict]) -> None:
+    """The study of `config` in its default storage, with trials' parameters queued."""
+    (runs / "sweep").mkdir(parents=True)
+    study = optuna.create_study(
+        study_name="sweep", storage=f"sqlite:///{runs / 'sweep/study.db'}", direction="minimize"
+    )
+    for values in params:
+        study.enqueue_trial(values)
+
+
+def test_parallel_trials_of_one_shape_train_in_one_stack(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vae_cli import session
+
+    config, runs = tmp_path / "sweep.toml", tmp_path / "runs"
+    config.write_text(PARALLEL_SWEEP)
+    enqueued_study(
+        runs,
+        config,
+        [
+            {"lr": 1e-3, "hidden_dim": 32},
+            {"lr": 2e-3, "hidden_dim": 64},
+            {"lr": 5e-4, "hidden_dim": 32},
+        ],
+    )
+    stacks, real = [], session.train_stack
+
+    def train_stack(specs: list, **kwargs: object) -> list:
+        stacks.append([spec.root.name for spec in specs])
+        return real(specs, **kwargs)
+
+    monkeypatch.setattr(session, "train_stack", train_stack)
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 3, "--parallel", 3))
+    assert result.code == 0, result.stderr
+    assert stacks == [["trial-0000", "trial-0002"], ["trial-0001"]]  # hidden 32, then 64
+    trials = load_study(runs).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    monkeypatch.undo()
+    # Each trial is a real run: its config.toml alone reproduces it (to float rounding).
+    trial = runs / "sweep/trial-0002"
+    alone = run_vae(
+        "train", "--config", trial / "config.toml", "--runs-dir", tmp_path, "--name", "alone",
+        "--data-dir", data_dir, "--quiet",
+    )  # fmt: skip
+    assert alone.code == 0, alone.stderr
+    together, apart = (metrics_without_timing(p) for p in (trial, tmp_path / "alone"))
+    for a, b in zip(together, apart, strict=True):
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)
+    assert trials[2].value == pytest.approx(
+        min(m["test_loss"] for m in metrics_without_timing(trial))
+    )
+
+
+def test_the_pruner_stops_one_member_of_a_stack_while_the_others_train_on(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    config, runs = tmp_path / "sweep.toml", tmp_path / "runs"
+    config.write_text(PARALLEL_SWEEP)
+    good = {"lr": 1e-3, "hidden_dim": 32}
+    # Three trials finish first; then a stack of a good trial and one that learns nothing.
+    enqueued_study(runs, config, [good, good, good, good, {"lr": 1e-7, "hidden_dim": 32}])
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 5, "--parallel", 3))
+    assert result.code == 0, result.stderr
+    trials = load_study(runs).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4 + ["PRUNED"]
+    pruned, kept = runs / "sweep/trial-0004", runs / "sweep/trial-0003"
+    assert json.loads((pruned / "status.json").read_text())["status"] == "pruned"
+    assert [m["epoch"] for m in metrics_without_timing(pruned)] == [1]
+    assert [m["epoch"] for m in metrics_without_timing(kept)] == [1, 2, 3]
+    assert trials[4].user_attrs["status"] == "pruned" and trials[4].user_attrs["epochs"] == 1
+
+
+def test_a_killed_parallel_worker_does_not_stall_the_study(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vae_cli import tune
+
+    runs, config = tmp_path / "runs", slow_sweep(tmp_path)
+    worker = start_worker(config, runs, data_dir, 2, "--parallel", 2)
+    try:
+        wait_for_epoch(runs / "sweep/trial-0001", worker)
+    finally:
+        worker.kill()
+        worker.communicate()
+    assert [t.state.name for t in load_study(runs).trials] == ["RUNNING", "RUNNING"]
+    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
+    time.sleep(1.5)
+    config.write_text(config.read_text().replace("limit = 20000", "limit = 256"))
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1, "--parallel", 2))
+    assert result.code == 0, result.stderr
+    assert [t.state.name for t in load_study(runs).trials] == ["FAIL", "FAIL", "COMPLETE"]

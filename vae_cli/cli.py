@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vae_cli.config import MAX_SEED, check_value, help_for
+from vae_cli.config import MAX_MEMBERS, MAX_SEED, check_value, help_for
 from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, UserError
 
 
@@ -440,6 +440,14 @@ def tune(
     summary: Annotated[
         bool, typer.Option(help="Only show the study's best trials and plots; no new trials.")
     ] = False,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_MEMBERS,
+            help="Trials asked at a time; those that share a shape train in one stacked step.",
+        ),
+    ] = 1,
 ) -> None:
     """Search hyperparameters with Optuna; every trial is a run folder in RUNS_DIR/STUDY/."""
     from vae_cli.console import tune_summary
@@ -456,6 +464,7 @@ def tune(
         pruner=pruner,
         seed=seed,
         command=command_line(ctx),
+        parallel=parallel,
     )
     tune_summary(result)
 

@@ -22,6 +22,7 @@ UNSEARCHABLE = {
     "max_bad_steps": "it is a safety stop, not a model setting",
     "dataset": "trials on different data cannot be compared",
     "limit": "it changes the test set, so trials could not be compared",
+    "seeds": "a trial is one run (vae tune --parallel N trains N trials at a time)",
 }
 RANGE_KEYS = {"low", "high", "log", "step"}
 

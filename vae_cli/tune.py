@@ -228,6 +228,132 @@ def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
     return value
 
 
+class StackDisplay(Callbacks):
+    """A stack of trials' terminal output: its warnings (each names its trial)."""
+
+    def on_warning(self, message: str) -> None:
+        print(f"Warning: {message}", file=sys.stderr, flush=True)
+
+
+def run_in_stacks(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    sweep: Sweep,
+    trials: int,
+    parallel: int,
+    timeout: float | None,
+) -> None:
+    """--parallel N: ask Optuna for N trials at a time and train those that share a shape in
+    one stacked step (trials that differ in shape: one stack after another); every trial is
+    still its own run folder and Optuna trial, told its own value or pruning."""
+    started, done = time.monotonic(), 0
+    while done < trials and (timeout is None or time.monotonic() - started < timeout):
+        with warnings.catch_warnings():  # experimental API; heartbeats "meant for optimize"
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)  # as study.optimize does before a trial
+            asked = [study.ask() for _ in range(min(parallel, trials - done))]
+        drawn = [(trial, {d.name: suggest(trial, d) for d in sweep.space}) for trial in asked]
+        for stack in group_by_shape(drawn, sweep.config):
+            train_trial_stack(study, storage, sweep, stack)
+        done += len(asked)
+
+
+def group_by_shape(
+    drawn: list[tuple[optuna.Trial, dict[str, Any]]], config: Config
+) -> list[list[tuple[optuna.Trial, dict[str, Any]]]]:
+    """Trials whose settings differ only in what does not change tensor shapes (lr, beta,
+    seed, …: PER_MEMBER_KEYS) train together."""
+    import json
+
+    from vae_cli.config import PER_MEMBER_KEYS
+
+    stacks: dict[str, list[tuple[optuna.Trial, dict[str, Any]]]] = {}
+    for trial, params in drawn:
+        shape = config.replace(params).to_dict()
+        shape["train"] = {k: v for k, v in shape["train"].items() if k not in PER_MEMBER_KEYS}
+        stacks.setdefault(json.dumps(shape, sort_keys=True), []).append((trial, params))
+    return list(stacks.values())
+
+
+def train_trial_stack(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    sweep: Sweep,
+    stack: list[tuple[optuna.Trial, dict[str, Any]]],
+) -> None:
+    """Train one stack of trials, with heartbeats for each, and tell Optuna how each ended."""
+    from vae_cli.session import RunSpec, train_stack
+
+    specs = []
+    for trial, params in stack:
+        root = sweep.study_dir / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(root.resolve()))
+        trial.set_user_attr("host", socket.gethostname())
+        reporter = TrialReporter(trial)
+        config = sweep.config.replace(params)
+        specs.append(RunSpec(config, root, label=root.name, reporter=reporter))
+    states, failure = None, ""
+    with Heartbeats(storage, [trial for trial, _ in stack]):
+        try:
+            states = train_stack(
+                specs,
+                data_dir=sweep.data_dir,
+                dataset=sweep.dataset,
+                command=f"{sweep.command}  # trials {', '.join(s.label for s in specs)}",
+                display=lambda **_: StackDisplay(),
+            )
+        except TrainingInterrupted:
+            for trial, _ in stack:
+                trial.set_user_attr("status", "interrupted")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        except TrainingFailed as error:  # every member diverged: the sweep goes on
+            failure = str(error)
+    for index, ((trial, params), spec) in enumerate(zip(stack, specs, strict=True)):
+        status = "failed" if states is None else states[index].status
+        trial.set_user_attr("status", status)
+        if status == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            print_trial(trial, "pruned", None, params, spec.root)
+            continue
+        best = best_epoch(states[index].history) if states is not None else None
+        value = selection_loss(best) if best is not None else math.nan
+        if status == "failed" or not math.isfinite(value):
+            trial.set_user_attr("error", failure if states is None else "non-finite steps")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            print_trial(trial, "failed", None, params, spec.root)
+            continue
+        study.tell(trial, value)
+        print_trial(trial, "complete", value, params, spec.root)
+
+
+class Heartbeats:
+    """A thread recording a heartbeat for each running trial of a stack, as study.optimize
+    does for its one trial: another worker fails them once they stop (a killed worker)."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trials: list[optuna.Trial]) -> None:
+        import threading
+
+        self.storage, self.trials = storage, trials
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.beat, daemon=True)
+
+    def beat(self) -> None:
+        while True:
+            for trial in self.trials:
+                self.storage.record_heartbeat(trial._trial_id)
+            if self.stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    def __enter__(self) -> Heartbeats:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def print_trial(
     trial: optuna.Trial, state: str, value: float | None, params: dict[str, Any], root: Path
 ) -> None:
@@ -246,6 +372,7 @@ def tune(
     pruner: str,
     seed: int | None,
     summary_only: bool,
+    parallel: int = 1,
 ) -> dict[str, Any]:
     """Run `trials` more trials of the study (none with summary_only); return its summary."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial prints its own line
@@ -267,11 +394,11 @@ def tune(
     if not summary_only:
         check_trial_folders(study, sweep.study_dir)
         make_folder(sweep.study_dir, "study folder")
-        study.optimize(
-            lambda trial: run_trial(trial, sweep),
-            n_trials=trials,
-            timeout=timeout_minutes * 60 if timeout_minutes else None,
-        )
+        timeout = timeout_minutes * 60 if timeout_minutes else None
+        if parallel > 1:
+            run_in_stacks(study, storage, sweep, trials, parallel, timeout)
+        else:
+            study.optimize(lambda trial: run_trial(trial, sweep), n_trials=trials, timeout=timeout)
     plots = save_plots(study, sweep.study_dir)
     return summarize_study(study, plots, storage_url)
 
@@ -373,6 +500,11 @@ def check_fixed_settings(config: Config, space: list[Dimension]) -> None:
 
     check_training_settings(config)
     check_posterior_bounds(config)
+    if config.train.seeds is not None:
+        raise UserError(
+            "[train] seeds: a sweep trains one run per trial; --parallel N trains N trials "
+            "at a time in one stacked step"
+        )
 
 
 # Sizes whose largest searched values make the most demanding trial.
@@ -400,9 +532,10 @@ def start_sweep(
     pruner: str,
     seed: int | None,
     command: str,
+    parallel: int = 1,
 ) -> dict[str, Any]:
     """Check every flag, the search space and the data before the study is touched; then run
-    `trials` trials (0: only the summary)."""
+    `trials` trials (0: only the summary), `parallel` at a time in stacks."""
     from vae_cli.data import load_dataset, resolve_data_dir
     from vae_cli.search import load_tune_config
 
@@ -430,4 +563,5 @@ def start_sweep(
         pruner=pruner,
         seed=seed,
         summary_only=trials == 0,
+        parallel=parallel,
     )
