@@ -328,7 +328,7 @@ def train_stack(
     Everything is checked before any folder is made."""
     from vae_cli.callbacks import CallbackGroup, Callbacks
     from vae_cli.data import load_dataset, resolve_data_dir
-    from vae_cli.device import device_description, resolve_device
+    from vae_cli.device import device_description, flush_denormals, resolve_device
     from vae_cli.memory import check_step_fits
     from vae_cli.run_files import RunPaths
     from vae_cli.runs import build_manifest, create_run, replace_folder
@@ -343,6 +343,7 @@ def train_stack(
 
         check_tensorboard_installed()
     device = resolve_device(first.train.device)
+    flush_denormals(device)  # before reading the data starts torch's worker threads
     if dataset is None:
         dataset = load_dataset(resolve_data_dir(data_dir), first.data.dataset, first.data.limit)
     check_step_fits(first, device, len(dataset.train_images), members=len(specs))

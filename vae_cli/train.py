@@ -23,7 +23,7 @@ from vae_cli.checkpoint import serialize_checkpoint
 from vae_cli.clock import TrainingClock
 from vae_cli.config import Config
 from vae_cli.data import Dataset, prepare_images, to_float
-from vae_cli.device import make_deterministic, resolve_device
+from vae_cli.device import flush_denormals, make_deterministic, resolve_device
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.files import OrderedWriter, write_atomically
@@ -181,6 +181,7 @@ class Training:
         self.device = resolve_device(config.train.device)
         self.synchronous = self.device.type != "cuda" and graphs is None
         make_deterministic(self.device, compiling=config.train.compile)
+        flush_denormals(self.device)
         train_images, test_images = prepare_images(dataset, config.data.binarize)
         self.dataset = dataset
         self.train_images = train_images.to(self.device)  # (N, 784) uint8, indexed per batch

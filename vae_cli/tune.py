@@ -537,6 +537,7 @@ def start_sweep(
     """Check every flag, the search space and the data before the study is touched; then run
     `trials` trials (0: only the summary), `parallel` at a time in stacks."""
     from vae_cli.data import load_dataset, resolve_data_dir
+    from vae_cli.device import flush_denormals, resolve_device
     from vae_cli.search import load_tune_config
 
     if pruner not in ("median", "none"):
@@ -549,6 +550,7 @@ def start_sweep(
     dataset = None
     if trials:
         check_fixed_settings(config, space)
+        flush_denormals(resolve_device(config.train.device))  # before torch's worker threads
         resolved = resolve_data_dir(data_dir)
         dataset = load_dataset(resolved, config.data.dataset, config.data.limit)
         data_dir = resolved
