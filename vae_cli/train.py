@@ -49,8 +49,8 @@ from vae_cli.streams import make_generators, restore_streams, stream_states
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
 RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
 PROGRESS_EVERY = 25  # steps between reads of the on-device statistics (each read is a sync)
-# Pictures and curves.png are redrawn at most this often (and after the last epoch): drawing
-# them every epoch would cost more than a fast epoch itself.
+# Pictures and curves.png are redrawn at most this often per member (and after the last
+# epoch): drawing them every epoch would cost more than a fast epoch itself.
 PICTURE_INTERVAL_SECONDS = 20.0
 
 
@@ -153,7 +153,8 @@ def end_epoch(
     training.population.stats.reset_epoch()
     timing = training.epoch_timing()
     last = phase.number == len(training.plan) and phase.done(progress)
-    draw = last or time.perf_counter() - training.last_drawn >= PICTURE_INTERVAL_SECONDS
+    interval = PICTURE_INTERVAL_SECONDS * len(training.members_training())
+    draw = last or time.perf_counter() - training.last_drawn >= interval
     for member in training.members_training():
         metrics = training.member_metrics(member, phase, step, summarize(sums[member]), timing)
         training.record(member, metrics, draw, writer)
