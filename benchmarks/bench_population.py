@@ -65,6 +65,40 @@ def images_per_s(
     return members * BATCH * steps / (time.perf_counter() - started)
 
 
+def adam_options(members: int, size: int, device: torch.device, repeats: int = 20) -> None:
+    """Per-member learning rates: one fused Adam kernel per member row (what the step does)
+    against one pass of plain tensor ops over the whole (M, P) buffer with per-row rates."""
+    from vae_cli.adam import AdamState, MemberAdam
+
+    params = torch.randn(members, size, device=device)
+    grads = torch.randn(members, size, device=device)
+    lr = torch.full((members,), 1e-3, dtype=torch.float64 if device.type == "cpu" else None)
+    fused = MemberAdam(params, grads, AdamState.zeros_like(params), lr=lr.to(device),
+                       beta2=[0.99] * members)  # fmt: skip
+    skip = torch.zeros(members, device=device)
+    exp_avg, exp_avg_sq = torch.zeros_like(params), torch.zeros_like(params)
+    rates, beta2 = torch.full((members, 1), 1e-3, device=device), 0.99
+
+    def vectorised(step: int) -> None:
+        exp_avg.lerp_(grads, 0.1)
+        exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(1e-8)
+        params.sub_(rates / (1 - 0.9**step) * exp_avg / denom)
+
+    for name, work in (
+        ("fused per member", lambda i: fused.step(skip)),
+        ("vectorised", vectorised),
+    ):
+        work(1)
+        synchronize(device)
+        started = time.perf_counter()
+        for i in range(repeats):
+            work(i + 2)
+        synchronize(device)
+        print(f"Adam over {members} x {size:,}: {name:>16} "
+              f"{(time.perf_counter() - started) / repeats * 1e3:.2f} ms")  # fmt: skip
+
+
 def whole_runs(data_dir: Path, seeds: int, epochs: int, device: str) -> tuple[float, float]:
     """Wall seconds of one `vae train --seeds` and of the same runs one after another."""
 
@@ -111,6 +145,9 @@ def main() -> None:
     for n in counts:
         rate = statistics.median(stacked[n])
         print(f"N={n:>3} stacked: {rate:>12,.0f} images/s aggregate, {rate / reference:5.2f}x")
+    size = sum(p.numel() for p in build_model(Config(), device).parameters())
+    for members in (1, max(counts)):
+        adam_options(members, size, device)
     if options.whole_runs:
         together, apart = whole_runs(data_dir, options.seeds, options.whole_runs, options.device)
         print(
