@@ -262,7 +262,7 @@ def test_runs_lists_the_run(trained_run: Path) -> None:
 def test_sample_grid_refuses_latent_dim_not_two(trained_run: Path) -> None:
     result = run_vae("sample", "--checkpoint", trained_run, "--grid")
     assert result.code == 2
-    assert result.stderr.startswith("Error: --grid needs a model with latent_dim 2")
+    assert result.stderr.startswith("Error: --grid needs a model whose top latent is 2-D")
 
 
 def test_real_console_script_runs(trained_run: Path, tmp_path: Path) -> None:

@@ -49,6 +49,18 @@ class ModelConfig:
     latent_dim: int = setting(32, "Size of the latent code z.", minimum=1, maximum=4096)
     hidden_dim: int = setting(256, "Width of the hidden layers.", minimum=1, maximum=8192)
     activation: str = setting("relu", "Hidden-layer nonlinearity.", choices=("relu", "tanh"))
+    stochastic_layers: int = setting(
+        1,
+        "Stochastic layers: 1 (z), or 2 (z1 and z2 above it, Burda et al. 2016's hierarchy).",
+        minimum=1,
+        maximum=2,
+    )
+    latent2_dim: int = setting(
+        50, "Size of z2, the top latent of a two-layer model.", minimum=1, maximum=4096
+    )
+    hidden2_dim: int = setting(
+        100, "Width of the layers between z1 and z2 (two-layer model).", minimum=1, maximum=8192
+    )
     max_logvar: float = setting(10.0, "logvar is clamped to [-max, +max].", above=0)
     min_std: float = setting(1e-4, "Floor on the posterior std sigma (0 disables).", minimum=0)
 
@@ -105,6 +117,11 @@ class TrainConfig:
     # Training holds all k samples of a batch at once (evaluation chunks them).
     k: int = setting(
         1, "Importance samples per image for the IWAE objective.", minimum=1, maximum=1000
+    )
+    dreg: bool = setting(
+        False,
+        "IWAE: the encoder's gradient by the doubly reparameterized estimator (Tucker et al. "
+        "2018), lower variance at the same cost.",
     )
     device: str = setting(
         "auto", "auto picks cuda, then mps, then cpu.", choices=("auto", "cpu", "cuda", "mps")
@@ -171,6 +188,7 @@ PHASE_KEYS = (
     "time_budget",
     "objective",
     "k",
+    "dreg",
     "lr",
     "lr_schedule",
     "final_lr",

@@ -148,25 +148,33 @@ def evaluate_checkpoint(
     return result
 
 
+def prior_noise(loaded: Loaded, n: int, seed: int, temperature: float = 1.0) -> list[torch.Tensor]:
+    """z of the top layer's prior and, below it, the noise of each lower layer, drawn on the
+    CPU from `seed` (the same picture on every device), scaled by the temperature."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = loaded.model.latent_dims[::-1]  # the top first, then down
+    return [temperature * torch.randn(n, size, generator=generator) for size in sizes]
+
+
 @torch.no_grad()
 def write_samples(loaded: Loaded, out: Path, *, n: int, seed: int, temperature: float) -> Path:
-    """Decoded prior samples; z is drawn on the CPU so the picture is the same on every device."""
-    z = torch.randn(
-        n, loaded.config.model.latent_dim, generator=torch.Generator().manual_seed(seed)
-    )
-    pixels = torch.sigmoid(loaded.model.decode((temperature * z).to(loaded.device)))
+    """Ancestral samples: the top layer's prior, then each layer below given the one above."""
+    noise = [z.to(loaded.device) for z in prior_noise(loaded, n, seed, temperature)]
+    pixels = torch.sigmoid(loaded.model.generate(*noise))
     return save_picture(lambda: images.save_grid(pixels, out, nrow=8), out)
 
 
 @torch.no_grad()
 def write_manifold(loaded: Loaded, out: Path, *, side: int) -> Path:
-    """The decoded 2-D latent space over a grid of the prior's quantiles."""
-    if loaded.config.model.latent_dim != 2:
+    """The decoded 2-D top latent over a grid of the prior's quantiles (lower layers at
+    their means)."""
+    top = loaded.model.latent_dims[-1]
+    if top != 2:
         raise UserError(
-            f"--grid needs a model with latent_dim 2; {loaded.path} has "
-            f"{loaded.config.model.latent_dim} (train one with --latent-dim 2)"
+            f"--grid needs a model whose top latent is 2-D; {loaded.path} has {top} dimensions "
+            "(train one with --latent-dim 2, or --latent2-dim 2 with two stochastic layers)"
         )
-    pixels = torch.sigmoid(loaded.model.decode(images.latent_grid(side).to(loaded.device)))
+    pixels = torch.sigmoid(loaded.model.generate(images.latent_grid(side).to(loaded.device)))
     return save_picture(lambda: images.save_grid(pixels, out, nrow=side), out)
 
 

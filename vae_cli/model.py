@@ -103,7 +103,14 @@ class CpuBernoulliNLL(torch.autograd.Function):
 
 def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag(exp(logvar))) summed over the last dimension."""
-    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(-1)
+    return gaussian_log_density_per_dim(z, mu, logvar).sum(-1)
+
+
+def gaussian_log_density_per_dim(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+) -> torch.Tensor:
+    """log N(z_d; mu_d, exp(logvar_d)) of each dimension d."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
 
 
 class LossParts(NamedTuple):
@@ -122,15 +129,25 @@ def elbo_loss(
     beta: float | torch.Tensor = 1.0,
     free_bits: float | torch.Tensor = 0.0,
 ) -> LossParts:
-    """Negative ELBO per image: Bernoulli reconstruction term plus beta·KL.
+    """Negative ELBO per image: Bernoulli reconstruction term plus beta·KL (analytic).
 
-    With free bits (Kingma et al. 2016, §C.8) each dimension's batch-mean KL counts at least
-    `free_bits` nats in the objective; the reported KL stays the true one. A population's
-    tensors carry the member dimension first, (M, B, …): beta and free_bits may then be (M,)
-    tensors, one value per member, and the loss is (M,).
+    A population's tensors carry the member dimension first, (M, B, …): beta and free_bits
+    may then be (M,) tensors, one value per member, and the loss is (M,).
     """
     recon = -bernoulli_log_likelihood(x_logits, x)  # (B,)
-    kl_dims = gaussian_kl(mu, logvar)  # (B, D)
+    return elbo_from_parts(recon, gaussian_kl(mu, logvar), beta=beta, free_bits=free_bits)
+
+
+def elbo_from_parts(
+    recon: torch.Tensor,
+    kl_dims: torch.Tensor,
+    *,
+    beta: float | torch.Tensor = 1.0,
+    free_bits: float | torch.Tensor = 0.0,
+) -> LossParts:
+    """recon (B,) plus beta times the KL of each latent dimension, kl_dims (B, D). With free
+    bits (Kingma et al. 2016, §C.8) each dimension's batch-mean KL counts at least `free_bits`
+    nats in the objective; the reported KL stays the true one."""
     kl_per_dim = kl_dims.mean(-2)
     kl_term = kl_per_dim.sum(-1)
     if isinstance(free_bits, torch.Tensor):  # per member; a floor of 0 leaves the KL as it is
@@ -236,21 +253,31 @@ def _activation(name: str) -> nn.Module:
     return nn.ReLU() if name == "relu" else nn.Tanh()
 
 
-class MLPEncoder(nn.Module):
-    def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
+class GaussianMLP(nn.Module):
+    """in -> hidden -> hidden -> (mu, logvar) of a diagonal Gaussian: the MLP encoder of x, and
+    in a two-layer model q(z2|z1) and p(z1|z2) (Burda et al. 2016, App. C)."""
+
+    def __init__(self, *, in_dim: int, hidden_dim: int, out_dim: int, activation: str) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            Linear(IMAGE_PIXELS, hidden_dim),
+            Linear(in_dim, hidden_dim),
             _activation(activation),
             Linear(hidden_dim, hidden_dim),
             _activation(activation),
         )
-        self.mu = Linear(hidden_dim, latent_dim)
-        self.logvar = Linear(hidden_dim, latent_dim)
+        self.mu = Linear(hidden_dim, out_dim)
+        self.logvar = Linear(hidden_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)  # (B, H)
         return self.mu(h), self.logvar(h)
+
+
+class MLPEncoder(GaussianMLP):
+    def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
+        super().__init__(
+            in_dim=IMAGE_PIXELS, hidden_dim=hidden_dim, out_dim=latent_dim, activation=activation
+        )
 
 
 class MLPDecoder(nn.Module):
@@ -311,6 +338,11 @@ class ConvDecoder(nn.Module):
 
 
 class VAE(nn.Module):
+    """q(z|x) and p(x|z) with a standard-normal prior; with two stochastic layers, Burda et
+    al.'s hierarchy q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1). The commands use `encode` and
+    `decode` (the bottom layer, z or z1), `generate` (ancestral samples from the top) and the
+    objectives `elbo`, `iwae` and `log_weights`: none of them asks how deep the model is."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -322,43 +354,162 @@ class VAE(nn.Module):
         )
         self.encoder = encoder(**sizes)
         self.decoder = decoder(**sizes)
+        if config.stochastic_layers == 2:
+            top = dict(hidden_dim=config.hidden2_dim, activation=config.activation)
+            self.encoder2 = GaussianMLP(in_dim=config.latent_dim, out_dim=config.latent2_dim, **top)
+            self.decoder2 = GaussianMLP(in_dim=config.latent2_dim, out_dim=config.latent_dim, **top)
         # None: one model. M: every parameter stacked over M members (members.stack_models),
         # and every tensor through the model has the member dimension first.
         self.members: int | None = None
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """mu and the clamped logvar of q(z|x), each (B, D), for x (B, 784) or (B, 1, 28, 28)
-        pixels in [0, 1] (stacked members: (M, B, 784) -> (M, B, D))."""
-        if self.members is None and x.dim() > 2:
-            x = x.flatten(1)
-        mu, logvar = self.encoder(x)
+    @property
+    def latent_dims(self) -> list[int]:
+        """The size of each stochastic layer, bottom (z1) first."""
+        if self.config.stochastic_layers == 2:
+            return [self.config.latent_dim, self.config.latent2_dim]
+        return [self.config.latent_dim]
+
+    def clamped(self, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return mu, clamp_logvar(
             logvar, max_logvar=self.config.max_logvar, min_std=self.config.min_std
         )
 
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mu and the clamped logvar of q(z|x) (the bottom layer), each (B, D), for x (B, 784)
+        or (B, 1, 28, 28) pixels in [0, 1] (stacked members: (M, B, 784) -> (M, B, D))."""
+        if self.members is None and x.dim() > 2:
+            x = x.flatten(1)
+        return self.clamped(*self.encoder(x))
+
+    def encode_top(self, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z2|z1) of a two-layer model: mu and clamped logvar."""
+        return self.clamped(*self.encoder2(z1))
+
+    def prior_below(self, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(z1|z2) of a two-layer model: mu and clamped logvar."""
+        return self.clamped(*self.decoder2(z2))
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits of p(x|z), (..., 784) for z of shape (..., D)."""
+        """Bernoulli logits of p(x|z), (..., 784) for z (the bottom layer) of shape (..., D)."""
         # All of z's leading dimensions as one batch (each member's apart for a population).
         rows = (-1,) if self.members is None else (self.members, -1)
         return self.decoder(z.reshape(*rows, z.shape[-1])).reshape(*z.shape[:-1], IMAGE_PIXELS)
 
+    def generate(self, z_top: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of x for a draw z_top of the top layer's prior: ancestral sampling down the
+        layers with the noise eps of z1 (a two-layer model; None: the means)."""
+        if self.config.stochastic_layers == 1:
+            return self.decode(z_top)
+        mu, logvar = self.prior_below(z_top)
+        z1 = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps
+        return self.decode(z1)
+
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None, *, mean_only: bool = False
     ) -> tuple[torch.Tensor, ...]:
-        """(x_logits, mu, logvar, z): sampled z for training, z = mu with `mean_only`."""
+        """(x_logits, mu, logvar, z) of the bottom layer: a reconstruction through every layer,
+        with sampled latents, or their means with `mean_only`."""
         mu, logvar = self.encode(x)
-        z = (
-            mu
-            if mean_only
-            else reparameterize(
-                mu,
-                logvar,
-                generator,
-                max_logvar=self.config.max_logvar,
-                min_std=self.config.min_std,
+        z = mu if mean_only else mu + torch.exp(0.5 * logvar) * self.noise_for(mu, generator)
+        if self.config.stochastic_layers == 2:  # up to z2 and back down to z1
+            mu2, logvar2 = self.encode_top(z)
+            z2 = (
+                mu2
+                if mean_only
+                else mu2 + torch.exp(0.5 * logvar2) * self.noise_for(mu2, generator)
             )
-        )
+            below, below_logvar = self.prior_below(z2)
+            z = (
+                below
+                if mean_only
+                else below + torch.exp(0.5 * below_logvar) * self.noise_for(below, generator)
+            )
         return self.decode(z), mu, logvar, z
+
+    @staticmethod
+    def noise_for(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    def elbo(
+        self,
+        x: torch.Tensor,
+        noise: list[torch.Tensor],
+        *,
+        beta: float | torch.Tensor = 1.0,
+        free_bits: float | torch.Tensor = 0.0,
+    ) -> LossParts:
+        """The negative ELBO with the reparameterization noise of each layer, noise[l] shaped
+        like layer l's latent. One layer: the analytic KL. Two: KL(q(z2|z1) || p(z2))
+        analytic at the sampled z1, and log q(z1|x) - log p(z1|z2) at the sampled z1, z2."""
+        mu, logvar = self.encode(x)  # (B, D) each
+        z = mu + torch.exp(0.5 * logvar) * noise[0]  # logvar is already clamped by encode
+        x_logits = self.decode(z).float()
+        if self.config.stochastic_layers == 1:
+            return elbo_loss(
+                x, x_logits, mu.float(), logvar.float(), beta=beta, free_bits=free_bits
+            )
+        mu2, logvar2 = self.encode_top(z)
+        z2 = mu2 + torch.exp(0.5 * logvar2) * noise[1]
+        below, below_logvar = self.prior_below(z2)
+        kl_below = gaussian_log_density_per_dim(z, mu, logvar) - gaussian_log_density_per_dim(
+            z, below, below_logvar
+        )
+        kl_dims = torch.cat([kl_below, gaussian_kl(mu2, logvar2)], dim=-1).float()
+        recon = -bernoulli_log_likelihood(x_logits, x)
+        return elbo_from_parts(recon, kl_dims, beta=beta, free_bits=free_bits)
+
+    def log_weights(
+        self, x: torch.Tensor, noise: list[torch.Tensor], *, dreg: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log w, log p(x|z)) of K samples per image, each (…, K, B): log w = log p(x, z) -
+        log q(z|x) over all layers, with noise[l] (…, K, B, D_l). With `dreg`, q's densities
+        see its parameters as constants and the gradient reaching each sample is weighted by
+        its normalized importance weight: the encoder then gets the doubly reparameterized
+        gradient (Tucker et al. 2018, eq. 5), the decoder the usual IWAE one."""
+        mu, logvar = (t.unsqueeze(-3) for t in self.encode(x))  # (…, 1, B, D)
+        q_mu, q_logvar = (mu.detach(), logvar.detach()) if dreg else (mu, logvar)
+        z = mu + torch.exp(0.5 * logvar) * noise[0]  # (…, K, B, D)
+        log_px_z = bernoulli_log_likelihood(self.decode(z).float(), x.unsqueeze(-3))
+        log_q = gaussian_log_density(z, q_mu, q_logvar)
+        latents = [z]
+        if self.config.stochastic_layers == 1:
+            log_prior = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+        else:
+            mu2, logvar2 = self.encode_top(z)
+            z2 = mu2 + torch.exp(0.5 * logvar2) * noise[1]
+            if dreg:  # q(z2|z1)'s weights as constants, z1 still a function of the encoder
+                mu2, logvar2 = self.clamped(*self.constant_encoder_top(z))
+            below, below_logvar = self.prior_below(z2)
+            log_q = log_q + gaussian_log_density(z2, mu2, logvar2)
+            log_prior = gaussian_log_density(z, below, below_logvar) + gaussian_log_density(
+                z2, torch.zeros_like(z2), torch.zeros_like(z2)
+            )
+            latents.append(z2)
+        log_w = log_px_z + log_prior - log_q
+        if dreg and log_w.requires_grad:
+            weights = torch.softmax(log_w.detach(), dim=-2).unsqueeze(-1)  # (…, K, B, 1)
+            for latent in latents:
+                latent.register_hook(lambda grad, weights=weights: grad * weights)
+        return log_w, log_px_z
+
+    def constant_encoder_top(self, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z2|z1)'s network with its weights detached (gradients reach z1 only)."""
+        from torch.func import functional_call
+
+        weights = {name: p.detach() for name, p in self.encoder2.named_parameters()}
+        return functional_call(self.encoder2, weights, (z1,))
+
+    def iwae(self, x: torch.Tensor, noise: list[torch.Tensor], *, dreg: bool = False) -> LossParts:
+        """The negative IWAE bound (Burda et al. 2016) with K samples per image (noise[l]
+        (…, K, B, D_l)); recon is the mean over samples of -log p(x|z_k), kl the KL estimate
+        (analytic for one layer)."""
+        if self.config.stochastic_layers == 1 and not dreg:
+            mu, logvar = self.encode(x)
+            return iwae_loss(x, mu, logvar, self.decode, noise[0])
+        log_w, log_px_z = self.log_weights(x, noise, dreg=dreg)
+        bound = iwae_bound(log_w)
+        kl = (log_px_z - log_w).mean(-2)  # E_q[log q(z|x) - log p(z)] per image
+        return LossParts(-bound.mean(-1), -log_px_z.mean(-2), kl, kl.mean(-1, keepdim=True))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -23,7 +23,7 @@ from vae_cli.clock import TrainingClock
 from vae_cli.config import Config
 from vae_cli.data import to_float
 from vae_cli.members import Population
-from vae_cli.model import LossParts, elbo_loss, iwae_loss
+from vae_cli.model import LossParts
 
 CAPTURE_WARMUP_STEPS = 3  # eager steps per batch size before its graph is captured
 
@@ -77,13 +77,9 @@ class TrainStep:
         self.amp = self.shared.train.amp and device.type == "cuda"
         self.compiled = self.shared.train.compile
         self.compile_done = False
-        # --compile: the ELBO's whole forward (and so its backward) is one compiled graph; IWAE,
-        # whose samples are drawn inside, compiles its decoder.
-        self.elbo: Callable[[torch.Tensor, torch.Tensor], LossParts] = (
+        # --compile: the ELBO's whole forward (and so its backward) is one compiled graph.
+        self.elbo: Callable[[torch.Tensor, list[torch.Tensor]], LossParts] = (
             torch.compile(self.elbo_for_noise) if self.compiled else self.elbo_for_noise
-        )
-        self.decode: Callable[[torch.Tensor], torch.Tensor] = (
-            torch.compile(self.model.decode) if self.compiled else self.model.decode
         )
 
     def set_schedule(self, lrs: list[float], betas: list[float]) -> None:
@@ -138,30 +134,24 @@ class TrainStep:
             [torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.noise]
         )
 
+    def layer_noise(self, *leading: int) -> list[torch.Tensor]:
+        """The reparameterization noise of every stochastic layer, (M, *leading, D_l) each."""
+        return [self.noise_like((*leading, size)) for size in self.model.latent_dims]
+
     def loss(self, x: torch.Tensor) -> LossParts:
-        train, latent = self.shared.train, self.model.config.latent_dim
+        train = self.shared.train
         batch = x.shape[1]
         if train.objective == "iwae":
+            noise = self.layer_noise(train.k, batch)
             with self.autocast():
-                mu, logvar = self.model.encode(x)  # (M, B, D) each
-                eps = self.noise_like((train.k, batch, latent))
-                return iwae_loss(x, mu, logvar, self.decode, eps.to(mu.dtype))
+                return self.model.iwae(x, noise, dreg=train.dreg)
         # The noise is drawn outside the ELBO, which torch.compile may trace (generators don't).
-        return self.elbo(x, self.noise_like((batch, latent)))
+        return self.elbo(x, self.layer_noise(batch))
 
-    def elbo_for_noise(self, x: torch.Tensor, eps: torch.Tensor) -> LossParts:
-        """The negative ELBO of a batch with the noise eps of the reparameterization."""
+    def elbo_for_noise(self, x: torch.Tensor, noise: list[torch.Tensor]) -> LossParts:
+        """The negative ELBO of a batch with the noise of the reparameterization."""
         with self.autocast():
-            mu, logvar = self.model.encode(x)  # (M, B, D) each
-            z = mu + torch.exp(0.5 * logvar) * eps  # logvar is already clamped by encode
-            return elbo_loss(
-                x,
-                self.model.decode(z).float(),
-                mu.float(),
-                logvar.float(),
-                beta=self.beta,
-                free_bits=self.free_bits,
-            )
+            return self.model.elbo(x, noise, beta=self.beta, free_bits=self.free_bits)
 
     def run(self, images: torch.Tensor) -> None:
         """The step itself: device work only, so it can be captured in a CUDA graph."""

@@ -494,10 +494,17 @@ def build_model(config: Config, device: torch.device) -> VAE:
     return model.to(device)
 
 
-def sample_grid_z(config: Config) -> torch.Tensor:
-    """The fixed z of the per-epoch sample pictures (from the run's seed)."""
+def sample_grid_z(config: Config) -> list[torch.Tensor]:
+    """The fixed noise of the per-epoch sample pictures (from the run's seed): the top
+    layer's z, then each lower layer's noise."""
     generator = torch.Generator().manual_seed(config.train.seed)
-    return torch.randn(SAMPLE_GRID, config.model.latent_dim, generator=generator)
+    model = config.model
+    sizes = (
+        [model.latent2_dim, model.latent_dim]
+        if model.stochastic_layers == 2
+        else [model.latent_dim]
+    )
+    return [torch.randn(SAMPLE_GRID, size, generator=generator) for size in sizes]
 
 
 def snapshot(value: Any) -> Any:
@@ -562,11 +569,11 @@ def epoch_metrics(
 
 @torch.no_grad()
 def save_epoch_pictures(
-    model: VAE, paths: RunPaths, epoch: int, fixed_z: torch.Tensor, originals: torch.Tensor
+    model: VAE, paths: RunPaths, epoch: int, fixed_z: list[torch.Tensor], originals: torch.Tensor
 ) -> None:
     model.eval()
     device = next(model.parameters()).device
-    samples = torch.sigmoid(model.decode(fixed_z.to(device)))
+    samples = torch.sigmoid(model.generate(*(z.to(device) for z in fixed_z)))
     images.save_grid(samples, paths.sample_picture(epoch), nrow=8)
     reconstructions = torch.sigmoid(model(originals, mean_only=True)[0])
     images.save_grid(
