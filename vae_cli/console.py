@@ -199,6 +199,11 @@ def evaluation_table(result: dict[str, Any]) -> None:
     table.add_row("-ELBO (loss)", f"{result['loss']:.3f}")
     table.add_row("reconstruction", f"{result['recon']:.3f}")
     table.add_row("KL", f"{result['kl']:.3f}")
+    layers = result.get("kl_per_layer") or []
+    if len(layers) > 1:  # a hierarchy: each layer's share, bottom (z1) first
+        table.add_row("KL of z1, z2", ", ".join(f"{kl:.3f}" for kl in layers))
+        units = result["active_units_per_layer"]
+        table.add_row("active units z1, z2", ", ".join(str(u) for u in units))
     table.add_row("active units", f"{result['active_units']} / {len(result['kl_per_dim'])}")
     top = ", ".join(f"{v:.2f}" for v in result["kl_per_dim"][:8])
     table.add_row("KL per dim (top 8)", top)

@@ -240,6 +240,7 @@ class LatentView:
     test_mu: torch.Tensor  # (M, 2) mu of every test image in the view
     test_labels: torch.Tensor  # (M,)
     axis_names: tuple[str, str]
+    layer: str = "z"  # the latent shown: z, or z1 (the bottom layer) of a two-layer model
 
 
 @torch.no_grad()
@@ -258,12 +259,14 @@ def latent_view(
         *(loaded.model.encode(x[i : i + 1000]) for i in range(0, len(x), 1000)), strict=True
     )
     mu, logvar = torch.cat(mu_parts).cpu(), torch.cat(logvar_parts).cpu()
+    layer = "z" if len(loaded.model.latent_dims) == 1 else "z1"
     if mu.shape[1] == 2:
-        centre, basis, names = torch.zeros(2), torch.eye(2), ("z1", "z2")
+        dimensions = ("z1", "z2") if layer == "z" else ("z1[0]", "z1[1]")
+        centre, basis, names = torch.zeros(2), torch.eye(2), dimensions
     else:
         centre = mu.mean(0)
         basis = torch.linalg.svd(mu - centre, full_matrices=False).Vh[:2].T  # (D, 2)
-        names = ("PC1 of mu", "PC2 of mu")
+        names = ("PC1 of mu", "PC2 of mu") if layer == "z" else ("PC1 of mu1", "PC2 of mu1")
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(x), generator=generator)[:n_inputs]
     z = posterior_samples(mu[chosen], logvar[chosen], samples_per_input, generator)
@@ -277,6 +280,7 @@ def latent_view(
         test_mu=(mu - centre) @ basis,
         test_labels=labels,
         axis_names=names,
+        layer=layer,
     )
 
 

@@ -38,6 +38,8 @@ def step_bytes(config: Config, n_train: int) -> int:
     per_sample = latent + 4 * hidden + LOSS_TEMPORARIES * IMAGE_PIXELS  # decoder and loss
     if config.model.arch == "conv":
         per_image, per_sample = per_image + CONV_FEATURES, per_sample + CONV_FEATURES
+    if config.model.stochastic_layers == 2:  # q(z2|z1) and p(z1|z2): two hidden layers each
+        per_sample += 2 * (4 * config.model.hidden2_dim + 2 * config.model.latent2_dim)
     activations = 2 * (batch * per_image + batch * largest_k(config) * per_sample)
     return FLOAT_BYTES * (4 * parameters + activations)
 

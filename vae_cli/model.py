@@ -443,10 +443,10 @@ class VAE(nn.Module):
         analytic at the sampled z1, and log q(z1|x) - log p(z1|z2) at the sampled z1, z2."""
         mu, logvar = self.encode(x)  # (B, D) each
         z = mu + torch.exp(0.5 * logvar) * noise[0]  # logvar is already clamped by encode
-        x_logits = self.decode(z).float()
+        x_logits = self.decode(z).to(x.dtype)  # float32 (or the pixels' dtype) under autocast
         if self.config.stochastic_layers == 1:
             return elbo_loss(
-                x, x_logits, mu.float(), logvar.float(), beta=beta, free_bits=free_bits
+                x, x_logits, mu.to(x.dtype), logvar.to(x.dtype), beta=beta, free_bits=free_bits
             )
         mu2, logvar2 = self.encode_top(z)
         z2 = mu2 + torch.exp(0.5 * logvar2) * noise[1]
@@ -454,7 +454,7 @@ class VAE(nn.Module):
         kl_below = gaussian_log_density_per_dim(z, mu, logvar) - gaussian_log_density_per_dim(
             z, below, below_logvar
         )
-        kl_dims = torch.cat([kl_below, gaussian_kl(mu2, logvar2)], dim=-1).float()
+        kl_dims = torch.cat([kl_below, gaussian_kl(mu2, logvar2)], dim=-1).to(x.dtype)
         recon = -bernoulli_log_likelihood(x_logits, x)
         return elbo_from_parts(recon, kl_dims, beta=beta, free_bits=free_bits)
 
@@ -469,26 +469,30 @@ class VAE(nn.Module):
         mu, logvar = (t.unsqueeze(-3) for t in self.encode(x))  # (…, 1, B, D)
         q_mu, q_logvar = (mu.detach(), logvar.detach()) if dreg else (mu, logvar)
         z = mu + torch.exp(0.5 * logvar) * noise[0]  # (…, K, B, D)
-        log_px_z = bernoulli_log_likelihood(self.decode(z).float(), x.unsqueeze(-3))
-        log_q = gaussian_log_density(z, q_mu, q_logvar)
-        latents = [z]
+        # With DReG, z's own terms go through an alias whose gradient is reweighted; z2, whose
+        # gradient is reweighted where it is drawn, reaches z through the raw tensor, so no
+        # path is weighted twice.
+        z_here = z.view_as(z) if dreg else z
+        log_px_z = bernoulli_log_likelihood(self.decode(z_here).to(x.dtype), x.unsqueeze(-3))
+        log_q = gaussian_log_density(z_here, q_mu, q_logvar)
+        reweighted = [z_here]
         if self.config.stochastic_layers == 1:
-            log_prior = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+            log_prior = gaussian_log_density(z_here, torch.zeros_like(z), torch.zeros_like(z))
         else:
             mu2, logvar2 = self.encode_top(z)
             z2 = mu2 + torch.exp(0.5 * logvar2) * noise[1]
             if dreg:  # q(z2|z1)'s weights as constants, z1 still a function of the encoder
-                mu2, logvar2 = self.clamped(*self.constant_encoder_top(z))
+                mu2, logvar2 = self.clamped(*self.constant_encoder_top(z_here))
             below, below_logvar = self.prior_below(z2)
             log_q = log_q + gaussian_log_density(z2, mu2, logvar2)
-            log_prior = gaussian_log_density(z, below, below_logvar) + gaussian_log_density(
+            log_prior = gaussian_log_density(z_here, below, below_logvar) + gaussian_log_density(
                 z2, torch.zeros_like(z2), torch.zeros_like(z2)
             )
-            latents.append(z2)
+            reweighted.append(z2)
         log_w = log_px_z + log_prior - log_q
         if dreg and log_w.requires_grad:
             weights = torch.softmax(log_w.detach(), dim=-2).unsqueeze(-1)  # (…, K, B, 1)
-            for latent in latents:
+            for latent in reweighted:
                 latent.register_hook(lambda grad, weights=weights: grad * weights)
         return log_w, log_px_z
 

@@ -120,7 +120,8 @@ def latent_figure(view: Any) -> Any:
     left.text(  # above the strip (set_title would place itself over it)
         0.5,
         1 + STRIP_GAP + rows * row_height + 0.01,
-        f"q(z|x): mu (x) and {view.clouds.shape[1]} samples per input",
+        f"q({view.layer}|x): mu (x) and {view.clouds.shape[1]} samples per input"
+        + (" (the bottom layer)" if view.layer == "z1" else ""),
         transform=left.transAxes,
         ha="center",
         va="bottom",

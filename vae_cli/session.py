@@ -36,6 +36,7 @@ RESUMABLE = {
     "free_bits",
     "objective",
     "k",
+    "dreg",
 }
 
 
