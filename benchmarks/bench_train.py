@@ -168,6 +168,34 @@ def vae_cli_images_per_s(
     return steps * batch_size / (time.perf_counter() - started)
 
 
+def operations_per_step(
+    images: torch.Tensor, device: torch.device, *, cuda_graph: bool, steps: int = 5
+) -> float:
+    """CUDA kernels per step on a GPU (a captured step: the kernels of one replay), or aten
+    operator calls per step on the CPU, counted with torch.profiler after warm-up."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    config = Config().replace({"cuda_graph": cuda_graph})
+    train_step = build_step(
+        Population([build_model(config, device)]), [config], [make_generators(0, device)]
+    )
+    batch = images[:128].to(device).unsqueeze(0)
+    for _ in range(10):  # warm-up and capture
+        train_step(batch, [config.train.lr], [1.0])
+    synchronize(device)
+    activity = ProfilerActivity.CUDA if device.type == "cuda" else ProfilerActivity.CPU
+    with profile(activities=[activity]) as profiler:
+        for _ in range(steps):
+            train_step(batch, [config.train.lr], [1.0])
+        synchronize(device)
+    if device.type == "cuda":
+        count = sum(1 for e in profiler.events() if e.device_type == DeviceType.CUDA)
+    else:
+        count = sum(1 for e in profiler.events() if e.name.startswith("aten::"))
+    return count / steps
+
+
 def train_command_seconds(data_dir: Path, device: str, epochs: int) -> float:
     """Wall time of a whole default `vae train` from start to exit, torch import included."""
     import tempfile
@@ -207,6 +235,7 @@ def main() -> None:
     parser.add_argument("--large-batch", type=int, default=1024)
     parser.add_argument("--train-epochs", type=int, default=10, help="0 skips the whole-run time")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--kernels", action="store_true", help="count kernels (ops) per step")
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir)
     images = load_dataset(data_dir).train_images
@@ -269,6 +298,10 @@ def main() -> None:
             f"median vae-cli {name:16} {own:>12,.0f} images/s, ratio {own / ref:6.2f}x, "
             f"{achieved:,.1f} GFLOP/s = {achieved / roofline:.1%} of the matmul roofline"
         )
+    if args.kernels:
+        captured = device.type == "cuda"
+        what = "CUDA kernels per captured step" if captured else "aten operator calls per step"
+        print(f"{what}: {operations_per_step(images, device, cuda_graph=captured):.0f}")
     if args.train_epochs:
         seconds = train_command_seconds(data_dir, args.device, args.train_epochs)
         print(

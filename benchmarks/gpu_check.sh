@@ -1,34 +1,68 @@
 #!/usr/bin/env bash
-# Every GPU figure the README's GPU table and issue 13 need, in one call on a lent GPU machine
-# (it has torch with CUDA but no internet). Run from the repo root with, carried alongside:
-#   .whl/   wheels of the non-torch imports the CUDA tests need, for that machine's Python:
-#           pip download typer -d .whl --only-binary=:all: --python-version 3.12 \
-#               --platform manylinux_2_17_x86_64
+# Every GPU figure the README's GPU section owes, in one call on a lent GPU machine: the CUDA
+# tests, the captured step of one model (images/s and CUDA kernels per step), populations of
+# N = 1 ... 64 members, whole 10-epoch runs (one model, and 32 seeds) from start to exit, and,
+# with QUALITY=1, the two-layer recipe scaled to 15 minutes. Each step has a timeout and a
+# failure is printed as "FAILED: <step> (exit N)" before the next step starts; the summary
+# lists every step's status. Logs go to $OUT.
+#
+# On the GPU machine (it has torch with CUDA but no internet), from the repo root, carried along:
+#   .whl/   wheels of the non-torch imports, for that machine's Python:
+#           pip download typer rich tqdm matplotlib optuna safetensors tensorboard pillow \
+#               -d .whl --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64
 #   .gpu/data/MNIST/raw/*.gz   the four MNIST files, gzipped (they unpack to /tmp/data)
-# Prints: the CUDA tests, a 10-epoch `vae train --device cuda` (wall time and per-epoch split),
-# a two-phase run with CUDA graphs (ELBO, then IWAE: the graphs are captured again), the
-# start-up split, and bench_train.py's eager / captured rows. Logs also go to $OUT.
+# A dry run on the CPU (tiny sizes, no wheels, the data from $VAE_DATA_DIR) checks the script:
+#   DRY_RUN=1 VAE_DATA_DIR=../shared/data benchmarks/gpu_check.sh
 set -u
 export PYTHONUNBUFFERED=1 OUT="${OUT:-/tmp/gpu_check}"
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-mkdir -p /tmp/data/MNIST/raw
-for f in .gpu/data/MNIST/raw/*.gz; do gunzip -c "$f" > "/tmp/data/MNIST/raw/$(basename "$f" .gz)"; done
-export VAE_DATA_DIR=/tmp/data
-nvidia-smi --query-gpu=name,driver_version --format=csv
-python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
+DEVICE=cuda STEPS=1000 MEMBERS=1,2,4,8,16,32,64 EPOCHS=10 SEEDS=0-31 LIMIT=""
+if [ "${DRY_RUN:-0}" = 1 ]; then
+    DEVICE=cpu STEPS=20 MEMBERS=1,2 EPOCHS=1 SEEDS=0-1 LIMIT="--limit 512"
+else
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+    mkdir -p /tmp/data/MNIST/raw
+    for f in .gpu/data/MNIST/raw/*.gz; do
+        gunzip -c "$f" > "/tmp/data/MNIST/raw/$(basename "$f" .gz)"
+    done
+    export VAE_DATA_DIR=/tmp/data
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+fi
+python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda,
+    torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+STATUS=()
 
-echo "=== CUDA tests"
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_step.py \
-    tests/test_stability.py tests/test_likelihood.py tests/test_memory.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -20
+step() {  # step NAME SECONDS COMMAND...: run with a timeout, log, and record how it ended
+    local name=$1 seconds=$2
+    shift 2
+    echo "=== $name"
+    local started=$SECONDS
+    timeout "$seconds" "$@" 2>&1 | tee "$OUT/$name.log"
+    local code=${PIPESTATUS[0]}
+    if [ "$code" -ne 0 ]; then
+        echo "FAILED: $name (exit $code$([ "$code" -eq 124 ] && echo ', timed out'))"
+    fi
+    STATUS+=("$name: exit $code, $((SECONDS - started)) s")
+}
 
-echo "=== vae train --device cuda --epochs 10, start to exit"
+if [ "$DEVICE" = cuda ]; then
+    step cuda-tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
+        tests/test_step.py tests/test_stability.py tests/test_memory.py tests/test_loop.py \
+        tests/test_population.py tests/test_phases.py tests/test_hierarchy.py
+fi
+
+step one-model-captured 240 python3 benchmarks/bench_train.py --device "$DEVICE" --rounds 2 \
+    --steps "$STEPS" --skip-rss --train-epochs 0 --kernels
+
+step populations 300 python3 benchmarks/bench_population.py --device "$DEVICE" \
+    --members "$MEMBERS" --rounds 2 --steps "$STEPS"
+
 TIMEFORMAT='wall %R s'
-time python3 -m vae_cli train --device cuda --epochs 10 --quiet --runs-dir /tmp/runs --name ten \
-    > "$OUT/ten.log" 2>&1
-python3 - <<'PY'
+step train-10-epochs 120 bash -c "time python3 -m vae_cli train --device $DEVICE \
+    --epochs $EPOCHS $LIMIT --quiet --runs-dir /tmp/runs --name ten --overwrite"
+python3 - <<'PY' 2>/dev/null || true
 import json
 for line in open("/tmp/runs/ten/metrics.jsonl"):
     m = json.loads(line)
@@ -36,22 +70,21 @@ for line in open("/tmp/runs/ten/metrics.jsonl"):
           f"{m['images_per_s']:,.0f} img/s test {m['test_loss']:.2f}",
           f"capture {m.get('capture_seconds', 0):.2f}s")
 PY
+step train-32-seeds 300 bash -c "time python3 -m vae_cli train --device $DEVICE \
+    --epochs $EPOCHS --seeds $SEEDS $LIMIT --quiet --runs-dir /tmp/runs --name seeds --overwrite"
 
-echo "=== two phases with CUDA graphs"
-printf '[data]\nlimit = 4096\n[train]\nepochs = 2\ndevice = "cuda"\n[[phases]]\nepochs = 2\nobjective = "iwae"\nk = 4\nlr = 1e-4\n' > /tmp/phases.toml
-python3 -m vae_cli train --config /tmp/phases.toml --quiet --runs-dir /tmp/runs --name phases \
-    | tail -4
-python3 -c "
-import json
-for line in open('/tmp/runs/phases/metrics.jsonl'):
-    m = json.loads(line); print(m['epoch'], 'phase', m['phase'], 'train', round(m['train_loss'], 2), 'iwae', m.get('test_iwae'))"
+printf '[data]\nlimit = 4096\n[train]\nepochs = 2\ndevice = "%s"\n[[phases]]\nepochs = 2\nobjective = "iwae"\nk = 4\nlr = 1e-4\ndreg = true\n' \
+    "$DEVICE" > /tmp/phases.toml
+step two-phases 180 python3 -m vae_cli train --config /tmp/phases.toml --quiet \
+    --runs-dir /tmp/runs --name phases --overwrite
 
-echo "=== start-up split"
-time python3 -c "import torch"
-time python3 -c "import torch; torch.zeros(1, device='cuda')"
-time python3 -c "import torch; torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])"
-time python3 -c "import torch, torchvision"
+if [ "${QUALITY:-0}" = 1 ]; then  # the two-layer recipe in 10 + 5 minutes of GPU training
+    sed -e 's/time_budget = 70.0/time_budget = 10.0/' -e 's/time_budget = 35.0/time_budget = 5.0/' \
+        configs/quality2.toml > /tmp/quality_gpu.toml
+    step quality 1500 bash -c "python3 -m vae_cli train --config /tmp/quality_gpu.toml \
+        --device $DEVICE --quiet --runs-dir /tmp/runs --name quality --overwrite && \
+        python3 -m vae_cli eval --checkpoint /tmp/runs/quality --iw-samples 1000 --device $DEVICE"
+fi
 
-echo "=== benchmark"
-timeout 200 python3 benchmarks/bench_train.py --device cuda --rounds 2 --steps 1000 --skip-rss \
-    2>&1 | tee "$OUT/bench.log"
+echo "=== summary"
+printf '%s\n' "${STATUS[@]}"

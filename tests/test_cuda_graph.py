@@ -146,3 +146,37 @@ def test_a_time_budget_measures_the_training_done_on_the_gpu(
     setup = sum(m.get("capture_seconds", 0.0) for m in metrics)
     assert trained >= budget and trained - metrics[-1]["seconds"] < budget
     assert trained == pytest.approx(sum(walls) - setup, rel=0.05)
+
+
+def test_a_captured_population_trains_as_its_eager_members(tmp_path: Path, data_dir: Path) -> None:
+    """Members in CUDA graphs: each member's numbers are those of the same member trained
+    eagerly (to the GPU's float rounding), and a member equals the single run with its seed."""
+    args = ("--limit", 1024, "--batch-size", 64, "--epochs", 2, "--quiet", "--device", "cuda")
+    for name, graph in (("graph", "--cuda-graph"), ("eager", "--no-cuda-graph")):
+        result = run_vae(*train_args(tmp_path, data_dir, *args, "--seeds", "0-3", graph, name=name))
+        assert result.code == 0, result.stderr
+    single = run_vae(*train_args(tmp_path, data_dir, *args, "--seed", 2, name="single"))
+    assert single.code == 0, single.stderr
+    for seed in range(4):
+        graph, eager = (
+            metrics_without_timing(tmp_path / n / f"seed-{seed}") for n in ("graph", "eager")
+        )
+        for g, e in zip(graph, eager, strict=True):
+            assert g["test_loss"] == pytest.approx(e["test_loss"], rel=1e-3)
+    member = metrics_without_timing(tmp_path / "graph/seed-2")
+    for m, s in zip(member, metrics_without_timing(tmp_path / "single"), strict=True):
+        assert m["test_loss"] == pytest.approx(s["test_loss"], rel=1e-3)
+
+
+def test_two_layers_with_dreg_train_in_graphs(tmp_path: Path, data_dir: Path) -> None:
+    args = (
+        "--limit", 1024, "--batch-size", 64, "--epochs", 2, "--quiet", "--device", "cuda",
+        "--stochastic-layers", 2, "--objective", "iwae", "--k", 4, "--dreg",
+    )  # fmt: skip
+    for name, graph in (("graph", "--cuda-graph"), ("eager", "--no-cuda-graph")):
+        result = run_vae(*train_args(tmp_path, data_dir, *args, graph, name=name))
+        assert result.code == 0, result.stderr
+    for g, e in zip(
+        *(metrics_without_timing(tmp_path / n) for n in ("graph", "eager")), strict=True
+    ):
+        assert g["test_iwae"] == pytest.approx(e["test_iwae"], rel=1e-3)
