@@ -24,6 +24,8 @@ def describe(config: dict, metrics: list[dict]) -> str:
     """Architecture, then the objective of each phase, e.g. "ELBO ×520, then IWAE k=10 ×60"."""
     model = config["model"]
     width = f"784-{model['hidden_dim']}-{model['hidden_dim']}-{model['latent_dim']}"
+    if model.get("stochastic_layers", 1) == 2:  # z1, then z2 above it
+        width += f"-{model['hidden2_dim']}-{model['hidden2_dim']}-{model['latent2_dim']}"
     runs = [
         (name.replace("iwae-", "IWAE k=").replace("elbo", "ELBO"), len(epochs))
         for name, epochs in phases(metrics)
@@ -32,7 +34,10 @@ def describe(config: dict, metrics: list[dict]) -> str:
         objective = runs[0][0]
     else:
         objective = ", then ".join(f"{name} ×{count}" for name, count in runs)
-    return f"{model['arch']} {width} {model['activation']}, {objective}"
+    dreg = any(t.get("dreg") for t in [config["train"], *config.get("phases", [])])
+    return f"{model['arch']} {width} {model['activation']}, {objective}" + (
+        " (DReG)" if dreg else ""
+    )
 
 
 def evaluate(run: Path, data_dir: Path | None, iw_samples: int | None) -> tuple[dict, float]:

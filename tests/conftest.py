@@ -139,6 +139,29 @@ def record_batch_sizes(graphs: RecordedGraphs, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(CapturedStep, "__call__", call)
 
 
+def poison_training_losses(
+    monkeypatch: pytest.MonkeyPatch, poison: Callable[[int, object], object]
+) -> None:
+    """Pass the training step's n-th ELBO (counted from 1) through poison(n, parts); the test
+    pass's ELBO, called with plain numbers for beta, is left alone."""
+    from vae_cli import model as model_module
+
+    real, calls = model_module.elbo_loss, {"n": 0}
+
+    def poisoned(*args: object, **kwargs: object) -> object:
+        parts = real(*args, **kwargs)
+        if not torch.is_tensor(kwargs.get("beta")):
+            return parts
+        calls["n"] += 1
+        return poison(calls["n"], parts)
+
+    monkeypatch.setattr(model_module, "elbo_loss", poisoned)
+
+
+def nan_loss(parts: object) -> object:
+    return parts._replace(loss=parts.loss * float("nan"))  # type: ignore[attr-defined]
+
+
 TINY = ("--limit", 512, "--epochs", 2, "--batch-size", 64, "--quiet")
 
 

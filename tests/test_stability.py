@@ -8,12 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, make_step, run_vae, train_args, train_tiny
+from conftest import (
+    TINY,
+    make_step,
+    nan_loss,
+    poison_training_losses,
+    run_vae,
+    train_args,
+    train_tiny,
+)
 
-from vae_cli import model as model_module
 from vae_cli.checkpoint import load_checkpoint
 from vae_cli.config import Config
-from vae_cli.model import LossParts
 from vae_cli.statistics import summarize
 from vae_cli.step import TrainStep
 
@@ -77,19 +83,9 @@ def test_a_poisoned_batch_is_skipped_without_touching_the_weights() -> None:
 def nan_every(period: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every `period`-th training loss NaN (a Python counter: runs that use it pin
     --device cpu, since a captured CUDA step would run the counter only once)."""
-    real = model_module.elbo_loss
-    calls = {"n": 0}
-
-    def sometimes_nan(*args: object, **kwargs: object) -> LossParts:
-        parts = real(*args, **kwargs)
-        if not torch.is_tensor(kwargs.get("beta")):  # the test pass, not a training step
-            return parts
-        calls["n"] += 1
-        if calls["n"] % period == 0:
-            return parts._replace(loss=parts.loss * float("nan"))
-        return parts
-
-    monkeypatch.setattr(model_module, "elbo_loss", sometimes_nan)
+    poison_training_losses(
+        monkeypatch, lambda n, parts: nan_loss(parts) if n % period == 0 else parts
+    )
 
 
 def test_skipped_steps_are_counted_and_warned(
@@ -184,19 +180,9 @@ def test_weights_that_turn_non_finite_are_never_saved(
 
 def nan_window(first: int, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make training losses number first .. first + count - 1 (counting from 1) NaN."""
-    real = model_module.elbo_loss
-    calls = {"n": 0}
-
-    def nan_in_window(*args: object, **kwargs: object) -> LossParts:
-        parts = real(*args, **kwargs)
-        if not torch.is_tensor(kwargs.get("beta")):  # the test pass, not a training step
-            return parts
-        calls["n"] += 1
-        if first <= calls["n"] < first + count:
-            return parts._replace(loss=parts.loss * float("nan"))
-        return parts
-
-    monkeypatch.setattr(model_module, "elbo_loss", nan_in_window)
+    poison_training_losses(
+        monkeypatch, lambda n, parts: nan_loss(parts) if first <= n < first + count else parts
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import optuna  # a hard dependency: a broken install must fail here, not skip
 import pytest
-import torch
 from conftest import run_vae
 from test_resume import metrics_without_timing
 
@@ -442,18 +441,9 @@ def test_workers_that_race_to_create_the_tables_retry(
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vae_cli import model as model_module
+    from conftest import nan_loss, poison_training_losses
 
-    real, calls = model_module.elbo_loss, {"n": 0}
-
-    def nan_in_the_first_trial(*args: object, **kwargs: object):
-        parts = real(*args, **kwargs)
-        if not torch.is_tensor(kwargs.get("beta")):  # the test pass, not a training step
-            return parts
-        calls["n"] += 1
-        return parts._replace(loss=parts.loss * math.nan) if calls["n"] <= 3 else parts
-
-    monkeypatch.setattr(model_module, "elbo_loss", nan_in_the_first_trial)
+    poison_training_losses(monkeypatch, lambda n, parts: nan_loss(parts) if n <= 3 else parts)
     config = write_sweep(tmp_path, extra="")
     config.write_text(config.read_text().replace("[search]", "max_bad_steps = 3\n[search]"))
     result = run_vae(*tune_args(config, tmp_path / "runs", data_dir, "--trials", 2))
