@@ -59,7 +59,7 @@ step one-model-captured 240 python3 benchmarks/bench_train.py --device "$DEVICE"
 step populations 300 python3 benchmarks/bench_population.py --device "$DEVICE" \
     --members "$MEMBERS" --rounds 2 --steps "$STEPS"
 
-TIMEFORMAT='wall %R s'
+export TIMEFORMAT='wall %R s (start to exit)'  # read by the bash -c below
 step train-10-epochs 120 bash -c "time python3 -m vae_cli train --device $DEVICE \
     --epochs $EPOCHS $LIMIT --quiet --runs-dir /tmp/runs --name ten --overwrite"
 python3 - <<'PY' 2>/dev/null || true
