@@ -126,6 +126,21 @@ def test_compile_and_capture_time_are_each_counted_once_and_apart(
     assert trained == pytest.approx(1000 - 128, rel=1e-9)
 
 
+def test_compile_leaves_an_iwae_step_eager_and_times_no_compilation(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--compile compiles the ELBO only: an IWAE run's first step is training, not compile time."""
+    monkeypatch.setattr(torch, "compile", slow_first_call(0.5))
+    config = Config().replace(
+        {**SHORT_LAST_BATCH, "epochs": 1, "compile": True, "objective": "iwae", "k": 2}
+    )
+    run = train_directly(tmp_path, data_dir, config, RecordedGraphs())
+    (metrics,) = read_metrics(RunPaths(run))
+    assert metrics.get("compile_seconds", 0.0) == 0.0
+    trained = metrics["images_per_s"] * metrics["seconds"]
+    assert trained == pytest.approx(1000, rel=1e-9)  # every image counts
+
+
 class AsyncGraphs(RecordedGraphs):
     """A device that runs behind the host, like a GPU: a replay returns at once and its work
     (taking DEVICE_SECONDS) happens when the host next waits for the device."""

@@ -127,7 +127,9 @@ class TrainConfig:
         "auto", "auto picks cuda, then mps, then cpu.", choices=("auto", "cpu", "cuda", "mps")
     )
     amp: bool = setting(False, "bf16 autocast on CUDA (ignored on CPU).")
-    compile: bool = setting(False, "torch.compile the model (opt-in; slower to start).")
+    compile: bool = setting(
+        False, "torch.compile the ELBO step (opt-in; slower to start; IWAE runs eagerly)."
+    )
     cuda_graph: bool = setting(
         True, "Capture the training step in a CUDA graph and replay it (CUDA only)."
     )

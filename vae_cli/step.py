@@ -75,9 +75,11 @@ class TrainStep:
         self.noise = [g["noise"] for g in generators]
         self.binarize = [g["binarize"] for g in generators]
         self.amp = self.shared.train.amp and device.type == "cuda"
-        self.compiled = self.shared.train.compile
+        # --compile: the ELBO's whole forward (and so its backward) is one compiled graph. The
+        # IWAE bound runs eagerly (DReG's gradient hooks would break the graph), so an IWAE
+        # step has no compiling first step to time apart.
+        self.compiled = self.shared.train.compile and self.shared.train.objective == "elbo"
         self.compile_done = False
-        # --compile: the ELBO's whole forward (and so its backward) is one compiled graph.
         self.elbo: Callable[[torch.Tensor, list[torch.Tensor]], LossParts] = (
             torch.compile(self.elbo_for_noise) if self.compiled else self.elbo_for_noise
         )
