@@ -337,6 +337,13 @@ class ConvDecoder(nn.Module):
         return self.body(z)
 
 
+def latent_dims(config: ModelConfig) -> list[int]:
+    """The size of each stochastic layer of a model with these settings, bottom (z1) first."""
+    if config.stochastic_layers == 2:
+        return [config.latent_dim, config.latent2_dim]
+    return [config.latent_dim]
+
+
 class VAE(nn.Module):
     """q(z|x) and p(x|z) with a standard-normal prior; with two stochastic layers, Burda et
     al.'s hierarchy q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1). The commands use `encode` and
@@ -365,9 +372,7 @@ class VAE(nn.Module):
     @property
     def latent_dims(self) -> list[int]:
         """The size of each stochastic layer, bottom (z1) first."""
-        if self.config.stochastic_layers == 2:
-            return [self.config.latent_dim, self.config.latent2_dim]
-        return [self.config.latent_dim]
+        return latent_dims(self.config)
 
     def clamped(self, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return mu, clamp_logvar(

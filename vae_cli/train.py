@@ -29,7 +29,7 @@ from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.files import OrderedWriter, write_atomically
 from vae_cli.interrupt import InterruptFlag
 from vae_cli.members import Population
-from vae_cli.model import VAE
+from vae_cli.model import VAE, latent_dims
 from vae_cli.plan import Phase, build_plan
 from vae_cli.run_files import (
     POPULATION_FILE,
@@ -498,12 +498,7 @@ def sample_grid_z(config: Config) -> list[torch.Tensor]:
     """The fixed noise of the per-epoch sample pictures (from the run's seed): the top
     layer's z, then each lower layer's noise."""
     generator = torch.Generator().manual_seed(config.train.seed)
-    model = config.model
-    sizes = (
-        [model.latent2_dim, model.latent_dim]
-        if model.stochastic_layers == 2
-        else [model.latent_dim]
-    )
+    sizes = latent_dims(config.model)[::-1]  # the top first, then down
     return [torch.randn(SAMPLE_GRID, size, generator=generator) for size in sizes]
 
 
