@@ -89,17 +89,22 @@ def test_a_phase_change_captures_again(
     assert phase_two.count(("warm-up", 128)) == 3  # the new step warms up again
 
 
-def slow_first_call(seconds: float):
-    """A stand-in for torch.compile whose first call takes `seconds` longer (compiling)."""
+def slow_first_call(seconds: float, first_call: dict[str, float]):
+    """A stand-in for torch.compile whose first call takes `seconds` longer (compiling); the
+    first call's whole duration lands in `first_call["seconds"]`."""
 
     def compile_(function, **options):
         calls = {"n": 0}
 
         def compiled(*args, **kwargs):
             calls["n"] += 1
-            if calls["n"] == 1:
-                time.sleep(seconds)
-            return function(*args, **kwargs)
+            if calls["n"] > 1:
+                return function(*args, **kwargs)
+            started = time.perf_counter()
+            time.sleep(seconds)
+            result = function(*args, **kwargs)
+            first_call["seconds"] = time.perf_counter() - started
+            return result
 
         return compiled
 
@@ -111,14 +116,19 @@ def test_compile_and_capture_time_are_each_counted_once_and_apart(
 ) -> None:
     """The first (compiling) step runs inside the graph's warm-up: its time is compile time
     only, never capture time too, and neither is taken out of the training seconds twice."""
-    monkeypatch.setattr(torch, "compile", slow_first_call(0.5))
+    compiling = 1.0
+    first_call: dict[str, float] = {}
+    monkeypatch.setattr(torch, "compile", slow_first_call(compiling, first_call))
     config = Config().replace({**SHORT_LAST_BATCH, "epochs": 1, "compile": True})
     started = time.perf_counter()
     run = train_directly(tmp_path, data_dir, config, RecordedGraphs())
     wall = time.perf_counter() - started
     (metrics,) = read_metrics(RunPaths(run))
-    assert 0.5 <= metrics["compile_seconds"] < 0.5 + 0.2
-    assert metrics["capture_seconds"] < 0.2  # capturing only: no compilation inside
+    # Bounds relative to the compiling call's own duration, so that a loaded machine, which
+    # slows the step inside it, cannot fail them; counting it twice adds at least `compiling`.
+    compiled_in = first_call["seconds"]
+    assert compiled_in <= metrics["compile_seconds"] < compiled_in + compiling / 2
+    assert metrics["capture_seconds"] < compiling  # capturing only: no compilation inside
     assert metrics["seconds"] > 0
     assert metrics["seconds"] + metrics["compile_seconds"] + metrics["capture_seconds"] < wall
     # The compiling step's images are left out with its time; every other image counts.
@@ -130,7 +140,7 @@ def test_compile_leaves_an_iwae_step_eager_and_times_no_compilation(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--compile compiles the ELBO only: an IWAE run's first step is training, not compile time."""
-    monkeypatch.setattr(torch, "compile", slow_first_call(0.5))
+    monkeypatch.setattr(torch, "compile", slow_first_call(0.5, {}))
     config = Config().replace(
         {**SHORT_LAST_BATCH, "epochs": 1, "compile": True, "objective": "iwae", "k": 2}
     )
@@ -181,9 +191,7 @@ def test_a_time_budget_counts_the_training_done_not_the_launches(
             "time_budget": budget / 60,
         }
     )
-    started = time.perf_counter()
     run = train_directly(tmp_path, data_dir, config, graphs)
-    wall = time.perf_counter() - started
     metrics = read_metrics(RunPaths(run))
     trained = sum(m["seconds"] for m in metrics)
     # It stopped at the first epoch end past the budget, by the time the device trained.
@@ -191,7 +199,9 @@ def test_a_time_budget_counts_the_training_done_not_the_launches(
     # Each epoch's seconds hold at least the device time of its replayed steps.
     replays = Counter(what for what, _ in graphs.events)["replay"]
     assert trained >= replays * AsyncGraphs.DEVICE_SECONDS
-    assert len(metrics) < 12 and wall < 5 * budget
+    # Counting launches only, it would run to far more epochs (the upper bound is 40); no wall
+    # clock bound here, as a loaded machine stretches the set-up around the budget.
+    assert len(metrics) < 12
 
 
 def test_each_phase_builds_its_step_from_its_own_settings(
