@@ -106,3 +106,29 @@ def test_runs_lists_a_run_whose_status_and_metrics_files_are_damaged(
 def test_runs_on_an_empty_folder_says_how_to_start(tmp_path: Path) -> None:
     result = run_vae("runs", "--runs-dir", tmp_path)
     assert result.code == 0 and "vae train" in result.stdout
+
+
+def write_run(root: Path, config: str, epochs_done: int, status: str) -> None:
+    """A run folder as `vae runs` reads it, without training."""
+    root.mkdir(parents=True)
+    (root / "config.toml").write_text(config)
+    lines = [json.dumps({"epoch": e, "test_loss": 100.0 - e}) for e in range(1, epochs_done + 1)]
+    (root / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    (root / "status.json").write_text(json.dumps({"status": status, "epoch": epochs_done}))
+
+
+def test_runs_counts_every_phase_and_says_when_a_time_budget_ends_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    phases = "[train]\nepochs = 2\n[[phases]]\nepochs = 1\nobjective = 'iwae'\nk = 2\n"
+    write_run(tmp_path / "phased", phases, 3, "finished")
+    budgeted = "[train]\nepochs = 5000\ntime_budget = 2.0\n[[phases]]\nepochs = 4\n"
+    write_run(tmp_path / "budget", budgeted, 7, "finished")
+    layers = "[model]\nstochastic_layers = 2\nlatent_dim = 20\nlatent2_dim = 6\n"
+    write_run(tmp_path / "layers", layers, 10, "finished")
+    result = run_vae("runs", "--runs-dir", tmp_path)
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if "│" in line}
+    assert "3/3" in rows["phased"]
+    assert "7 (time budget)" in rows["budget"] and "/5004" not in rows["budget"]
+    assert "z1 20, z2 6" in rows["layers"] and "10/10" in rows["layers"]

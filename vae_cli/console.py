@@ -229,16 +229,13 @@ def runs_table(summaries: list[Any], runs_dir: str) -> None:
         table.add_column(column)
     for s in summaries:
         loss = f"{s.best_test_loss:.2f} ({s.binarize})" if s.best_test_loss is not None else "-"
-        table.add_row(
-            s.name,
-            s.date,
-            f"{s.epochs_done}/{s.epochs_planned}",
-            loss,
-            str(s.latent_dim),
-            s.arch,
-            s.status,
-        )
+        table.add_row(s.name, s.date, s.epochs, loss, s.latent, s.arch, s.status)
     console.print(table)
+    if any(s.status == "died" for s in summaries):
+        console.print(
+            "died: the run says it is training, but no trainer holds its folder (killed, or "
+            "its machine went down); `vae train --resume RUN` continues it from its last.pt"
+        )
 
 
 def tune_summary(summary: dict[str, Any]) -> None:

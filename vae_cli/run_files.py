@@ -62,9 +62,22 @@ def write_status(paths: RunPaths, status: str, epoch: int) -> None:
 
 
 def read_status(root: Path) -> str:
-    """running, finished, interrupted, failed, pruned; unknown when status.json is unreadable."""
+    """running, finished, interrupted, failed, pruned, or died (it says running, but no
+    trainer holds the folder: killed, or its machine went down); unknown when status.json is
+    unreadable."""
+    return read_status_record(root)[0]
+
+
+def read_status_record(root: Path) -> tuple[str, int | None]:
+    """The run's status (as read_status) and the last epoch its trainer completed."""
+    from vae_cli.lock import trainer_alive
+
     state = json_object("\n".join(read_lines(root / "status.json"))) or {}
-    return str(state.get("status", "unknown"))
+    status = str(state.get("status", "unknown"))
+    if status == "running" and not trainer_alive(root):
+        status = "died"
+    epoch = state.get("epoch")
+    return status, epoch if isinstance(epoch, int) else None
 
 
 def append_metrics(paths: RunPaths, metrics: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from vae_cli import __version__
-from vae_cli.config import Config, load_config, to_toml
+from vae_cli.config import Config, load_config
 from vae_cli.errors import UserError
-from vae_cli.files import json_object, make_folder, read_lines, write_atomically
+from vae_cli.files import json_object, read_lines
 from vae_cli.run_files import POPULATION_FILE
 
 
@@ -64,15 +64,6 @@ def replace_folder(root: Path) -> None:
         shutil.rmtree(root)
 
 
-def create_run(root: Path, config: Config, manifest: dict[str, Any], *, overwrite: bool) -> None:
-    """A fresh run folder holding the resolved config and manifest."""
-    check_new_run(root, overwrite=overwrite)
-    if overwrite:
-        replace_folder(root)
-    make_folder(root, "run folder")
-    write_atomically(root / "config.toml", to_toml(config, manifest).encode())
-
-
 def git_commit() -> str:
     """The commit of the vae-cli source tree, when it is a git checkout."""
     try:
@@ -111,16 +102,41 @@ class RunSummary:
     name: str
     date: str
     epochs_done: int
-    epochs_planned: int
+    epochs_planned: int | None  # every phase's epochs; None when a time budget ends a phase
     best_test_loss: float | None
     binarize: str
-    latent_dim: int
+    latent_dims: list[int]  # each stochastic layer's size, bottom (z1) first
     arch: str
     status: str
+
+    @property
+    def epochs(self) -> str:
+        """e.g. "3/3", or "412 (time budget)" when a time budget, not a count, ends a phase."""
+        if self.epochs_planned is None:
+            return f"{self.epochs_done} (time budget)"
+        return f"{self.epochs_done}/{self.epochs_planned}"
+
+    @property
+    def latent(self) -> str:
+        """z's size, or "z1 100, z2 50" for a two-layer model."""
+        if len(self.latent_dims) == 1:
+            return str(self.latent_dims[0])
+        return ", ".join(f"z{layer} {size}" for layer, size in enumerate(self.latent_dims, 1))
+
+
+def planned_epochs(config: Config) -> int | None:
+    """The epochs of every phase together; None when some phase is ended by its time budget
+    (its epoch count is then only an upper bound, or none at all)."""
+    phases = [config.phase(index).train for index in range(len(config.phases) + 1)]
+    if any(train.time_budget for train in phases):
+        return None
+    return sum(train.epochs for train in phases)
 
 
 def summarize_run(root: Path) -> RunSummary | None:
     """What `vae runs` shows of one folder, or None when it is not a run."""
+    from vae_cli.run_files import read_status
+
     if not (root / "config.toml").is_file():
         return None
     try:
@@ -130,21 +146,21 @@ def summarize_run(root: Path) -> RunSummary | None:
     # A line cut by a crash, or a file edited by hand, is skipped rather than fatal.
     lines = read_lines(root / "metrics.jsonl")
     metrics = [m for m in map(json_object, lines) if m and isinstance(m.get("epoch"), int)]
-    state = json_object("\n".join(read_lines(root / "status.json"))) or {}
-    status = str(state.get("status", "unknown"))
     losses = [m["test_loss"] for m in metrics if isinstance(m.get("test_loss"), float)]
+    model = config.model
+    layers = [model.latent_dim] + ([model.latent2_dim] if model.stochastic_layers == 2 else [])
     return RunSummary(
         name=root.name,
         date=time.strftime(
             "%Y-%m-%d %H:%M", time.localtime((root / "config.toml").stat().st_mtime)
         ),
         epochs_done=max((m["epoch"] for m in metrics), default=0),
-        epochs_planned=config.train.epochs,
+        epochs_planned=planned_epochs(config),
         best_test_loss=min(losses) if losses else None,
         binarize=config.data.binarize,
-        latent_dim=config.model.latent_dim,
+        latent_dims=layers,
         arch=config.model.arch,
-        status=status,
+        status=read_status(root),
     )
 
 

@@ -47,8 +47,12 @@ def build_config(flags: dict[str, Any], config_file: Path | None) -> Config:
 
 
 def resume_target(target: Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint) for --resume given a run folder or a checkpoint file."""
+    """(run folder, checkpoint) for --resume given a run folder or a checkpoint file; a folder
+    that a trainer holds is refused first, naming it (the trainer takes the lock itself)."""
+    from vae_cli.lock import check_not_training
+
     if target.is_dir():
+        check_not_training(target)
         checkpoint = target / "checkpoints" / "last.pt"
         if not checkpoint.is_file():
             raise UserError(f"--resume {target}: no checkpoints/last.pt in that folder")
@@ -61,6 +65,7 @@ def resume_target(target: Path) -> tuple[Path, Path]:
             "checkpoints/last.pt (or its run folder)"
         )
     root = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+    check_not_training(root)
     return root, target
 
 
@@ -244,6 +249,9 @@ def start_training(
         if flags.get("seeds") is not None:
             raise UserError("--seeds: a resume continues the members the population has")
         if resume.is_dir() and is_population(resume):
+            from vae_cli.lock import check_not_training
+
+            check_not_training(resume)
             population, specs = resume, resume_population(resume, flags)
         else:
             specs = [resume_run(resume, flags)]
@@ -328,11 +336,13 @@ def train_stack(
     their folders, resumed ones continue; `dataset` is read from `data_dir` unless given.
     Everything is checked before any folder is made."""
     from vae_cli.callbacks import CallbackGroup, Callbacks
+    from vae_cli.config import to_toml
     from vae_cli.data import load_dataset, resolve_data_dir
     from vae_cli.device import device_description, flush_denormals, resolve_device
+    from vae_cli.files import write_atomically
     from vae_cli.memory import check_step_fits
     from vae_cli.run_files import RunPaths
-    from vae_cli.runs import build_manifest, create_run, replace_folder
+    from vae_cli.runs import build_manifest
     from vae_cli.train import Run, train
 
     first = specs[0].config
@@ -349,55 +359,83 @@ def train_stack(
         dataset = load_dataset(resolve_data_dir(data_dir), first.data.dataset, first.data.limit)
     check_step_fits(first, device, len(dataset.train_images), members=len(specs))
     new = [spec for spec in specs if spec.checkpoint is None]
+    manifest = None
     if new:
         manifest = build_manifest(
             command, device_description(device), resolve_data_dir(data_dir), dataset.md5
         )
-    if population is not None and new:
-        start_population(population, specs, command, overwrite, replace_folder)
-    for spec in specs:
-        if spec.checkpoint is None:
-            create_run(spec.root, spec.config, manifest, overwrite=overwrite and not population)
-            continue
-        notes = resume_notes(spec.checkpoint, spec.config, device.type)
-        if spec.config != spec.checkpoint["config"] or notes:
-            update_run_config(spec.root, spec.config, command, notes)
-    epochs = None if first.phases else first.train.epochs  # phases may end by time budget
-    shown = population or specs[0].root
-    progress = display(run_dir=str(shown), epochs=epochs, binarize=first.data.binarize)
-    runs = []
-    for spec in specs:
-        paths = RunPaths(spec.root)
-        hooks: list[Callbacks] = []  # the run's own: TensorBoard first, so it sees a pruned epoch
-        if spec.config.train.tensorboard:
-            from vae_cli.board import TensorBoardLogger
-
-            resumed = spec.checkpoint["epoch"] if spec.checkpoint else 0
-            hooks.append(TensorBoardLogger(paths, spec.config, resumed))
-        if spec.reporter is not None:
-            hooks.append(spec.reporter)
-        runs.append(Run(spec.config, paths, spec.checkpoint, CallbackGroup(*hooks), spec.label))
+    locks = claim_folders(specs, population, overwrite=overwrite, command=command)
     try:
-        states = train(runs, dataset=dataset, callbacks=progress)
+        if population is not None and new:
+            write_population_record(population, specs, command)
+        for spec in specs:
+            if spec.checkpoint is None:
+                write_atomically(spec.root / "config.toml", to_toml(spec.config, manifest).encode())
+                continue
+            notes = resume_notes(spec.checkpoint, spec.config, device.type)
+            if spec.config != spec.checkpoint["config"] or notes:
+                update_run_config(spec.root, spec.config, command, notes)
+        epochs = None if first.phases else first.train.epochs  # phases may end by time budget
+        shown = population or specs[0].root
+        progress = display(run_dir=str(shown), epochs=epochs, binarize=first.data.binarize)
+        runs = []
+        for spec in specs:
+            paths = RunPaths(spec.root)
+            hooks: list[Callbacks] = []  # the run's own: TensorBoard first, to see a pruned epoch
+            if spec.config.train.tensorboard:
+                from vae_cli.board import TensorBoardLogger
+
+                resumed = spec.checkpoint["epoch"] if spec.checkpoint else 0
+                hooks.append(TensorBoardLogger(paths, spec.config, resumed))
+            if spec.reporter is not None:
+                hooks.append(spec.reporter)
+            runs.append(Run(spec.config, paths, spec.checkpoint, CallbackGroup(*hooks), spec.label))
+        try:
+            states = train(runs, dataset=dataset, callbacks=progress)
+        finally:
+            for run in runs:
+                run.callbacks.close()
+            progress.close()
+            if population is not None:
+                finish_population(population)
     finally:
-        for run in runs:
-            run.callbacks.close()
-        progress.close()
-        if population is not None:
-            finish_population(population)
+        locks.release()
     return states
 
 
-def start_population(
-    root: Path, specs: list[RunSpec], command: str, overwrite: bool, replace_folder: Any
-) -> None:
-    """The population's folder with its population.json (members listed before any trains)."""
+def claim_folders(
+    specs: list[RunSpec], population: Path | None, *, overwrite: bool, command: str
+) -> Any:
+    """Every folder this invocation trains, made (a new run's) and locked before anything is
+    written into it: one trainer per run folder. --overwrite replaces a folder only when no
+    trainer holds it or any run inside it."""
     from vae_cli.files import make_folder
+    from vae_cli.lock import RunLocks, check_not_training
+    from vae_cli.runs import check_new_run, replace_folder
+
+    top = population if population is not None else specs[0].root
+    creating = any(spec.checkpoint is None for spec in specs)
+    if creating and overwrite and top.is_dir():
+        for folder in [top, *(child for child in top.iterdir() if child.is_dir())]:
+            check_not_training(folder)
+        replace_folder(top)
+    roots = [spec.root for spec in specs]
+    if population is not None:
+        roots.insert(0, population)
+        make_folder(population, "population folder")
+    for spec in specs:
+        if spec.checkpoint is None:
+            check_new_run(spec.root, overwrite=False)
+            make_folder(spec.root, "run folder")
+    locks = RunLocks(roots)
+    locks.acquire(command)
+    return locks
+
+
+def write_population_record(root: Path, specs: list[RunSpec], command: str) -> None:
+    """population.json, listing the members before any trains."""
     from vae_cli.population import write_population
 
-    if overwrite:
-        replace_folder(root)
-    make_folder(root, "population folder")
     seeds = [spec.config.train.seed for spec in specs]
     write_population(
         root, {"command": command, "seeds": seeds, "members": [spec.root.name for spec in specs]}

@@ -429,6 +429,7 @@ class Training:
         targets = [paths.last, paths.best] if state.best.epoch == metrics["epoch"] else [paths.last]
         order = self.generators[member]["data_order"].get_state()  # the next epoch's start
         self.save(member, targets, order, writer)
+        writer.submit(write_status, paths, "running", metrics["epoch"])  # after its checkpoint
 
     def save_mid_epoch(self, writer: OrderedWriter, sums: list[dict[str, float]]) -> None:
         """Ctrl-C: every member's last.pt at this step, then the statuses."""
