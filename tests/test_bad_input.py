@@ -175,11 +175,11 @@ def test_corrupt_idx_files_are_named(
     [
         (None, "config file not found"),
         ("this is = = not toml", "not valid TOML"),
-        ("[train]\nepoch = 3\n", "[train] epoch: unknown key"),
+        ("[train]\nepoch = 3\n", "[train] epoch: unknown key (did you mean epochs?)"),
         ('[train]\nepochs = "three"\n', "[train] epochs: expected an integer"),
         ("[model]\nlatent_dim = 0\n", "[model] latent_dim: expected an integer >= 1"),
         ("[optimizer]\nlr = 1.0\n", "unknown section [optimizer]"),
-        ("[train]\nlatent_dim = 4\n", "[train] latent_dim: unknown key"),
+        ("[train]\nlatent_dim = 4\n", "[train] latent_dim: belongs in [model], not [train]"),
     ],
 )
 def test_config_file_errors_name_file_and_key(
@@ -380,3 +380,67 @@ def test_unexpected_errors_keep_their_traceback(tmp_path: Path) -> None:
 def test_real_script_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
     result = run_vae_process("train", "--epochs", 0, "--runs-dir", tmp_path)
     assert_user_error(result, "--epochs")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("train", "--epochs", 0), "--epochs: expected an integer >= 1, got 0"),
+        (("eval", "--iw-samples", 0), "--iw-samples: expected an integer >= 1, got 0"),
+        (("sample", "--n", 0), "--n: expected an integer >= 1, got 0"),
+        (("sample", "--temperature", 200), "--temperature: expected a number <= 100, got 200"),
+        (("latent", "--n-inputs", 21), "--n-inputs: expected an integer <= 20, got 21"),
+        (("train", "--lr", 0), "--lr: expected a number > 0, got 0"),
+        (("train", "--epochs", "ten"), "--epochs: expected an integer, got 'ten'"),
+        (("sample", "--n", "ten"), "--n: expected an integer, got 'ten'"),
+    ],
+)
+def test_every_bad_flag_value_reads_the_same_way(args: tuple, said: str, tmp_path: Path) -> None:
+    result = run_vae(*args, "--runs-dir", tmp_path)
+    assert_user_error(result)
+    assert result.stderr == f"Error: {said}\n"
+
+
+def test_seeds_with_a_seed_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    result = run_vae(*train_args(tmp_path, data_dir, *TINY, "--seeds", "0-3", "--seed", 5))
+    assert_user_error(result, "--seed", "--seeds 0-3")
+    config = tmp_path / "seeded.toml"
+    config.write_text("[train]\nseed = 5\n")
+    result = run_vae(*train_args(tmp_path, data_dir, "--config", config, "--seeds", "0-1"))
+    assert_user_error(result, f"{config}: [train] seed", "--seeds 0-1")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_resume_with_fewer_epochs_than_done_says_so_plainly(
+    trained_run: Path, data_dir: Path
+) -> None:
+    before = snapshot(trained_run)
+    result = run_vae("train", "--resume", trained_run, "--epochs", 1, "--data-dir", data_dir)
+    assert_user_error(result, "--epochs 1: the run has already trained 2 epochs", "N > 2")
+    assert "of 1 epochs" not in result.stderr
+    result = run_vae("train", "--resume", trained_run, "--data-dir", data_dir)
+    assert_user_error(result, "already trained 2 epochs", "--epochs N with N > 2")
+    assert snapshot(trained_run) == before
+
+
+def test_messages_never_show_python_values(
+    trained_run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    from vae_cli.checkpoint import load_checkpoint, save_checkpoint
+
+    result = run_vae(
+        "train", "--resume", trained_run, "--limit", 256, "--epochs", 3, "--data-dir", data_dir
+    )
+    assert_user_error(result, "--limit 256: the resumed run was trained with --limit 512")
+    unlimited = tmp_path / "unlimited"
+    shutil.copytree(trained_run, unlimited)
+    state = load_checkpoint(unlimited / "checkpoints/last.pt")
+    state["config"] = state["config"].replace({"limit": None}).to_dict()
+    save_checkpoint(unlimited / "checkpoints/last.pt", state)
+    result = run_vae("train", "--resume", unlimited, "--limit", 256, "--data-dir", data_dir)
+    assert_user_error(result, "--limit 256: the resumed run was trained without --limit")
+    config = trained_run.parent / "no-limit.toml"
+    config.write_text("[train]\nepochs = 1\n[data]\nbinarize = true\n")
+    result = run_vae("train", "--config", config, "--runs-dir", trained_run.parent)
+    assert_user_error(result, "expected a string, got true")
+    assert "None" not in result.stderr and "True" not in result.stderr

@@ -121,6 +121,7 @@ def test_a_resume_keeps_the_phases_as_written(tmp_path: Path, data_dir: Path) ->
     ("phase", "fragment"),
     [
         ("epochs = 1\nlearning_rate = 1e-3", "[[phases]] 2: learning_rate: unknown key"),
+        ("epochs = 1\nlrs = 1e-3", "[[phases]] 2: lrs: unknown key (did you mean lr?)"),
         ("epochs = 1\nlatent_dim = 8", "[[phases]] 2: latent_dim cannot change between phases"),
         ('epochs = 1\nbinarize = "dynamic"', "[[phases]] 2: binarize cannot change"),
         ("lr = 1e-4", "[[phases]] 2: give the phase's length: epochs or time_budget"),

@@ -166,7 +166,8 @@ def test_a_poor_trial_is_pruned_in_optuna_and_in_its_status(tmp_path: Path, data
         ('latent_dim = { choices = [2, "8"] }', "[search] latent_dim: expected an integer"),
         ('device = { choices = ["cpu", "cuda"] }', "[search] device: cannot be searched"),
         ("lr = 0.001", "[search] lr: expected a table"),
-        ("lr = { low = 1e-4, hi = 1e-3 }", "[search] lr: unknown key hi"),
+        ("lr = { low = 1e-4, hi = 1e-3 }", "[search] lr: unknown key hi (did you mean high?)"),
+        ("lrr = { low = 1e-4, high = 1e-3 }", "[search] lrr: unknown field (did you mean lr?)"),
         ('objective = { choices = ["iwae"] }\nbeta = { low = 0.5, high = 1.0 }', "[search] beta"),
         (
             'lr_schedule = { choices = ["constant", "cosine"] }\nlr = { low = 1e-5, high = 1e-3 }',

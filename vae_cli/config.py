@@ -278,6 +278,26 @@ def bound(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def show_value(value: Any) -> str:
+    """A value as a message shows it: as typed on a command line or in TOML, never Python's
+    spelling (None, True)."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def did_you_mean(name: str, known: Any) -> str:
+    """ " (did you mean epochs?)" for a misspelt key, as typer suggests a misspelt flag."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def check_value(name: str, value: Any) -> str | None:
     """Why `value` is not acceptable for field `name`, or None when it is."""
     f = FIELDS[name][1]
@@ -292,19 +312,19 @@ def check_value(name: str, value: Any) -> str | None:
         "bool": isinstance(value, bool),
     }[base]
     if not type_ok:
-        return f"expected {wanted}, got {value!r}"
+        return f"expected {wanted}, got {show_value(value)}"
     if base == "float" and not math.isfinite(value):
-        return f"expected a finite number, got {value!r}"
+        return f"expected a finite number, got {show_value(value)}"
     if meta["choices"] and value not in meta["choices"]:
-        return f"expected one of {', '.join(meta['choices'])}, got {value!r}"
+        return f"expected one of {', '.join(meta['choices'])}, got {show_value(value)}"
     if meta["minimum"] is not None and value < meta["minimum"]:
-        return f"expected {wanted} >= {bound(meta['minimum'])}, got {value!r}"
+        return f"expected {wanted} >= {bound(meta['minimum'])}, got {show_value(value)}"
     if meta["maximum"] is not None and value > meta["maximum"]:
-        return f"expected {wanted} <= {bound(meta['maximum'])}, got {value!r}"
+        return f"expected {wanted} <= {bound(meta['maximum'])}, got {show_value(value)}"
     if meta["above"] is not None and value <= meta["above"]:
-        return f"expected {wanted} > {bound(meta['above'])}, got {value!r}"
+        return f"expected {wanted} > {bound(meta['above'])}, got {show_value(value)}"
     if meta["below"] is not None and value >= meta["below"]:
-        return f"expected {wanted} < {bound(meta['below'])}, got {value!r}"
+        return f"expected {wanted} < {bound(meta['below'])}, got {show_value(value)}"
     return None
 
 
@@ -333,12 +353,21 @@ def from_dict(data: dict[str, Any], source: str) -> Config:
             continue
         if section not in SECTION_TYPES or not isinstance(entries, dict):
             known = ", ".join(f"[{s}]" for s in SECTION_TYPES)
-            raise UserError(f"{source}: unknown section [{section}] (expected {known})")
+            hint = did_you_mean(section, [*SECTION_TYPES, "phases"])
+            raise UserError(f"{source}: unknown section [{section}]{hint} (expected {known})")
         for key, value in entries.items():
             if key not in FIELDS or FIELDS[key][0] != section:
-                raise UserError(f"{source}: [{section}] {key}: unknown key")
+                raise UserError(f"{source}: [{section}] {key}: {unknown_key(key, section)}")
             values[key] = checked_value(key, value, f"{source}: [{section}] {key}")
     return dataclasses.replace(Config().replace(values), phases=phases)
+
+
+def unknown_key(key: str, section: str) -> str:
+    """Why `key` is not a key of [section]: misspelt, or a key of another section."""
+    if key in FIELDS:
+        return f"belongs in [{FIELDS[key][0]}], not [{section}]"
+    names = [f.name for f in dataclasses.fields(SECTION_TYPES[section])]
+    return f"unknown key{did_you_mean(key, names)}"
 
 
 def checked_value(key: str, value: Any, where: str) -> Any:
@@ -368,7 +397,7 @@ def parse_phases(entries: Any, source: str) -> tuple[dict[str, Any], ...]:
                     f"{', '.join(PHASE_KEYS)})"
                 )
             if key not in FIELDS:
-                raise UserError(f"{where}: {key}: unknown key")
+                raise UserError(f"{where}: {key}: unknown key{did_you_mean(key, PHASE_KEYS)}")
         if "epochs" not in entry and "time_budget" not in entry:
             raise UserError(f"{where}: give the phase's length: epochs or time_budget")
         phases.append({key: checked_value(key, v, f"{where} {key}") for key, v in entry.items()})

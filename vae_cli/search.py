@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vae_cli.config import FIELDS, Config, check_value, from_dict, read_toml
+from vae_cli.config import (
+    FIELDS,
+    Config,
+    check_value,
+    did_you_mean,
+    from_dict,
+    read_toml,
+    show_value,
+)
 from vae_cli.errors import UserError
 
 # Why a field cannot be searched: it changes how or on what a trial runs, not what it learns,
@@ -60,7 +68,10 @@ def load_tune_config(path: Path) -> tuple[Config, list[Dimension]]:
 
 def parse_dimension(name: str, spec: Any, where: str) -> Dimension:
     if name not in FIELDS:
-        raise UserError(f"{where}: unknown field (expected a config field such as lr)")
+        raise UserError(
+            f"{where}: unknown field{did_you_mean(name, FIELDS)} (expected a config field "
+            "such as lr)"
+        )
     if name in UNSEARCHABLE:
         raise UserError(f"{where}: cannot be searched: {UNSEARCHABLE[name]}")
     if not isinstance(spec, dict):
@@ -87,7 +98,10 @@ def parse_choices(name: str, spec: dict[str, Any], where: str) -> Dimension:
 
 def parse_range(name: str, spec: dict[str, Any], where: str) -> Dimension:
     if unknown := set(spec) - RANGE_KEYS:
-        raise UserError(f"{where}: unknown key {', '.join(sorted(unknown))} (low, high, log, step)")
+        first = sorted(unknown)[0]
+        raise UserError(
+            f"{where}: unknown key {first}{did_you_mean(first, RANGE_KEYS)} (low, high, log, step)"
+        )
     if "low" not in spec or "high" not in spec:
         raise UserError(f"{where}: a range needs both low and high")
     kind = FIELDS[name][1].type.replace(" | None", "")
@@ -98,7 +112,7 @@ def parse_range(name: str, spec: dict[str, Any], where: str) -> Dimension:
         raise UserError(f"{where}: low {low} must be below high {high}")
     log = spec.get("log", False)
     if not isinstance(log, bool):
-        raise UserError(f"{where}: log must be true or false, got {log!r}")
+        raise UserError(f"{where}: log must be true or false, got {show_value(log)}")
     if log and low <= 0:
         raise UserError(f"{where}: a log range needs low > 0, got {low}")
     step = spec.get("step")
@@ -107,7 +121,7 @@ def parse_range(name: str, spec: dict[str, Any], where: str) -> Dimension:
             raise UserError(f"{where}: a range takes log or step, not both")
         number = int if kind == "int" else int | float
         if not isinstance(step, number) or isinstance(step, bool):
-            raise UserError(f"{where}: step: expected {kind_name(kind)}, got {step!r}")
+            raise UserError(f"{where}: step: expected {kind_name(kind)}, got {show_value(step)}")
         if not 0 < step <= high - low:
             raise UserError(f"{where}: step must be > 0 and at most high - low, got {step}")
     return Dimension(name, kind, low=low, high=high, log=log, step=step)

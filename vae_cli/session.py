@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vae_cli.config import FIELDS, Config, apply_flags, flag_name, load_config
+from vae_cli.config import FIELDS, Config, apply_flags, flag_name, load_config, show_value
 from vae_cli.errors import UserError
 
 # Settings a resumed run may change: they affect neither the model nor the data (e.g. an
@@ -84,10 +84,15 @@ def resumed_config(stored: Config, flags: dict[str, Any]) -> Config:
                 "continues them as written (start a new run to change them)"
             )
         if key not in RESUMABLE and value != current[key]:
+            trained = (
+                f"without {flag_name(key)}"
+                if current[key] is None
+                else f"with {flag_name(key)} {show_value(current[key])}"
+            )
             raise UserError(
-                f"{flag_name(key)} {value} differs from the resumed run's "
-                f"{current[key]}; a resumed run keeps its model and data settings "
-                "(start a new run with --name instead)"
+                f"{flag_name(key)} {show_value(value)}: the resumed run was trained {trained}, "
+                "and a resumed run keeps its model and data settings (start a new run with "
+                "--name instead)"
             )
     return apply_flags(stored, {key: given[key] for key in given if key in RESUMABLE})
 
@@ -128,7 +133,9 @@ def resume_notes(checkpoint: dict[str, Any], config: Config, device_type: str) -
     return notes
 
 
-def check_unfinished(resume: Path, config: Config, checkpoint: dict[str, Any]) -> None:
+def check_unfinished(
+    resume: Path, config: Config, checkpoint: dict[str, Any], flags: dict[str, Any]
+) -> None:
     """A resume must have training left to do: epochs, time budget or phases."""
     from vae_cli.plan import resume_done
 
@@ -136,13 +143,36 @@ def check_unfinished(resume: Path, config: Config, checkpoint: dict[str, Any]) -
         return
     if config.phases:
         raise UserError(f"--resume {resume}: the run has finished all its phases")
-    raise UserError(
-        f"--resume {resume}: the run has completed {checkpoint['epoch']} of "
-        f"{config.train.epochs} epochs"
-        + (" or spent its time budget" if config.train.time_budget else "")
-        + f"; pass --epochs N with N > {checkpoint['epoch']} (or a larger --time-budget) "
-        "to train it further"
-    )
+    done = checkpoint["epoch"]
+    further = f"pass --epochs N with N > {done} (the total, not the extra epochs)"
+    if config.train.time_budget:
+        further += " or a larger --time-budget"
+    trained = f"the run has already trained {count(done, 'epoch')}"
+    if flags.get("epochs") is not None and flags["epochs"] <= done:
+        raise UserError(f"--epochs {flags['epochs']}: {trained}; to train it further, {further}")
+    ended = " or spent its time budget" if config.train.time_budget else ""
+    raise UserError(f"--resume {resume}: {trained}{ended}; to train it further, {further}")
+
+
+def count(n: int, noun: str) -> str:
+    """ "1 epoch", "2 epochs"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def check_seed_and_seeds(config: Config, flags: dict[str, Any], config_file: Path | None) -> None:
+    """A population takes its members' seeds from --seeds: a --seed beside it would be
+    silently ignored, so the pair is refused (flags or config file alike)."""
+    from vae_cli.config import read_toml
+
+    if config.train.seeds is None:
+        return
+    in_file = config_file is not None and "seed" in read_toml(config_file).get("train", {})
+    if flags.get("seed") is not None or in_file:
+        where = "--seed" if flags.get("seed") is not None else f"{config_file}: [train] seed"
+        raise UserError(
+            f"{where} and --seeds {config.train.seeds}: a population's members take their "
+            "seeds from --seeds; drop one of them"
+        )
 
 
 def check_phase_lengths(config: Config, flags: dict[str, Any], config_file: Path | None) -> None:
@@ -258,6 +288,7 @@ def start_training(
         data_dir = run_data_dir(specs[0].root, data_dir)  # as trained, like every command
     else:
         config = build_config(flags, config_file)
+        check_seed_and_seeds(config, flags, config_file)
         check_phase_lengths(config, flags, config_file)
         if name is not None:
             check_folder_name(name, "--name")
@@ -297,7 +328,7 @@ def resume_run(target: Path, flags: dict[str, Any]) -> RunSpec:
     root, checkpoint_path = resume_target(target)
     checkpoint = load_checkpoint(checkpoint_path)
     config = resumed_config(checkpoint["config"], flags)
-    check_unfinished(target, config, checkpoint)
+    check_unfinished(target, config, checkpoint, flags)
     return RunSpec(config, root, checkpoint)
 
 
@@ -318,7 +349,7 @@ def resume_population(root: Path, flags: dict[str, Any]) -> list[RunSpec]:
         specs.append(RunSpec(config, member, checkpoint, label=folder.name))
     if not specs:
         raise UserError(f"--resume {root}: every member failed or was pruned")
-    check_unfinished(root, specs[0].config, specs[0].checkpoint)
+    check_unfinished(root, specs[0].config, specs[0].checkpoint, flags)
     return specs
 
 
