@@ -133,7 +133,7 @@ def test_sample_same_seed_same_bytes_other_seed_differs(trained_run: Path, tmp_p
 def test_sample_default_out_is_inside_the_run(trained_run: Path) -> None:
     result = run_vae("sample", "--checkpoint", trained_run, "--n", 16, "--seed", 3)
     assert result.code == 0, result.stderr
-    assert png_size(trained_run / "sample_seed3.png") == grid_size(16, 8)
+    assert png_size(trained_run / "sample_seed3_n16.png") == grid_size(16, 8)
 
 
 def test_sample_temperature_zero_gives_identical_images(trained_run: Path, tmp_path: Path) -> None:
@@ -328,3 +328,68 @@ def test_curves_of_a_short_run_tick_whole_epochs(trained_run: Path) -> None:
     for axis in figure.axes:
         ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_pictures_made_with_other_options_do_not_replace_each_other(
+    trained_run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    commands = [
+        ("reconstruct", "--mean-only"),
+        ("reconstruct", "--mean-only", "--n", 16),
+        ("interpolate", "--from-index", 0, "--to-index", 1),
+        ("interpolate", "--from-index", 2, "--to-index", 3),
+        ("sample", "--seed", 1),
+        ("sample", "--seed", 1, "--temperature", 0.5),
+    ]
+    written = []
+    for command in commands:
+        data = ("--data-dir", data_dir) if command[0] != "sample" else ()
+        result = run_vae(*command, "--checkpoint", run, *data)
+        assert result.code == 0, result.stderr
+        written.append(Path(result.stdout.split()[1]))
+        assert "replaced" not in result.stdout
+    assert len(set(written)) == len(commands) and all(path.is_file() for path in written)
+    assert [path.name for path in written[:2]] == [
+        "reconstruct_mean.png",
+        "reconstruct_mean_n16.png",
+    ]
+    again = run_vae(*commands[1], "--checkpoint", run, "--data-dir", data_dir)
+    assert (
+        f"wrote {written[1]} (replaced the earlier one made with the same options)" in again.stdout
+    )
+
+
+CHEAP_CHECK = """
+import sys
+from vae_cli.cli import main
+code = main({args!r})
+print("torch imported" if "torch" in sys.modules else "torch not imported", code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["sample", "--out", "s.jpg"], "name it *.png"),
+        (["reconstruct", "--out", "folder/"], "name it *.png"),
+        (["export", "--out", "m.pt"], "name it *.safetensors"),
+        (["sample", "--checkpoint", "runs/no-such-run"], "checkpoint not found"),
+        (["eval", "--device", "gpu"], "--device gpu"),
+    ],
+)
+def test_cheap_checks_come_before_torch_loads(
+    args: list[str], fragment: str, trained_run: Path
+) -> None:
+    import subprocess
+    import sys
+
+    if "--checkpoint" not in args:
+        args = [*args, "--checkpoint", str(trained_run)]
+    script = CHEAP_CHECK.format(args=args)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "torch not imported 2", done.stderr
+    assert fragment in done.stderr and done.stderr.startswith("Error: ")

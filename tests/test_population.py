@@ -105,6 +105,26 @@ def test_every_command_reads_a_member_and_a_population_names_the_member_it_used(
     )
 
 
+def test_the_latest_run_being_a_population_answers_by_its_best_member(
+    population: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(population, runs / "pop")
+    record = json.loads((population / "population.json").read_text())["summary"]["members"]
+    ranked = sorted(record, key=lambda row: row["best_test_loss"])
+    best, worst = ranked[0]["run"], ranked[-1]["run"]
+    newest = runs / "pop" / worst / "checkpoints"
+    os.utime(newest, (newest.stat().st_atime, newest.stat().st_mtime + 3600))
+    result = run_vae("sample", "--runs-dir", runs)
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith(f"using {runs / 'pop' / best} (the best by test loss")
+    assert (runs / "pop" / best / "sample_seed42.png").is_file()
+    assert not (runs / "pop" / worst / "sample_seed42.png").exists()
+
+
 def test_a_member_is_the_single_run_with_its_seed(
     population: Path, tmp_path: Path, data_dir: Path
 ) -> None:

@@ -119,54 +119,6 @@ def validate_checkpoint(path: Path, checkpoint: Any) -> dict[str, Any]:
     return checkpoint
 
 
-def run_folders(runs_dir: Path) -> list[Path]:
-    """The run folders in runs_dir: its own, and the members of its populations."""
-    from vae_cli.run_files import POPULATION_FILE
-
-    if not runs_dir.is_dir():
-        return []
-    folders = []
-    for folder in runs_dir.iterdir():
-        if (folder / POPULATION_FILE).is_file():
-            folders += [member for member in folder.iterdir() if member.is_dir()]
-        elif folder.is_dir():
-            folders.append(folder)
-    return folders
-
-
-def find_latest_run(runs_dir: Path) -> Path:
-    """The most recently modified run folder that holds a checkpoint (a population's
-    members count as runs)."""
-    runs = [p for p in run_folders(runs_dir) if (p / "checkpoints").is_dir()]
-    runs = [p for p in runs if any((p / "checkpoints").glob("*.pt"))]
-    if not runs:
-        raise UserError(
-            f"no runs with checkpoints in {runs_dir}/ yet; train one with "
-            "`vae train`, or pass --checkpoint PATH"
-        )
-    return max(runs, key=lambda p: (p / "checkpoints").stat().st_mtime)
-
-
-def resolve_checkpoint(checkpoint: Path | None, runs_dir: Path, prefer: str = "best") -> Path:
-    """--checkpoint as a file, a run folder (its best.pt), a population's folder (its best
-    member's best.pt) or, when omitted, the latest run."""
-    from vae_cli.population import best_member, is_population
-
-    if checkpoint is None:
-        checkpoint = find_latest_run(runs_dir)
-    if checkpoint.is_dir() and is_population(checkpoint):
-        checkpoint = best_member(checkpoint)
-    if checkpoint.is_dir():
-        folder = checkpoint / "checkpoints" if (checkpoint / "checkpoints").is_dir() else checkpoint
-        for name in (f"{prefer}.pt", "best.pt", "last.pt"):
-            if (folder / name).is_file():
-                return folder / name
-        raise UserError(f"{checkpoint}: folder holds no checkpoint (best.pt or last.pt)")
-    if not checkpoint.exists():
-        raise UserError(f"{checkpoint}: checkpoint not found")
-    return checkpoint
-
-
 EXPORT_FORMAT = "vae-cli weights"
 
 

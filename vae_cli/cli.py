@@ -165,6 +165,8 @@ def seed_option(help: str) -> Any:
 
 
 MAX_IW_SAMPLES = 100_000  # K = 1000 already takes minutes on the whole test set
+# Defaults of the picture commands (a default file name leaves out the options at these).
+SAMPLES, RECONSTRUCTED, STEPS, LATENT_INPUTS, LATENT_SAMPLES = 64, 32, 10, 6, 200
 
 # Options shared by the commands that read a checkpoint.
 Checkpoint = Annotated[
@@ -183,15 +185,30 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 Out = Annotated[Path | None, typer.Option(help="PNG to write (default: inside the run folder).")]
 
 
-def load(checkpoint: Path | None, runs_dir: Path, device: str, *, announce: bool = True) -> Any:
-    """The model to use; without --checkpoint, the latest run's, and a line saying which."""
-    from vae_cli.checkpoint import resolve_checkpoint
-    from vae_cli.inference import load_model, note_latest_run, note_population_member
-    from vae_cli.population import is_population
+def load(
+    checkpoint: Path | None,
+    runs_dir: Path,
+    device: str,
+    *,
+    announce: bool = True,
+    out: Path | None = None,
+    suffix: str = ".png",
+) -> Any:
+    """The model to use; without --checkpoint, the latest run's, and a line saying which.
+    The cheap checks (device name, --out, the checkpoint's path) come before torch loads."""
+    from vae_cli.outputs import check_output_name
+    from vae_cli.runs import resolve_checkpoint
 
     if device not in ("auto", "cpu", "cuda", "mps"):
         raise UserError(f"--device {device}: expected auto, cpu, cuda or mps")
-    loaded = load_model(resolve_checkpoint(checkpoint, runs_dir), device)
+    if out is not None:
+        check_output_name(out, suffix)
+    path = resolve_checkpoint(checkpoint, runs_dir)
+
+    from vae_cli.inference import load_model, note_latest_run, note_population_member
+    from vae_cli.population import is_population
+
+    loaded = load_model(path, device)
     if checkpoint is None:
         note_latest_run(loaded, runs_dir)
     elif checkpoint.is_dir() and is_population(checkpoint):
@@ -206,8 +223,17 @@ def command_line(ctx: typer.Context) -> str:
     return " ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])])
 
 
-def wrote(path: Path) -> None:
-    print(f"wrote {path}")
+def wrote(path: Path, replaced: bool = False, detail: str = "") -> None:
+    again = " (replaced the earlier one made with the same options)" if replaced else ""
+    print(f"wrote {path}{detail}{again}")
+
+
+def write_picture(write: Any, path: Path) -> Path:
+    """Run a picture writer and say what it wrote, and whether it replaced a file."""
+    existed = path.exists()
+    written = write(path)
+    wrote(written, replaced=existed)
+    return written
 
 
 # train's options that are not config fields.
@@ -311,11 +337,12 @@ def evaluate(
     """Test-set loss, reconstruction, KL (nats per image) and posterior-collapse diagnostics."""
     import json
 
-    from vae_cli.inference import evaluate_checkpoint
-
     if binarize is not None and (problem := check_value("binarize", binarize)):
         raise UserError(f"--binarize: {problem}")
     loaded = load(checkpoint, runs_dir, device, announce=not json_output)
+
+    from vae_cli.inference import evaluate_checkpoint
+
     result = evaluate_checkpoint(
         loaded,
         loaded.data_dir(data_dir),
@@ -335,7 +362,7 @@ def evaluate(
 def sample(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
-    n: Annotated[int, typer.Option(min=1, max=4096, help="Number of samples.")] = 64,
+    n: Annotated[int, typer.Option(min=1, max=4096, help="Number of samples.")] = SAMPLES,
     seed: Annotated[int, seed_option("Seed of the prior draw.")] = 42,
     temperature: Annotated[
         # Past ~100 the decoded pixels are saturated, and inf would make them NaN.
@@ -350,21 +377,22 @@ def sample(
     """Decode samples from the prior into a PNG grid (same seed, same bytes)."""
     import math
 
-    from vae_cli.inference import write_manifold, write_samples
+    loaded = load(checkpoint, runs_dir, device, out=out)
 
-    loaded = load(checkpoint, runs_dir, device)
+    from vae_cli.inference import write_manifold, write_samples
+    from vae_cli.outputs import picture_name
+
     if grid:
         side = max(2, math.isqrt(n))
-        wrote(write_manifold(loaded, out or loaded.run_dir / "manifold.png", side=side))
+        default = picture_name("manifold", ("n", n, SAMPLES))
+        write_picture(
+            lambda path: write_manifold(loaded, path, side=side), out or loaded.run_dir / default
+        )
     else:
-        wrote(
-            write_samples(
-                loaded,
-                out or loaded.run_dir / f"sample_seed{seed}.png",
-                n=n,
-                seed=seed,
-                temperature=temperature,
-            )
+        default = picture_name(f"sample_seed{seed}", ("n", n, SAMPLES), ("t", temperature, 1.0))
+        write_picture(
+            lambda path: write_samples(loaded, path, n=n, seed=seed, temperature=temperature),
+            out or loaded.run_dir / default,
         )
 
 
@@ -373,23 +401,24 @@ def reconstruct(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
     data_dir: DataDir = None,
-    n: Annotated[int, typer.Option(min=1, max=1024, help="Number of test images.")] = 32,
+    n: Annotated[int, typer.Option(min=1, max=1024, help="Number of test images.")] = RECONSTRUCTED,
     mean_only: Annotated[bool, typer.Option(help="Decode z = mu (deterministic).")] = False,
     seed: Annotated[int, seed_option("Seed of z's draw without --mean-only.")] = 0,
     out: Out = None,
     device: Device = "auto",
 ) -> None:
     """Test images over their reconstructions, as a PNG."""
-    from vae_cli.inference import write_reconstructions
+    loaded = load(checkpoint, runs_dir, device, out=out)
 
-    loaded = load(checkpoint, runs_dir, device)
-    default = loaded.run_dir / (
-        "reconstruct_mean.png" if mean_only else f"reconstruct_seed{seed}.png"
-    )
-    wrote(
-        write_reconstructions(
-            loaded, loaded.data_dir(data_dir), out or default, n=n, seed=seed, mean_only=mean_only
-        )
+    from vae_cli.inference import write_reconstructions
+    from vae_cli.outputs import picture_name
+
+    stem = "reconstruct_mean" if mean_only else f"reconstruct_seed{seed}"
+    default = loaded.run_dir / picture_name(stem, ("n", n, RECONSTRUCTED))
+    data = loaded.data_dir(data_dir)
+    write_picture(
+        lambda path: write_reconstructions(loaded, data, path, n=n, seed=seed, mean_only=mean_only),
+        out or default,
     )
 
 
@@ -401,24 +430,32 @@ def interpolate(
     from_index: Annotated[int | None, typer.Option(min=0, help="First test image.")] = None,
     to_index: Annotated[int | None, typer.Option(min=0, help="Second test image.")] = None,
     seed: Annotated[int, seed_option("Picks the images when no index given.")] = 0,
-    steps: Annotated[int, typer.Option(min=2, max=100, help="Decoded points on the line.")] = 10,
+    steps: Annotated[int, typer.Option(min=2, max=100, help="Decoded points on the line.")] = STEPS,
     out: Out = None,
     device: Device = "auto",
 ) -> None:
     """A row of images decoded along the line between the mu of two test images."""
-    from vae_cli.inference import write_interpolation
+    loaded = load(checkpoint, runs_dir, device, out=out)
 
-    loaded = load(checkpoint, runs_dir, device)
+    from vae_cli.inference import write_interpolation
+    from vae_cli.outputs import picture_name
+
+    if from_index is not None and to_index is not None:
+        stem = f"interpolate_{from_index}-{to_index}"
+    else:
+        stem = f"interpolate_seed{seed}"
+    path = out or loaded.run_dir / picture_name(stem, ("steps", steps, STEPS))
+    existed = path.exists()
     path, first, second = write_interpolation(
         loaded,
         loaded.data_dir(data_dir),
-        out or loaded.run_dir / "interpolate.png",
+        path,
         from_index=from_index,
         to_index=to_index,
         seed=seed,
         steps=steps,
     )
-    print(f"wrote {path} (test images {first} -> {second})")
+    wrote(path, replaced=existed, detail=f" (test images {first} -> {second})")
 
 
 @app.command()
@@ -426,27 +463,34 @@ def latent(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
     data_dir: DataDir = None,
-    n_inputs: Annotated[int, typer.Option(min=1, max=20, help="Test images shown.")] = 6,
+    n_inputs: Annotated[
+        int, typer.Option(min=1, max=20, help="Test images shown.")
+    ] = LATENT_INPUTS,
     samples_per_input: Annotated[
         int, typer.Option(min=1, max=10000, help="z samples per image.")
-    ] = 200,
+    ] = LATENT_SAMPLES,
     seed: Annotated[int, seed_option("Picks the images and draws z.")] = 0,
     out: Out = None,
     device: Device = "auto",
 ) -> None:
     """Picture of q(z|x): mu, sigma and samples for a few test images, and the test set's mu."""
-    from vae_cli.inference import write_latent_figure
+    loaded = load(checkpoint, runs_dir, device, out=out)
 
-    loaded = load(checkpoint, runs_dir, device)
-    wrote(
-        write_latent_figure(
-            loaded,
-            loaded.data_dir(data_dir),
-            out or loaded.run_dir / "latent.png",
-            n_inputs=n_inputs,
-            samples_per_input=samples_per_input,
-            seed=seed,
-        )
+    from vae_cli.inference import write_latent_figure
+    from vae_cli.outputs import picture_name
+
+    default = picture_name(
+        "latent",
+        ("seed", seed, 0),
+        ("n", n_inputs, LATENT_INPUTS),
+        ("s", samples_per_input, LATENT_SAMPLES),
+    )
+    data = loaded.data_dir(data_dir)
+    write_picture(
+        lambda path: write_latent_figure(
+            loaded, data, path, n_inputs=n_inputs, samples_per_input=samples_per_input, seed=seed
+        ),
+        out or loaded.run_dir / default,
     )
 
 
@@ -526,7 +570,10 @@ def export(
     ] = None,
 ) -> None:
     """Write a model's weights as safetensors, its config and provenance in the metadata."""
+    loaded = load(checkpoint, runs_dir, "cpu", out=out, suffix=".safetensors")
+
     from vae_cli.inference import write_export
 
-    loaded = load(checkpoint, runs_dir, "cpu")
-    wrote(write_export(loaded, out or loaded.run_dir / "model.safetensors"))
+    path = out or loaded.run_dir / "model.safetensors"
+    existed = path.exists()
+    wrote(write_export(loaded, path), replaced=existed)

@@ -17,7 +17,7 @@ from vae_cli.device import resolve_device
 from vae_cli.errors import UserError
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.model import VAE, posterior_samples
-from vae_cli.runs import run_data_dir
+from vae_cli.runs import run_data_dir, run_dir_of
 
 
 @dataclass
@@ -32,8 +32,7 @@ class Loaded:
     @property
     def run_dir(self) -> Path:
         """The run folder a checkpoint belongs to (where default outputs go)."""
-        parent = self.path.parent
-        return parent.parent if parent.name == "checkpoints" else parent
+        return run_dir_of(self.path)
 
     def data_dir(self, flag: Path | None) -> Path:
         return run_data_dir(self.run_dir, flag)
@@ -41,17 +40,22 @@ class Loaded:
 
 def note_latest_run(loaded: Loaded, runs_dir: Path) -> None:
     """Record that the latest run was picked (which, with its status if not finished)."""
+    from vae_cli.population import is_population, member_folders
     from vae_cli.run_files import read_status
 
     status = read_status(loaded.run_dir)
     state = "" if status == "finished" else f", {status}"
     epoch = loaded.checkpoint["epoch"]
+    population = loaded.run_dir.parent
+    which = f"the latest run in {runs_dir}{state}"
+    if is_population(population):  # the same member as --checkpoint POPULATION picks
+        count = len(member_folders(population))
+        which = f"the best by test loss of the {count} members of {population}, {which}"
     loaded.picked = {
         "run": str(loaded.run_dir),
         "checkpoint": str(loaded.path),
         "status": status,
-        "line": f"using {loaded.run_dir} (the latest run in {runs_dir}{state}): "
-        f"{loaded.path.name}, epoch {epoch}",
+        "line": f"using {loaded.run_dir} ({which}): {loaded.path.name}, epoch {epoch}",
     }
 
 
@@ -86,26 +90,12 @@ def load_model(path: Path, device_name: str = "auto") -> Loaded:
     return Loaded(model, config, checkpoint, path, device)
 
 
-def check_output(path: Path) -> Path:
-    """Outputs are PNG files; the folder is created when missing."""
-    if path.suffix.lower() != ".png":
-        raise UserError(f"--out {path}: the output is a PNG picture, name it *.png")
-    if path.is_dir():
-        raise UserError(f"--out {path}: is a folder; give a file name ending in .png")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(
-            f"--out {path}: cannot create folder {path.parent} ({error.strerror or error})"
-        ) from None
-    if not path.parent.is_dir():
-        raise UserError(f"--out {path}: {path.parent} is not a folder")
-    return path
-
-
 def save_picture(save: Any, path: Path) -> Path:
     """Run a picture writer, turning disk problems into one-line errors."""
-    check_output(path)
+    from vae_cli.outputs import check_output_name, make_output_folder
+
+    check_output_name(path)
+    make_output_folder(path)
     try:
         return save()
     except OSError as error:
@@ -297,11 +287,9 @@ def write_latent_figure(
 def write_export(loaded: Loaded, path: Path) -> Path:
     """The loaded model as a .safetensors file (see checkpoint.export_safetensors)."""
     from vae_cli.checkpoint import export_safetensors
+    from vae_cli.outputs import check_output_name
 
-    if path.suffix != ".safetensors":
-        raise UserError(f"--out {path}: the export is a safetensors file, name it *.safetensors")
-    if path.is_dir():
-        raise UserError(f"--out {path}: is a folder; give a file name ending in .safetensors")
+    check_output_name(path, ".safetensors")
     state = {**loaded.checkpoint, "model": loaded.model.state_dict()}
     export_safetensors(state, path)
     return path
