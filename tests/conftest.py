@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -58,6 +60,46 @@ def run_vae_process(*args: object, timeout: float = 300, **kwargs: object) -> Re
         **kwargs,
     )
     return Result(done.returncode, done.stdout, done.stderr)
+
+
+def run_in_terminal(
+    *args: object, interrupt_after: str | None = None, timeout: float = 300
+) -> Result:
+    """Run the CLI in a real pseudo-terminal (120 columns), as a user at a terminal does;
+    `interrupt_after`: press Ctrl-C once that text has appeared. stdout holds everything the
+    terminal showed (stdout and stderr together, with its control codes)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty
+        os.execv(sys.executable, [sys.executable, "-m", "vae_cli", *map(str, args)])
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    shown, pressed, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([terminal], [], [], 0.1)[0]:
+                continue
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if interrupt_after and not pressed and interrupt_after.encode() in shown:
+                os.write(terminal, b"\x03")
+                pressed = True
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"timed out; the terminal showed {shown[-2000:]!r}")
+    finally:
+        os.close(terminal)
+    _, status = os.waitpid(pid, 0)
+    return Result(os.waitstatus_to_exitcode(status), shown.decode(errors="replace"), "")
 
 
 def png_size(path: Path) -> tuple[int, int]:

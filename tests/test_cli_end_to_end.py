@@ -393,3 +393,16 @@ def test_cheap_checks_come_before_torch_loads(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stdout.strip() == "torch not imported 2", done.stderr
     assert fragment in done.stderr and done.stderr.startswith("Error: ")
+
+
+def test_eval_of_continuous_pixels_says_it_is_not_a_likelihood(
+    trained_run: Path, data_dir: Path
+) -> None:
+    args = ("eval", "--checkpoint", trained_run, "--data-dir", data_dir, "--limit", 100)
+    report = json.loads(run_vae(*args, "--iw-samples", 4, "--json").stdout)
+    assert report["binarize"] == "none" and report["likelihood"] is False
+    assert "not log p(x)" in report["caveat"] and "bits/dim" in report["caveat"]
+    binarized = json.loads(run_vae(*args, "--binarize", "dynamic", "--json").stdout)
+    assert binarized["likelihood"] is True and "caveat" not in binarized
+    table = run_vae(*args).stdout
+    assert "Note: continuous pixels (binarize=none)" in table.replace("\n", " ")

@@ -79,10 +79,9 @@ def test_fashion_mnist_end_to_end_on_synthetic_files(tmp_path: Path) -> None:
         *train_args(runs, root, "--dataset", "fashion-mnist", "--epochs", 2, name="f"),
         "--batch-size",
         64,
-        "--quiet",
     )
     assert result.code == 0, result.stderr
-    assert "256 train / 128 test" in result.stdout
+    assert "256 train / 128 test" in result.stdout  # the start panel (piped: no bars)
     metrics = [json.loads(line) for line in (runs / "f/metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["test_loss"] < metrics[0]["test_loss"]
     # eval and reconstruct read the dataset the checkpoint names; MNIST is not in this folder.

@@ -128,13 +128,13 @@ def write_phases(folder: Path) -> Path:
 def test_the_start_panel_shows_the_plan_and_each_phase_change_is_announced(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    result = run_vae(*train_args(tmp_path, data_dir, "--config", write_phases(tmp_path), "--quiet"))
+    result = run_vae(*train_args(tmp_path, data_dir, "--config", write_phases(tmp_path)))
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any("plan        phase 1: elbo, 1 epochs, lr 0.0012" in line for line in lines)
-    assert any("phase 2: iwae k=2, 1 epochs, lr 0.0005 -> 0.0001 cosine" in line for line in lines)
+    assert any("plan        phase 1: elbo, 1 epoch, lr 0.0012" in line for line in lines)
+    assert any("phase 2: iwae k=2, 1 epoch, lr 0.0005 -> 0.0001 cosine" in line for line in lines)
     epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
-    change = lines.index("phase 2 of 2: iwae k=2, 1 epochs, lr 0.0005 -> 0.0001 cosine")
+    change = lines.index("phase 2 of 2: iwae k=2, 1 epoch, lr 0.0005 -> 0.0001 cosine")
     assert epochs[0] < change < epochs[1]
 
 

@@ -71,6 +71,7 @@ def test_no_thumbnail_or_sigma_label_overlaps_another(n_inputs: int) -> None:
         test_mu=torch.randn(50, 2),
         test_labels=torch.arange(50) % 10,
         axis_names=("PC1 of mu", "PC2 of mu"),
+        input_labels=torch.arange(n_inputs) % 10,
     )
     figure = latent_figure(view)
     figure.canvas.draw()  # places the boxes
@@ -85,4 +86,44 @@ def test_no_thumbnail_or_sigma_label_overlaps_another(n_inputs: int) -> None:
         assert not box.overlaps(left.get_window_extent(renderer))  # above the plot
         assert box.y1 <= figure.bbox.y1 and box.x0 >= 0
     assert overlapping([*boxes, title.get_window_extent(renderer)]) == []
-    assert all("σ 0.12" in card.offsetbox.get_children()[1].get_text() for card in cards)
+    assert all("σ1 0.12" in card.offsetbox.get_children()[1].get_text() for card in cards)
+
+
+def test_the_two_panels_colour_by_label_and_the_labels_read() -> None:
+    """An input's cloud and frame take the colour the colour bar gives its digit label; its
+    sigma label names both axes in a readable size; the thumbnails are white on black."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage, TextArea
+
+    from vae_cli.inference import LatentView
+    from vae_cli.plots import latent_figure
+
+    labels = torch.tensor([1, 5, 7])
+    view = LatentView(
+        inputs=torch.rand(3, 784),
+        input_mu=torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]),
+        input_sigma=torch.full((3, 2), 0.5),
+        clouds=torch.randn(3, 5, 2),
+        test_mu=torch.randn(30, 2),
+        test_labels=torch.arange(30) % 10,
+        axis_names=("PC1 of mu", "PC2 of mu"),
+        input_labels=labels,
+    )
+    figure = latent_figure(view)
+    left, right = figure.axes[:2]
+    label_colour = right.collections[0].cmap  # the colour bar's mapping of labels
+    norm = right.collections[0].norm
+    clouds = [c for c in left.collections if len(c.get_offsets()) == 5]
+    for cloud, label in zip(clouds, labels.tolist(), strict=True):
+        expected = to_rgba(label_colour(norm(label)))
+        assert tuple(cloud.get_facecolor()[0][:3]) == pytest.approx(expected[:3])
+    cards = [a for a in left.artists if isinstance(a, AnnotationBbox)]
+    for card in cards:
+        thumbnail, text = card.offsetbox.get_children()
+        assert (
+            isinstance(thumbnail, OffsetImage) and thumbnail.get_children()[0].cmap.name == "gray"
+        )
+        assert isinstance(text, TextArea) and text.get_text() == "σ1 0.50\nσ2 0.50"
+        assert text._text.get_fontsize() >= 8
+    title = next(t for t in left.texts if t.get_text().startswith("q(z|x)"))
+    assert "σ1, σ2: its std along PC1 of mu, PC2 of mu" in title.get_text()

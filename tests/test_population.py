@@ -54,9 +54,10 @@ def test_bad_seeds_are_one_error_and_create_nothing(
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    result = train_population(runs, data_dir, "0,3,5")
+    result = run_vae(*train_args(runs, data_dir, *SMALL[:-1], "--seeds", "0,3,5", name="pop"))
     assert result.code == 0, result.stderr
-    assert "best test loss over 3 members:" in result.stdout
+    assert "best test loss over 3 members:" in result.stdout  # not --quiet: the summary shows
+    assert "parameters per member" in result.stdout and "img/s per member" in result.stdout
     return runs / "pop"
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_vae, run_vae_process, train_args
+from conftest import run_in_terminal, run_vae, run_vae_process, train_args
 
 
 def test_cli_module_does_not_import_torch() -> None:
@@ -132,3 +132,31 @@ def test_runs_counts_every_phase_and_says_when_a_time_budget_ends_one(
     assert "3/3" in rows["phased"]
     assert "7 (time budget)" in rows["budget"] and "/5004" not in rows["budget"]
     assert "z1 20, z2 6" in rows["layers"] and "10/10" in rows["layers"]
+
+
+def test_a_long_evaluation_shows_a_bar_on_a_terminal(trained_run: Path, data_dir: Path) -> None:
+    shown = run_in_terminal(
+        "eval", "--checkpoint", trained_run, "--data-dir", data_dir, "--iw-samples", 64
+    )
+    assert shown.code == 0, shown.stdout
+    assert "IW NLL, K=64:" in shown.stdout and "100%" in shown.stdout
+    piped = run_vae_process(
+        "eval", "--checkpoint", trained_run, "--data-dir", data_dir, "--iw-samples", 64
+    )
+    assert "IW NLL, K=64:" not in piped.stdout + piped.stderr  # no bar off a terminal
+
+
+def test_ctrl_c_at_a_terminal_leaves_no_echo_in_the_bars(tmp_path: Path, data_dir: Path) -> None:
+    args = train_args(tmp_path, data_dir, "--limit", 8192, "--epochs", 3, "--batch-size", 32)
+    shown = run_in_terminal(*args, interrupt_after="loss=")  # training has begun
+    assert shown.code == 130, shown.stdout
+    assert "Interrupted: saved" in shown.stdout
+    assert "^C" not in shown.stdout
+
+
+def test_quiet_prints_the_epoch_lines_and_the_files_only(tmp_path: Path, data_dir: Path) -> None:
+    result = run_vae(*train_args(tmp_path, data_dir, "--limit", 256, "--epochs", 1, "--quiet"))
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("epoch   1/2") or lines[0].startswith("epoch   1/1")
+    assert all(line.startswith(("epoch", "wrote")) for line in lines), lines

@@ -85,6 +85,19 @@ def test_a_sqlite_study_of_run_folders(tmp_path: Path, data_dir: Path) -> None:
     ]
 
 
+def test_each_epoch_of_each_trial_is_a_line_off_a_terminal(tmp_path: Path, data_dir: Path) -> None:
+    config, runs = write_sweep(tmp_path), tmp_path / "runs"
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 2, "--pruner", "none"))
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for trial in (0, 1):
+        epochs = [line for line in lines if line.startswith(f"trial {trial}  epoch")]
+        assert [line.split()[3] for line in epochs] == ["1/2", "2/2"], lines
+    stacked = run_vae(*tune_args(config, runs, data_dir, "--trials", 2, "--parallel", 2))
+    assert stacked.code == 0, stacked.stderr
+    assert any(" epoch   1/2  trial-0002" in line for line in stacked.stdout.splitlines())
+
+
 def test_a_trial_config_reproduces_the_trial(tmp_path: Path, data_dir: Path) -> None:
     config, runs = write_sweep(tmp_path), tmp_path / "runs"
     assert run_vae(*tune_args(config, runs, data_dir, "--trials", 1)).code == 0

@@ -23,8 +23,9 @@ TWO = (
 @pytest.fixture(scope="module")
 def two_layer_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    result = run_vae(*train_args(runs, data_dir, *TWO, "--epochs", 2, name="two"))
+    result = run_vae(*train_args(runs, data_dir, *TWO[:-1], "--epochs", 2, name="two"))
     assert result.code == 0, result.stderr
+    assert "model       mlp, z1 8, z2 4, " in result.stdout  # the start panel: both layers
     return runs / "two"
 
 

@@ -291,7 +291,13 @@ def train(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing run of that --name.")
     ] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bars: one line per epoch.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            help="Only one line per epoch and the files written: no start panel, progress "
+            "bars or summary table (warnings and errors still show)."
+        ),
+    ] = False,
 ) -> None:
     """Train a VAE (or one per seed with --seeds, stacked); writes config, checkpoints,
     metrics and pictures to runs/NAME/ (runs/NAME/seed-S/ per member)."""
@@ -310,7 +316,7 @@ def train(
         command=command_line(ctx),
         display=lambda **kw: console.TrainingDisplay(quiet=quiet, **kw),
     )
-    console.training_summary(trained)
+    console.training_summary(trained, tables=not quiet)
 
 
 @app.command("eval")
@@ -341,15 +347,21 @@ def evaluate(
         raise UserError(f"--binarize: {problem}")
     loaded = load(checkpoint, runs_dir, device, announce=not json_output)
 
+    from vae_cli.console import SampleProgress
     from vae_cli.inference import evaluate_checkpoint
 
-    result = evaluate_checkpoint(
-        loaded,
-        loaded.data_dir(data_dir),
-        iw_samples=iw_samples,
-        limit=limit,
-        binarize=binarize,
-    )
+    progress = SampleProgress(f"IW NLL, K={iw_samples}")
+    try:
+        result = evaluate_checkpoint(
+            loaded,
+            loaded.data_dir(data_dir),
+            iw_samples=iw_samples,
+            limit=limit,
+            binarize=binarize,
+            progress=progress,
+        )
+    finally:
+        progress.close()
     if json_output:
         print(json.dumps(result))
     else:
@@ -520,7 +532,11 @@ def tune(
     runs_dir: RunsDir = Path("runs"),
     data_dir: DataDir = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Minutes after which no new trial starts.")
+        float | None,
+        typer.Option(
+            help="Minutes after which no new trial starts; a trial already running finishes "
+            "(Ctrl-C stops it at once, saved and resumable)."
+        ),
     ] = None,
     pruner: Annotated[
         str, typer.Option(help="median (stop poor trials early) or none.")
@@ -541,7 +557,7 @@ def tune(
     ] = 1,
 ) -> None:
     """Search hyperparameters with Optuna; every trial is a run folder in RUNS_DIR/STUDY/."""
-    from vae_cli.console import tune_summary
+    from vae_cli import console
     from vae_cli.tune import start_sweep
 
     result = start_sweep(
@@ -556,8 +572,11 @@ def tune(
         seed=seed,
         command=command_line(ctx),
         parallel=parallel,
+        display=lambda label, **kw: console.TrainingDisplay(
+            quiet=False, label=label, panel=False, **kw
+        ),
     )
-    tune_summary(result)
+    console.tune_summary(result)
 
 
 @app.command()

@@ -290,6 +290,11 @@ def show_value(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def count(n: int, noun: str) -> str:
+    """ "1 epoch", "2 epochs"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def did_you_mean(name: str, known: Any) -> str:
     """ " (did you mean epochs?)" for a misspelt key, as typer suggests a misspelt flag."""
     import difflib

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -106,14 +107,21 @@ def posterior_means(model: VAE, x: torch.Tensor) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def importance_weighted_nll(
-    model: VAE, x: torch.Tensor, samples: int, *, seed: int = EVAL_SEED, max_elements: int = 1 << 24
+    model: VAE,
+    x: torch.Tensor,
+    samples: int,
+    *,
+    seed: int = EVAL_SEED,
+    max_elements: int = 1 << 24,
+    progress: Callable[[int, int], None] | None = None,
 ) -> IwResult:
     """-log p(x) ≈ -log (1/K) Σ_k p(x, z_k) / q(z_k|x) (Burda et al. 2016), per image, over
     every stochastic layer.
 
     Vectorised over samples: each forward pass decodes a (chunk, batch) block of z, sized so
     that the (chunk, batch, 784) logits stay under `max_elements`; a running logsumexp merges
-    the chunks, so memory is bounded whatever K is.
+    the chunks, so memory is bounded whatever K is. `progress(done, total)` hears of each
+    chunk, counted in decoded samples (images x K).
     """
     model.eval()
     generator = sampling_generator(x.device, seed)
@@ -128,6 +136,8 @@ def importance_weighted_nll(
             noise = layer_noise(model, (k, len(batch)), generator, batch)
             log_w = model.log_weights(batch, noise)[0].double()
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
+            if progress is not None:  # samples decoded: earlier batches', then this one's
+                progress(start * samples + (first + k) * len(batch), len(x) * samples)
         nll_per_image.append(-(running - math.log(samples)))
     model.train()
     nll = torch.cat(nll_per_image)

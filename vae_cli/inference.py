@@ -119,7 +119,9 @@ def evaluate_checkpoint(
     iw_samples: int | None = None,
     limit: int | None = None,
     binarize: str | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
+    """The test-set report of `vae eval`; `progress(done, total)` follows the IW estimate."""
     x, _ = test_images(loaded, data_dir, limit, binarize)
     elbo = evaluate_elbo(loaded.model, x)
     result: dict[str, Any] = {
@@ -134,8 +136,22 @@ def evaluate_checkpoint(
     if loaded.picked is not None:  # no --checkpoint: say which run answered
         result["latest_run"] = {key: loaded.picked[key] for key in ("run", "status")}
     if iw_samples:
-        result["iw"] = asdict(importance_weighted_nll(loaded.model, x, iw_samples))
+        estimate = importance_weighted_nll(loaded.model, x, iw_samples, progress=progress)
+        result["iw"] = asdict(estimate)
+    # A Bernoulli decoder gives pixels in {0, 1} a probability; scored on continuous pixels
+    # its "log-likelihood" is a cross-entropy, not log p(x).
+    result["likelihood"] = result["binarize"] != "none"
+    if not result["likelihood"]:
+        result["caveat"] = CONTINUOUS_CAVEAT
     return result
+
+
+CONTINUOUS_CAVEAT = (
+    "continuous pixels (binarize=none): the Bernoulli decoder's log-likelihood of non-binary "
+    "pixels is a cross-entropy, not log p(x), so the loss, IW NLL and bits/dim are not "
+    "likelihoods and do not compare with binarized-MNIST results (evaluate with --binarize "
+    "static or dynamic, or train with --binarize dynamic)"
+)
 
 
 def prior_noise(loaded: Loaded, n: int, seed: int, temperature: float = 1.0) -> list[torch.Tensor]:
@@ -230,6 +246,7 @@ class LatentView:
     test_mu: torch.Tensor  # (M, 2) mu of every test image in the view
     test_labels: torch.Tensor  # (M,)
     axis_names: tuple[str, str]
+    input_labels: torch.Tensor  # (n,) the chosen images' digit labels: their clouds' colour
     layer: str = "z"  # the latent shown: z, or z1 (the bottom layer) of a two-layer model
 
 
@@ -269,6 +286,7 @@ def latent_view(
         clouds=(z - centre) @ basis,
         test_mu=(mu - centre) @ basis,
         test_labels=labels,
+        input_labels=labels[chosen],
         axis_names=names,
         layer=layer,
     )

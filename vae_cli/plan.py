@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vae_cli.config import UNBOUNDED_EPOCHS, Config
+from vae_cli.config import UNBOUNDED_EPOCHS, Config, count
 from vae_cli.state import Progress
 
 
@@ -51,7 +51,7 @@ class Phase:
         objective = f"iwae k={train.k}" if train.objective == "iwae" else "elbo"
         if train.objective == "elbo" and train.beta != 1.0:
             objective += f" beta={train.beta:g}"
-        lengths = [f"{self.epochs} epochs"] if self.epochs is not None else []
+        lengths = [count(self.epochs, "epoch")] if self.epochs is not None else []
         if train.time_budget:
             lengths.insert(0, f"{train.time_budget:g} min of training")
         lr = f"lr {train.lr:g}"

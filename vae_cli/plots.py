@@ -62,7 +62,8 @@ def save_latent_figure(view: Any, path: Path) -> Path:
 
 
 THUMBNAILS_PER_ROW = 10
-STRIP_ROW_HEIGHT = 0.95  # inches: a thumbnail and its two-line sigma label
+STRIP_ROW_HEIGHT = 1.05  # inches: a thumbnail and its two-line sigma label
+SIGMA_FONT_SIZE = 8  # points: 11 px at the figure's 100 dpi, readable beside a thumbnail
 STRIP_GAP = 0.02  # axes fraction between the plot and the strip
 
 
@@ -70,7 +71,8 @@ def latent_figure(view: Any) -> Any:
     """Left: sample clouds around mu for a few inputs; each input's image and sigma sit in a
     strip above the plot, in the order of their mu along the x axis, joined to their mu by a
     line, so that no two overlap however close their points are. Right: the test set's mu
-    coloured by digit label. `view` is an inference.LatentView."""
+    coloured by digit label; each input's cloud and frame take its label's colour too.
+    `view` is an inference.LatentView."""
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage, TextArea, VPacker
 
     plt = _pyplot()
@@ -85,19 +87,23 @@ def latent_figure(view: Any) -> Any:
     )  # fmt: skip
     axes_inches = (figure.subplotpars.top - figure.subplotpars.bottom) * figure.get_figheight()
     row_height = STRIP_ROW_HEIGHT / axes_inches  # in axes fractions
+    # One meaning for colour in both panels: a digit label, as the colour bar shows it.
     colours = plt.get_cmap("tab10")
     order = sorted(range(n), key=lambda i: float(view.input_mu[i, 0]))
     per_row = -(-n // rows)
     for slot, i in enumerate(order):
-        colour = colours(i % 10)
+        colour = colours(int(view.input_labels[i]) % 10)
         cloud, centre = view.clouds[i].numpy(), view.input_mu[i].numpy()
         left.scatter(cloud[:, 0], cloud[:, 1], s=4, alpha=0.35, linewidths=0, color=colour)
         left.scatter(*centre, marker="x", s=80, color="black", zorder=3)
         sigma = view.input_sigma[i].numpy()
         card = VPacker(
             children=[
-                OffsetImage(view.inputs[i].reshape(28, 28).numpy(), cmap="gray_r", zoom=1.1),
-                TextArea(f"σ {sigma[0]:.2f}\n   {sigma[1]:.2f}", textprops={"fontsize": 6.5}),
+                # White on black, as every other picture of digits vae-cli draws.
+                OffsetImage(view.inputs[i].reshape(28, 28).numpy(), cmap="gray", zoom=1.1),
+                TextArea(
+                    f"σ1 {sigma[0]:.2f}\nσ2 {sigma[1]:.2f}", textprops={"fontsize": SIGMA_FONT_SIZE}
+                ),
             ],
             align="center",
             pad=0,
@@ -121,7 +127,8 @@ def latent_figure(view: Any) -> Any:
         0.5,
         1 + STRIP_GAP + rows * row_height + 0.01,
         f"q({view.layer}|x): mu (x) and {view.clouds.shape[1]} samples per input"
-        + (" (the bottom layer)" if view.layer == "z1" else ""),
+        + (" (the bottom layer)" if view.layer == "z1" else "")
+        + f"; σ1, σ2: its std along {view.axis_names[0]}, {view.axis_names[1]}",
         transform=left.transAxes,
         ha="center",
         va="bottom",

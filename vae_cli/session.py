@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vae_cli.config import FIELDS, Config, apply_flags, flag_name, load_config, show_value
+from vae_cli.config import (
+    FIELDS,
+    Config,
+    apply_flags,
+    count,
+    flag_name,
+    load_config,
+    show_value,
+)
 from vae_cli.errors import UserError
 
 # Settings a resumed run may change: they affect neither the model nor the data (e.g. an
@@ -152,11 +160,6 @@ def check_unfinished(
         raise UserError(f"--epochs {flags['epochs']}: {trained}; to train it further, {further}")
     ended = " or spent its time budget" if config.train.time_budget else ""
     raise UserError(f"--resume {resume}: {trained}{ended}; to train it further, {further}")
-
-
-def count(n: int, noun: str) -> str:
-    """ "1 epoch", "2 epochs"."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def check_seed_and_seeds(config: Config, flags: dict[str, Any], config_file: Path | None) -> None:

@@ -11,9 +11,9 @@ import io
 import math
 import re
 import socket
-import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,9 @@ class Sweep:
     study_dir: Path
     data_dir: Path | None
     command: str
+    # display(label, run_dir=, epochs=, binarize=) -> the Callbacks that show a trial's (or a
+    # stack's) progress; the library draws nothing itself.
+    display: Callable[..., Callbacks]
     dataset: Any = None  # read once, shared by every trial of this worker
 
 
@@ -178,17 +181,6 @@ class TrialReporter(Callbacks):
                 raise TrainingPruned(f"pruned after epoch {metrics['epoch']}")
 
 
-class TrialDisplay(Callbacks):
-    """A trial's terminal output: only its warnings, named by trial (each trial prints one
-    line when it ends)."""
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-
-    def on_warning(self, message: str) -> None:
-        print(f"Warning: trial {self.number}: {message}", file=sys.stderr, flush=True)
-
-
 def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
     """Train one trial's run folder; its value is the best test bound of the run."""
     from vae_cli.session import run_training
@@ -206,7 +198,7 @@ def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
             data_dir=sweep.data_dir,
             dataset=sweep.dataset,
             command=f"{sweep.command}  # trial {trial.number}",
-            display=lambda **_: TrialDisplay(trial.number),
+            display=lambda **kw: sweep.display(f"trial {trial.number}", **kw),
             reporter=TrialReporter(trial),
         )
     except TrainingPruned:
@@ -226,13 +218,6 @@ def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
     trial.set_user_attr("status", "finished")
     print_trial(trial, "complete", value, params, root)
     return value
-
-
-class StackDisplay(Callbacks):
-    """A stack of trials' terminal output: its warnings (each names its trial)."""
-
-    def on_warning(self, message: str) -> None:
-        print(f"Warning: {message}", file=sys.stderr, flush=True)
 
 
 def run_in_stacks(
@@ -293,6 +278,7 @@ def train_trial_stack(
         config = sweep.config.replace(params)
         specs.append(RunSpec(config, root, label=root.name, reporter=reporter))
     states, failure = None, ""
+    numbers = ", ".join(str(trial.number) for trial, _ in stack)
     with Heartbeats(storage, [trial for trial, _ in stack]):
         try:
             states = train_stack(
@@ -300,7 +286,7 @@ def train_trial_stack(
                 data_dir=sweep.data_dir,
                 dataset=sweep.dataset,
                 command=f"{sweep.command}  # trials {', '.join(s.label for s in specs)}",
-                display=lambda **_: StackDisplay(),
+                display=lambda **kw: sweep.display(f"trials {numbers}", **kw),
             )
         except TrainingInterrupted:
             for trial, _ in stack:
@@ -533,6 +519,7 @@ def start_sweep(
     seed: int | None,
     command: str,
     parallel: int = 1,
+    display: Callable[..., Callbacks] = lambda label, **_: Callbacks(),
 ) -> dict[str, Any]:
     """Check every flag, the search space and the data before the study is touched; then run
     `trials` trials (0: only the summary), `parallel` at a time in stacks."""
@@ -555,7 +542,7 @@ def start_sweep(
         dataset = load_dataset(resolved, config.data.dataset, config.data.limit)
         data_dir = resolved
         check_largest_trial_fits(config, space, len(dataset.train_images))
-    sweep = Sweep(config, space, runs_dir / name, data_dir, command, dataset)
+    sweep = Sweep(config, space, runs_dir / name, data_dir, command, display, dataset)
     return tune(
         sweep,
         storage,
