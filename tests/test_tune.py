@@ -630,3 +630,139 @@ def test_a_killed_parallel_worker_does_not_stall_the_study(
     result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1, "--parallel", 2))
     assert result.code == 0, result.stderr
     assert [t.state.name for t in load_study(runs).trials] == ["FAIL", "FAIL", "COMPLETE"]
+
+
+TWO_SHAPES = [{"lr": 1e-3, "hidden_dim": 32}, {"lr": 1e-3, "hidden_dim": 64}]  # two stacks
+
+
+def slow_parallel_sweep(folder: Path) -> Path:
+    path = folder / "sweep.toml"
+    path.write_text(
+        '[data]\nlimit = 20000\n[train]\nepochs = 20\nbatch_size = 32\ndevice = "cpu"\n'
+        "[search]\nlr = { low = 1e-4, high = 3e-3, log = true }\n"
+        "hidden_dim = { choices = [32, 64] }\n"
+    )
+    return path
+
+
+def test_ctrl_c_in_an_earlier_stack_ends_every_trial_asked(tmp_path: Path, data_dir: Path) -> None:
+    runs, config = tmp_path / "runs", slow_parallel_sweep(tmp_path)
+    enqueued_study(runs, config, TWO_SHAPES)
+    worker = start_worker(config, runs, data_dir, 2, "--parallel", 2)
+    try:
+        wait_for_epoch(runs / "sweep/trial-0000", worker)
+        worker.send_signal(signal.SIGINT)
+        _, stderr = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 130, stderr
+    first, second = load_study(runs).trials
+    assert (first.state.name, first.user_attrs["status"]) == ("FAIL", "interrupted")
+    assert (second.state.name, second.user_attrs["status"]) == ("FAIL", "not started")
+    assert not (runs / "sweep/trial-0001").exists()
+
+
+def test_a_killed_worker_s_later_stack_is_failed_by_the_next_worker(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vae_cli import tune
+
+    runs, config = tmp_path / "runs", slow_parallel_sweep(tmp_path)
+    enqueued_study(runs, config, TWO_SHAPES)
+    worker = start_worker(config, runs, data_dir, 2, "--parallel", 2)
+    try:
+        wait_for_epoch(runs / "sweep/trial-0000", worker)
+    finally:
+        worker.kill()
+        worker.communicate()
+    assert [t.state.name for t in load_study(runs).trials] == ["RUNNING", "RUNNING"]
+    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
+    time.sleep(1.5)
+    config.write_text(config.read_text().replace("limit = 20000", "limit = 256"))
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1, "--parallel", 2))
+    assert result.code == 0, result.stderr
+    assert [t.state.name for t in load_study(runs).trials] == ["FAIL", "FAIL", "COMPLETE"]
+
+
+def test_an_error_in_an_earlier_stack_fails_every_trial_asked(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vae_cli import session
+
+    config, runs = tmp_path / "sweep.toml", tmp_path / "runs"
+    config.write_text(PARALLEL_SWEEP)
+    enqueued_study(runs, config, TWO_SHAPES)
+
+    def broken(specs: list, **kwargs: object) -> list:
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(session, "train_stack", broken)
+    with pytest.raises(OSError, match="the disk went away"):  # a bug-like failure: traceback
+        run_vae(*tune_args(config, runs, data_dir, "--trials", 2, "--parallel", 2))
+    first, second = load_study(runs).trials
+    assert (first.state.name, first.user_attrs["status"]) == ("FAIL", "failed")
+    assert "the disk went away" in first.user_attrs["error"]
+    assert (second.state.name, second.user_attrs["status"]) == ("FAIL", "not started")
+
+
+def test_the_memory_check_counts_every_trial_of_a_stack(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vae_cli import memory
+    from vae_cli.search import load_tune_config
+
+    config, runs = tmp_path / "sweep.toml", tmp_path / "runs"
+    config.write_text(PARALLEL_SWEEP)
+    fixed, _ = load_tune_config(config)
+    one = memory.step_bytes(fixed.replace({"hidden_dim": 64}), 512)  # the largest trial
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda device: 3 * one)
+    assert run_vae(*tune_args(config, runs, data_dir, "--trials", 1, "--parallel", 2)).code == 0
+    result = run_vae(*tune_args(config, runs / "b", data_dir, "--trials", 4, "--parallel", 4))
+    assert result.code == 2 and result.stderr.startswith("Error: one training step needs")
+    assert "x 4 members" in result.stderr and "--parallel" in result.stderr
+    assert "--seeds" not in result.stderr
+    assert not (runs / "b").exists()  # refused before the study was touched
+
+
+def test_a_heartbeat_that_hits_a_storage_error_keeps_beating(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vae_cli import tune
+
+    class FlakyStorage:
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            self.calls.append(trial_id)
+            if len(self.calls) == 1:
+                raise RuntimeError("server closed the connection unexpectedly")
+
+    class Trial:
+        _trial_id = 7
+
+    monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 0.01)
+    storage = FlakyStorage()
+    with tune.Heartbeats(storage, [Trial()]) as beats:  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while len(storage.calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert beats.thread.is_alive()
+    assert storage.calls[:3] == [7, 7, 7]
+    assert "heartbeat could not be recorded" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_another_worker_failed_is_not_told_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vae_cli.tune import AskedTrials, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    with AskedTrials(study, storage, [trial]) as batch:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # as a stale-trial check does
+        batch.tell(trial, "finished", value=1.0)
+    assert study.trials[0].state.name == "FAIL"
+    assert "already ended by another worker" in capsys.readouterr().err

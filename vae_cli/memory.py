@@ -52,10 +52,15 @@ def device_memory_bytes(device: torch.device) -> int:
 
 
 def check_step_fits(
-    config: Config, device: torch.device, n_train: int, *, members: int = 1
+    config: Config,
+    device: torch.device,
+    n_train: int,
+    *,
+    members: int = 1,
+    members_flag: str = "--seeds",
 ) -> None:
-    """Refuse a run (or a population of `members` stacked runs) whose training step cannot fit
-    in the device's memory at all."""
+    """Refuse a run (or `members` stacked runs: a population's --seeds, a sweep's --parallel
+    trials) whose training step cannot fit in the device's memory at all."""
     need = members * step_bytes(config, n_train)
     have = device_memory_bytes(device)
     if need <= have:
@@ -65,7 +70,7 @@ def check_step_fits(
     stacked = f" x {members} members" if members > 1 else ""
     culprits = "--batch-size, --k or --hidden-dim" if k > 1 else "--batch-size or --hidden-dim"
     if members > 1:
-        culprits += " or the number of --seeds"
+        culprits += f" or the number of {members_flag}"
     raise UserError(
         f"one training step needs at least {need / 2**30:,.0f} GiB (batch "
         f"{min(config.train.batch_size, n_train)}{samples}, hidden {config.model.hidden_dim}"

@@ -11,6 +11,7 @@ import io
 import math
 import re
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -237,9 +238,10 @@ def run_in_stacks(
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)  # as study.optimize does before a trial
             asked = [study.ask() for _ in range(min(parallel, trials - done))]
-        drawn = [(trial, {d.name: suggest(trial, d) for d in sweep.space}) for trial in asked]
-        for stack in group_by_shape(drawn, sweep.config):
-            train_trial_stack(study, storage, sweep, stack)
+        with AskedTrials(study, storage, asked) as batch:
+            drawn = [(trial, {d.name: suggest(trial, d) for d in sweep.space}) for trial in asked]
+            for stack in group_by_shape(drawn, sweep.config):
+                train_trial_stack(batch, sweep, stack)
         done += len(asked)
 
 
@@ -261,12 +263,10 @@ def group_by_shape(
 
 
 def train_trial_stack(
-    study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
-    sweep: Sweep,
-    stack: list[tuple[optuna.Trial, dict[str, Any]]],
+    batch: AskedTrials, sweep: Sweep, stack: list[tuple[optuna.Trial, dict[str, Any]]]
 ) -> None:
-    """Train one stack of trials, with heartbeats for each, and tell Optuna how each ended."""
+    """Train one stack of trials and tell Optuna how each ended (their heartbeats beat from
+    the moment they were asked: see AskedTrials)."""
     from vae_cli.session import RunSpec, train_stack
 
     specs = []
@@ -279,55 +279,128 @@ def train_trial_stack(
         specs.append(RunSpec(config, root, label=root.name, reporter=reporter))
     states, failure = None, ""
     numbers = ", ".join(str(trial.number) for trial, _ in stack)
-    with Heartbeats(storage, [trial for trial, _ in stack]):
-        try:
-            states = train_stack(
-                specs,
-                data_dir=sweep.data_dir,
-                dataset=sweep.dataset,
-                command=f"{sweep.command}  # trials {', '.join(s.label for s in specs)}",
-                display=lambda **kw: sweep.display(f"trials {numbers}", **kw),
-            )
-        except TrainingInterrupted:
-            for trial, _ in stack:
-                trial.set_user_attr("status", "interrupted")
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        except TrainingFailed as error:  # every member diverged: the sweep goes on
-            failure = str(error)
+    batch.started += [trial for trial, _ in stack]
+    try:
+        states = train_stack(
+            specs,
+            data_dir=sweep.data_dir,
+            dataset=sweep.dataset,
+            command=f"{sweep.command}  # trials {', '.join(s.label for s in specs)}",
+            display=lambda **kw: sweep.display(f"trials {numbers}", **kw),
+        )
+    except TrainingInterrupted:
+        for trial, _ in stack:
+            batch.tell(trial, "interrupted", state=optuna.trial.TrialState.FAIL)
+        raise
+    except TrainingFailed as error:  # every member diverged: the sweep goes on
+        failure = str(error)
     for index, ((trial, params), spec) in enumerate(zip(stack, specs, strict=True)):
         status = "failed" if states is None else states[index].status
-        trial.set_user_attr("status", status)
         if status == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            batch.tell(trial, status, state=optuna.trial.TrialState.PRUNED)
             print_trial(trial, "pruned", None, params, spec.root)
             continue
         best = best_epoch(states[index].history) if states is not None else None
         value = selection_loss(best) if best is not None else math.nan
         if status == "failed" or not math.isfinite(value):
-            trial.set_user_attr("error", failure if states is None else "non-finite steps")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            error = failure if states is None else "non-finite steps"
+            batch.tell(trial, "failed", state=optuna.trial.TrialState.FAIL, error=error)
             print_trial(trial, "failed", None, params, spec.root)
             continue
-        study.tell(trial, value)
+        batch.tell(trial, status, value=value)
         print_trial(trial, "complete", value, params, spec.root)
 
 
+class AskedTrials:
+    """The trials a --parallel worker asked for at once. Each one's heartbeat beats from the
+    ask (Optuna's stale-trial check passes over a trial that never had one), so if the worker
+    is killed, another fails them all; each is told once; and whatever is still untold when the
+    worker stops (Ctrl-C in an earlier stack, any error) is failed here, never left RUNNING."""
+
+    def __init__(
+        self, study: optuna.Study, storage: optuna.storages.RDBStorage, trials: list[optuna.Trial]
+    ) -> None:
+        self.study, self.untold = study, list(trials)
+        self.started: list[optuna.Trial] = []  # those whose stack began to train
+        self.heartbeats = Heartbeats(storage, self.untold)
+
+    def __enter__(self) -> AskedTrials:
+        self.heartbeats.__enter__()
+        return self
+
+    def tell(
+        self,
+        trial: optuna.Trial,
+        status: str,
+        *,
+        value: float | None = None,
+        state: optuna.trial.TrialState | None = None,
+        error: str = "",
+    ) -> None:
+        """Record how the trial's run ended and tell Optuna; a trial another worker already
+        failed (its heartbeats stopped for over GRACE_SECONDS) keeps that end, with a warning."""
+        self.heartbeats.forget(trial)
+        if trial in self.untold:
+            self.untold.remove(trial)
+        try:
+            trial.set_user_attr("status", status)
+            if error:
+                trial.set_user_attr("error", error)
+            self.study.tell(trial, value, state=state)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            print(
+                f"Warning: trial {trial.number} was already ended by another worker (its "
+                f"heartbeats stopped for over {GRACE_SECONDS} s); its run ended {status}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        for trial in list(self.untold):
+            if trial in self.started:  # its stack raised: e.g. a disk or storage error
+                self.tell(trial, "failed", state=optuna.trial.TrialState.FAIL, error=repr(error))
+            else:  # asked for a stack that never started
+                self.tell(trial, "not started", state=optuna.trial.TrialState.FAIL)
+        self.heartbeats.__exit__()
+
+
 class Heartbeats:
-    """A thread recording a heartbeat for each running trial of a stack, as study.optimize
-    does for its one trial: another worker fails them once they stop (a killed worker)."""
+    """A thread recording a heartbeat for each trial still running, as study.optimize does for
+    its one trial: another worker fails them once they stop (a killed worker). A storage error
+    in a beat is retried at the next beat and reported once, instead of ending the thread (the
+    other workers would then fail live trials)."""
 
     def __init__(self, storage: optuna.storages.RDBStorage, trials: list[optuna.Trial]) -> None:
         import threading
 
-        self.storage, self.trials = storage, trials
+        self.storage, self.trials = storage, list(trials)
+        self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.beat, daemon=True)
+        self.failed = False
+
+    def forget(self, trial: optuna.Trial) -> None:
+        with self.lock:
+            if trial in self.trials:
+                self.trials.remove(trial)
 
     def beat(self) -> None:
         while True:
-            for trial in self.trials:
-                self.storage.record_heartbeat(trial._trial_id)
+            with self.lock:
+                beating = list(self.trials)
+            try:
+                for trial in beating:
+                    self.storage.record_heartbeat(trial_id(trial))
+            except Exception as error:  # the database is away for a moment: try again
+                if not self.failed:
+                    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                    print(
+                        f"Warning: a trial heartbeat could not be recorded ({first}); "
+                        f"retrying every {HEARTBEAT_SECONDS} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                self.failed = True
             if self.stop.wait(HEARTBEAT_SECONDS):
                 return
 
@@ -338,6 +411,12 @@ class Heartbeats:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+
+
+def trial_id(trial: optuna.Trial) -> int:
+    """The storage's id of a trial, which record_heartbeat takes (Optuna has no public name
+    for it: study.optimize uses the same attribute)."""
+    return trial._trial_id
 
 
 def print_trial(
@@ -497,13 +576,19 @@ def check_fixed_settings(config: Config, space: list[Dimension]) -> None:
 MEMORY_SIZES = ("batch_size", "hidden_dim", "latent_dim", "k")
 
 
-def check_largest_trial_fits(config: Config, space: list[Dimension], n_train: int) -> None:
-    """The memory check of `vae train`, for the largest trial the space can draw."""
+def check_largest_trial_fits(
+    config: Config, space: list[Dimension], n_train: int, parallel: int = 1
+) -> None:
+    """The memory check of `vae train`, for a stack of `parallel` of the largest trial the
+    space can draw (before any trial is asked: a stack that cannot fit would leave them)."""
     from vae_cli.device import resolve_device
     from vae_cli.memory import check_step_fits
 
     largest = {d.name: max(d.choices or (d.low, d.high)) for d in space if d.name in MEMORY_SIZES}
-    check_step_fits(config.replace(largest), resolve_device(config.train.device), n_train)
+    device = resolve_device(config.train.device)
+    check_step_fits(
+        config.replace(largest), device, n_train, members=parallel, members_flag="--parallel"
+    )
 
 
 def start_sweep(
@@ -541,7 +626,7 @@ def start_sweep(
         resolved = resolve_data_dir(data_dir)
         dataset = load_dataset(resolved, config.data.dataset, config.data.limit)
         data_dir = resolved
-        check_largest_trial_fits(config, space, len(dataset.train_images))
+        check_largest_trial_fits(config, space, len(dataset.train_images), parallel)
     sweep = Sweep(config, space, runs_dir / name, data_dir, command, display, dataset)
     return tune(
         sweep,
