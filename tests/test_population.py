@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import signal
 import statistics
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -221,3 +224,147 @@ def test_the_memory_check_counts_every_member(
 def test_a_resume_cannot_change_the_members(population: Path, data_dir: Path) -> None:
     result = run_vae("train", "--resume", population, "--seeds", "0-9", "--data-dir", data_dir)
     assert result.code == 2 and "--seeds: a resume continues the members" in result.stderr
+
+
+def test_a_kill_between_two_members_saves_leaves_one_step_and_resumes_bit_exactly(
+    tmp_path: Path, data_dir: Path, start_blocking_write: Callable[..., subprocess.Popen]
+) -> None:
+    three = ("--epochs", 3)
+    assert train_population(tmp_path, data_dir, "0-1", *three, name="straight").code == 0
+    marker = tmp_path / "inside-the-write"
+    # Writes of epoch 2: seed-0's checkpoint (the 3rd), then seed-1's (the 4th): stop in it.
+    args = train_args(tmp_path, data_dir, *SMALL, *three, "--seeds", "0-1", name="killed")
+    process = start_blocking_write("last.pt.pending", 4, marker, *args)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()  # kill -9 between the two members' writes of one epoch
+    process.communicate()
+    epochs = [load_checkpoint(tmp_path / f"killed/seed-{s}/checkpoints/last.pt")["epoch"]
+              for s in (0, 1)]  # fmt: skip
+    assert epochs == [1, 1]  # the epoch is saved for all members or for none
+    resumed = run_vae("train", "--resume", tmp_path / "killed", "--data-dir", data_dir, "--quiet")
+    assert resumed.code == 0, resumed.stderr
+    for seed in (0, 1):
+        member = f"seed-{seed}"
+        assert_same_training_state(tmp_path / "straight" / member, tmp_path / "killed" / member)
+    assert not list((tmp_path / "killed").glob("*/checkpoints/*.pending"))
+
+
+def test_a_second_ctrl_c_in_the_epoch_bookkeeping_saves_one_step_and_says_how_to_resume(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert train_population(tmp_path, data_dir, "0-2", name="straight").code == 0
+    real = console.TrainingDisplay.on_epoch
+
+    def ctrl_c_twice(self: console.TrainingDisplay, metrics: dict) -> None:
+        real(self, metrics)
+        if metrics["epoch"] == 2 and metrics["member"] == "seed-0":
+            signal.raise_signal(signal.SIGINT)  # asks to stop after the step
+            signal.raise_signal(signal.SIGINT)  # stops now, before seed-1 is saved
+
+    monkeypatch.setattr(console.TrainingDisplay, "on_epoch", ctrl_c_twice)
+    stopped = train_population(tmp_path, data_dir, "0-2", name="stopped")
+    assert stopped.code == 130
+    assert stopped.stderr.strip().splitlines()[-1] == f"  vae train --resume {tmp_path / 'stopped'}"
+    assert "Traceback" not in stopped.stderr
+    epochs = {load_checkpoint(tmp_path / f"stopped/seed-{s}/checkpoints/last.pt")["epoch"]
+              for s in range(3)}  # fmt: skip
+    assert epochs == {1}
+    monkeypatch.undo()
+    resumed = run_vae("train", "--resume", tmp_path / "stopped", "--data-dir", data_dir, "--quiet")
+    assert resumed.code == 0, resumed.stderr
+    for seed in range(3):
+        member = f"seed-{seed}"
+        assert_same_training_state(tmp_path / "straight" / member, tmp_path / "stopped" / member)
+
+
+def test_a_population_of_one_resumes_as_a_population(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def ctrl_c(self: console.TrainingDisplay, epoch: int, step: int, *_: object) -> None:
+        if epoch == 1 and step == 5:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c)
+    monkeypatch.setattr("vae_cli.train.PROGRESS_EVERY", 5)
+    stopped = train_population(tmp_path, data_dir, "3", name="one")
+    assert stopped.code == 130
+    assert stopped.stderr.strip().splitlines()[-1] == f"  vae train --resume {tmp_path / 'one'}"
+    monkeypatch.undo()
+    resumed = run_vae("train", "--resume", tmp_path / "one", "--data-dir", data_dir, "--quiet")
+    assert resumed.code == 0, resumed.stderr
+    (row,) = json.loads((tmp_path / "one/population.json").read_text())["summary"]["members"]
+    best = min(metrics_without_timing(tmp_path / "one/seed-3"), key=lambda m: m["test_loss"])
+    assert (row["status"], row["best_epoch"]) == ("finished", best["epoch"])
+
+
+def test_a_member_resumed_alone_updates_its_population(
+    population: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "pop"
+    shutil.copytree(population, copy)
+    result = run_vae("train", "--resume", copy / "seed-3", "--epochs", 3, "--data-dir", data_dir)
+    assert result.code == 0, result.stderr
+    rows = json.loads((copy / "population.json").read_text())["summary"]["members"]
+    best = min(metrics_without_timing(copy / "seed-3"), key=lambda m: m["test_loss"])
+    assert next(r for r in rows if r["run"] == "seed-3")["best_epoch"] == best["epoch"]
+    together = run_vae("train", "--resume", copy, "--epochs", 3, "--data-dir", data_dir)
+    assert together.code == 2
+    assert f"{copy / 'seed-3'} was saved at epoch 3" in together.stderr
+    assert "resume each member to the same epoch first" in together.stderr
+
+
+def test_a_failed_member_gets_the_pictures_of_its_last_epoch(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def member_one_goes_nan_in_epoch_two(step: int, parts: LossParts) -> LossParts:
+        if step <= 8:
+            return parts
+        return parts._replace(loss=parts.loss * torch.tensor([1.0, float("nan")]))
+
+    poison_training_losses(monkeypatch, member_one_goes_nan_in_epoch_two)
+    result = train_population(tmp_path, data_dir, "0-1", "--max-bad-steps", 3, "--epochs", 3)
+    assert result.code == 0, result.stderr
+    failed = tmp_path / "pop/seed-1"
+    assert json.loads((failed / "status.json").read_text())["status"] == "failed"
+    assert (failed / "curves.png").is_file()
+    # Drawn from epoch 1's weights (what last.pt holds), as an uninterrupted draw would be.
+    assert sorted(p.name for p in (failed / "samples").iterdir()) == ["epoch_001.png"]
+    assert (failed / "reconstructions/epoch_001.png").is_file()
+    survivor = tmp_path / "pop/seed-0"
+    assert (survivor / "samples/epoch_003.png").is_file() and (survivor / "curves.png").is_file()
+
+
+def test_settling_finishes_a_commit_a_kill_cut_short_and_drops_an_uncommitted_one(
+    tmp_path: Path,
+) -> None:
+    from vae_cli.population import COMMIT_FILE, commit_checkpoints, settle_checkpoints
+
+    def member(name: str, last: bytes, pending: bytes | None) -> Path:
+        folder = tmp_path / name / "checkpoints"
+        folder.mkdir(parents=True)
+        (folder / "last.pt").write_bytes(last)
+        if pending is not None:
+            (folder / "last.pt.pending").write_bytes(pending)
+        return folder
+
+    a, b = member("seed-0", b"epoch 1", None), member("seed-1", b"epoch 1", b"epoch 2")
+    (a / "last.pt").write_bytes(b"epoch 2")  # seed-0 was renamed before the kill
+    renames = [["seed-0/checkpoints/last.pt.pending", "seed-0/checkpoints/last.pt"],
+               ["seed-1/checkpoints/last.pt.pending", "seed-1/checkpoints/last.pt"]]  # fmt: skip
+    (tmp_path / COMMIT_FILE).write_text(json.dumps({"renames": renames}))
+    settle_checkpoints(tmp_path)
+    assert [(f / "last.pt").read_bytes() for f in (a, b)] == [b"epoch 2", b"epoch 2"]
+    assert not (tmp_path / COMMIT_FILE).exists() and not list(tmp_path.glob("*/*/*.pending"))
+    (a / "last.pt.pending").write_bytes(b"epoch 3")  # written, never committed
+    settle_checkpoints(tmp_path)
+    assert (a / "last.pt").read_bytes() == b"epoch 2" and not (a / "last.pt.pending").exists()
+    (a / "last.pt.pending").write_bytes(b"epoch 3")
+    (b / "last.pt.pending").write_bytes(b"epoch 3")
+    commit_checkpoints(tmp_path, [a / "last.pt.pending", b / "last.pt.pending"])
+    assert [(f / "last.pt").read_bytes() for f in (a, b)] == [b"epoch 3", b"epoch 3"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from conftest import (
     train_args,
     train_tiny,
 )
+from test_resume import assert_same_training_state
 
 from vae_cli.checkpoint import load_checkpoint
 from vae_cli.config import Config
@@ -211,3 +213,52 @@ def test_max_bad_steps_is_exact_and_spans_epochs(
         assert result.code == 0, result.stderr
         bad = [json.loads(line)["bad_steps"] for line in (tmp_path / "r/metrics.jsonl").open()]
         assert bad == [3, 0]
+
+
+def poison_steps(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> None:
+    """The training step's losses are NaN at these steps (counted from 1 in this process)."""
+    poison_training_losses(monkeypatch, lambda n, parts: nan_loss(parts) if n in steps else parts)
+
+
+def test_a_streak_of_bad_steps_across_an_epoch_end_survives_a_resume(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 steps an epoch, --max-bad-steps 3, NaN at steps 7, 8 and 9: the streak spans the
+    end of epoch 1, and the resumed run must stop where the uninterrupted one does."""
+    args = ("--limit", 512, "--batch-size", 64, "--max-bad-steps", 3, "--quiet")
+    poison_steps(monkeypatch, {7, 8, 9})
+    straight = run_vae(*train_args(tmp_path, data_dir, *args, "--epochs", 2, name="straight"))
+    assert straight.code == 1 and "3 non-finite steps in a row" in straight.stderr
+    monkeypatch.undo()
+    poison_steps(monkeypatch, {7, 8})
+    first = run_vae(*train_args(tmp_path, data_dir, *args, "--epochs", 1, name="resumed"))
+    assert first.code == 0, first.stderr
+    monkeypatch.undo()
+    poison_steps(monkeypatch, {1})  # step 9 overall
+    resumed = run_vae(
+        "train", "--resume", tmp_path / "resumed", "--epochs", 2, "--data-dir", data_dir, "--quiet"
+    )
+    assert resumed.code == 1 and "3 non-finite steps in a row" in resumed.stderr
+    assert_same_training_state(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_a_crash_between_last_pt_and_best_pt_is_repaired_on_resume(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """last.pt is the truth: when it says its epoch was the best, best.pt must hold it."""
+    two = train_tiny(tmp_path, "two", data_dir)  # best.pt: epoch 2 (checked below)
+    one = train_tiny(tmp_path, "one", data_dir, "--epochs", 1)
+    assert load_checkpoint(two / "checkpoints/best.pt")["epoch"] == 2
+    crashed = tmp_path / "crashed"
+    shutil.copytree(two, crashed)
+    # The kill came after epoch 2's last.pt and before its best.pt: best.pt is epoch 1's.
+    shutil.copy(one / "checkpoints/best.pt", crashed / "checkpoints/best.pt")
+    result = run_vae(
+        "train", "--resume", crashed, "--epochs", 3, "--lr", 0.05, "--data-dir", data_dir, "--quiet"
+    )
+    assert result.code == 0, result.stderr
+    metrics = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
+    assert min(metrics, key=lambda m: m["test_loss"])["epoch"] == 2  # lr 0.05 made epoch 3 worse
+    assert (crashed / "checkpoints/best.pt").read_bytes() == (
+        two / "checkpoints/best.pt"
+    ).read_bytes()

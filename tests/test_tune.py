@@ -607,6 +607,7 @@ def test_the_pruner_stops_one_member_of_a_stack_while_the_others_train_on(
     pruned, kept = runs / "sweep/trial-0004", runs / "sweep/trial-0003"
     assert json.loads((pruned / "status.json").read_text())["status"] == "pruned"
     assert [m["epoch"] for m in metrics_without_timing(pruned)] == [1]
+    assert (pruned / "curves.png").is_file() and (pruned / "samples/epoch_001.png").is_file()
     assert [m["epoch"] for m in metrics_without_timing(kept)] == [1, 2, 3]
     assert trials[4].user_attrs["status"] == "pruned" and trials[4].user_attrs["epochs"] == 1
 

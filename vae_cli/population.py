@@ -84,3 +84,55 @@ def best_member(root: Path) -> Path:
         if row["best_test_loss"] is not None and math.isfinite(row["best_test_loss"])
     ]
     return min(scored, key=lambda pair: pair[0])[1] if scored else members[0]
+
+
+# One epoch's checkpoints of every member are one step: each member's new files are written
+# next to the old ones as *.pending, then COMMIT_FILE (written atomically) lists the renames,
+# then they are made. A kill before the commit file leaves every member at the previous step;
+# after it, `settle_checkpoints` finishes the renames. So a resume never finds the members
+# saved at different steps.
+COMMIT_FILE = "commit.json"
+PENDING_SUFFIX = ".pending"
+
+
+def pending_path(path: Path) -> Path:
+    return path.with_name(path.name + PENDING_SUFFIX)
+
+
+def commit_checkpoints(root: Path, written: list[Path]) -> None:
+    """Make the pending files `written` (each some member's NAME.pending) the members'
+    checkpoints, all or none (the writer thread calls this after writing them)."""
+    renames = [
+        [str(path.relative_to(root)), str(path.relative_to(root))[: -len(PENDING_SUFFIX)]]
+        for path in written
+    ]
+    write_atomically(root / COMMIT_FILE, (json.dumps({"renames": renames}) + "\n").encode())
+    settle_checkpoints(root)
+
+
+def settle_checkpoints(root: Path) -> None:
+    """Finish a commit that a kill interrupted, or drop the pending files of one that never
+    came (the members keep their previous step). Called before a population is resumed."""
+    import os
+
+    record = json_object("\n".join(read_lines(root / COMMIT_FILE))) or {}
+    renames = record.get("renames")
+    for source, target in renames if isinstance(renames, list) else []:
+        if (root / source).is_file():
+            os.replace(root / source, root / target)
+    for leftover in root.glob(f"*/checkpoints/*{PENDING_SUFFIX}"):
+        leftover.unlink()
+    for folder in {(root / target).parent for _, target in renames or []}:
+        fsync_folder(folder)
+    (root / COMMIT_FILE).unlink(missing_ok=True)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the renames in a folder durable."""
+    import os
+
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

@@ -269,8 +269,19 @@ def start_training(
     """Validate everything, prepare the run folder(s), train: one run, or a population of
     seeds (--seeds) whose members are run folders inside RUNS/NAME/."""
     from vae_cli.config import parse_seeds
-    from vae_cli.population import is_population, member_config, member_label
-    from vae_cli.runs import check_folder_name, check_new_run, default_run_name, run_data_dir
+    from vae_cli.population import (
+        is_population,
+        member_config,
+        member_label,
+        settle_checkpoints,
+    )
+    from vae_cli.runs import (
+        check_folder_name,
+        check_new_run,
+        default_run_name,
+        run_data_dir,
+        run_dir_of,
+    )
 
     population = None
     if resume is not None:
@@ -285,8 +296,15 @@ def start_training(
             from vae_cli.lock import check_not_training
 
             check_not_training(resume)
+            settle_checkpoints(resume)  # a save that a kill cut short: finished or undone
             population, specs = resume, resume_population(resume, flags)
         else:
+            member_of = (resume if resume.is_dir() else run_dir_of(resume)).parent
+            if is_population(member_of):
+                from vae_cli.lock import check_not_training
+
+                check_not_training(member_of)
+                settle_checkpoints(member_of)
             specs = [resume_run(resume, flags)]
         data_dir = run_data_dir(specs[0].root, data_dir)  # as trained, like every command
     else:
@@ -352,8 +370,26 @@ def resume_population(root: Path, flags: dict[str, Any]) -> list[RunSpec]:
         specs.append(RunSpec(config, member, checkpoint, label=folder.name))
     if not specs:
         raise UserError(f"--resume {root}: every member failed or was pruned")
+    check_same_step(specs)
     check_unfinished(root, specs[0].config, specs[0].checkpoint, flags)
     return specs
+
+
+def check_same_step(specs: list[RunSpec]) -> None:
+    """The members of a population resume together from one step. Saves are committed as one
+    (population.commit_checkpoints), so only a member resumed alone can be elsewhere."""
+    from vae_cli.state import Progress
+
+    first = specs[0]
+    for spec in specs[1:]:
+        if Progress.from_checkpoint(spec.checkpoint) != Progress.from_checkpoint(first.checkpoint):
+            raise UserError(
+                f"{spec.root} was saved at epoch {spec.checkpoint['epoch']} (step "
+                f"{spec.checkpoint['step']}), {first.root.name} at epoch "
+                f"{first.checkpoint['epoch']} (step {first.checkpoint['step']}): a member was "
+                "resumed alone; resume each member to the same epoch first (vae train "
+                "--resume MEMBER --epochs N), then the population"
+            )
 
 
 def train_stack(
@@ -425,16 +461,26 @@ def train_stack(
                 hooks.append(spec.reporter)
             runs.append(Run(spec.config, paths, spec.checkpoint, CallbackGroup(*hooks), spec.label))
         try:
-            states = train(runs, dataset=dataset, callbacks=progress)
+            states = train(runs, dataset=dataset, callbacks=progress, population=population)
         finally:
             for run in runs:
                 run.callbacks.close()
             progress.close()
-            if population is not None:
-                finish_population(population)
+            for folder in populations_of(specs, population):
+                finish_population(folder)
     finally:
         locks.release()
     return states
+
+
+def populations_of(specs: list[RunSpec], population: Path | None) -> list[Path]:
+    """The populations whose members were trained: the one trained, or the one a member
+    resumed alone belongs to (its population.json then shows the member's new state)."""
+    from vae_cli.population import is_population
+
+    if population is not None:
+        return [population]
+    return sorted({spec.root.parent for spec in specs if is_population(spec.root.parent)})
 
 
 def claim_folders(

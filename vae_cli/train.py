@@ -10,6 +10,7 @@ on the CPU. What each part does lives in its own module: the step (step.py), the
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +25,15 @@ from vae_cli.clock import TrainingClock
 from vae_cli.config import Config
 from vae_cli.data import Dataset, prepare_images, to_float
 from vae_cli.device import flush_denormals, make_deterministic, resolve_device
-from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned
+from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, TrainingPruned
 from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.files import OrderedWriter, write_atomically
 from vae_cli.interrupt import InterruptFlag
 from vae_cli.members import Population
 from vae_cli.model import VAE, latent_dims
 from vae_cli.plan import Phase, build_plan
+from vae_cli.population import commit_checkpoints, pending_path
 from vae_cli.run_files import (
-    POPULATION_FILE,
     RunPaths,
     append_metrics,
     read_metrics,
@@ -42,7 +43,7 @@ from vae_cli.run_files import (
 from vae_cli.schedule import kl_weight, learning_rate
 from vae_cli.selection import best_epoch, criterion, selection_criterion, selection_loss
 from vae_cli.state import Best, Progress, TrainState
-from vae_cli.statistics import saved_sums, summarize
+from vae_cli.statistics import CARRIED, saved_sums, summarize
 from vae_cli.step import CapturedStep, Graphs, TrainStep, build_step
 from vae_cli.streams import make_generators, restore_streams, stream_states
 
@@ -72,11 +73,13 @@ def train(
     dataset: Dataset,
     callbacks: Callbacks | None = None,
     graphs: Graphs | None = None,
+    population: Path | None = None,
 ) -> list[TrainState]:
     """Train (or continue) `runs` in lock-step; returns each run's final state. `graphs`
-    stands in for CUDA graphs (tests capture on the CPU with it)."""
+    stands in for CUDA graphs (tests capture on the CPU with it); `population` is the folder
+    whose members `runs` are, whose checkpoints are then saved as one step."""
     callbacks = callbacks or Callbacks()
-    training = Training(runs, dataset, graphs, callbacks)
+    training = Training(runs, dataset, graphs, callbacks, population)
     callbacks.on_start(training.start_info())
     writer = OrderedWriter()
     try:
@@ -88,10 +91,12 @@ def train(
                     run_epoch(training, step, phase, interrupt, writer, callbacks)
                     end_epoch(training, step, phase, writer, callbacks)
             writer.drain()
-    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop now; last.pt is the last epoch's
+    except KeyboardInterrupt as stop:  # a second Ctrl-C or SIGTERM: stop now, at the last save
         writer.close()
         training.write_statuses(None, "interrupted")
-        raise
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        saved = "the last epoch's checkpoints" if len(runs) > 1 else "the last epoch's last.pt"
+        raise TrainingInterrupted(training.resume_dirs, saved, signum) from None
     except TrainingInterrupted:
         writer.close()
         raise
@@ -149,7 +154,7 @@ def end_epoch(
     is still training; a sweep's pruner may stop a member here."""
     progress = training.progress
     progress.epoch, progress.position = progress.epoch + 1, 0
-    sums = training.population.stats.read()
+    sums = training.population.stats.read()  # the carried streak too: every checkpoint keeps it
     training.population.stats.reset_epoch()
     timing = training.epoch_timing()
     last = phase.number == len(training.plan) and phase.done(progress)
@@ -157,12 +162,13 @@ def end_epoch(
     draw = last or time.perf_counter() - training.last_drawn >= interval
     for member in training.members_training():
         metrics = training.member_metrics(member, phase, step, summarize(sums[member]), timing)
-        training.record(member, metrics, draw, writer)
+        training.record(member, metrics, draw, writer, carried(sums[member]))
         callbacks.on_epoch({**metrics, "member": training.runs[member].label})
         try:
             training.runs[member].callbacks.on_epoch(metrics)
         except TrainingPruned:  # after that epoch's writes were submitted
             training.stop_member(member, "pruned", writer)
+    training.commit_saves(writer)
     if draw:
         training.last_drawn = time.perf_counter()
 
@@ -172,9 +178,19 @@ class Training:
     the population, each run's state and random streams, the clock and the pictures' z."""
 
     def __init__(
-        self, runs: list[Run], dataset: Dataset, graphs: Graphs | None, callbacks: Callbacks
+        self,
+        runs: list[Run],
+        dataset: Dataset,
+        graphs: Graphs | None,
+        callbacks: Callbacks,
+        population_root: Path | None = None,
     ) -> None:
         self.runs, self.graphs, self.callbacks = runs, graphs, callbacks
+        self.population_root = population_root
+        self.pending: list[Path] = []  # a population's files saved since the last commit
+        # Per member: (epoch, CPU weights) of its last epoch when its pictures were not drawn
+        # (throttled), drawn when it stops early (failed, pruned) so every run ends with them.
+        self.owed_pictures: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
         # Whether a step has finished when it returns: on a GPU (or a graph stand-in that may
         # run behind the host) only a read of the statistics waits for the device.
         self.failure: str | None = None  # why the last member failed, for a population
@@ -211,9 +227,8 @@ class Training:
     def resume_dirs(self) -> list[str]:
         """What `vae train --resume` takes to continue these runs: a population's folder, or
         each run's own."""
-        parent = self.runs[0].paths.root.parent
-        if len(self.runs) > 1 and (parent / POPULATION_FILE).is_file():
-            return [str(parent)]
+        if self.population_root is not None:  # a population of one included
+            return [str(self.population_root)]
         return [str(run.paths.root) for run in self.runs]
 
     @property
@@ -227,15 +242,16 @@ class Training:
         if checkpoint is None:
             state.history = read_metrics(run.paths)
             return
-        if Progress.from_checkpoint(checkpoint) != self.progress:
+        if Progress.from_checkpoint(checkpoint) != self.progress:  # session checks it first
             raise TrainingFailed(f"{run.paths.root}: the members were saved at different steps")
         self.population.load_member_weights(member, checkpoint["model"])
         population = self.population
         population.adam.load_member(member, checkpoint["optimizer"], population.stack_layout)
         restore_streams(checkpoint, self.generators[member], run.config.train.seed)
-        if checkpoint.get("position"):
+        if checkpoint.get("epoch_stats") is not None:  # mid-epoch sums, or the carried streak
             self.population.stats.load_member(member, saved_sums(checkpoint["epoch_stats"]))
         state.best = Best(**checkpoint["best"])
+        repair_best(run.paths, checkpoint)
         state.history = truncate_metrics(run.paths, self.progress.epoch)
         keep_best_of_earlier_phase(
             run.paths, state.history, self.plans[member][self.progress.phase]
@@ -259,13 +275,29 @@ class Training:
         return bool(self.members_training())
 
     def stop_member(self, member: int, status: str, writer: OrderedWriter) -> None:
-        """A failed or pruned member stops updating (frozen on the device); the rest go on."""
+        """A failed or pruned member stops updating (frozen on the device) and gets the
+        pictures of its last epoch if they were not drawn; the rest go on."""
         self.states[member].status = status
         self.population.freeze(member)
+        self.draw_owed_pictures(member)
         writer.submit(write_status, self.runs[member].paths, status, self.progress.epoch)
+
+    def draw_owed_pictures(self, member: int) -> None:
+        if member not in self.owed_pictures:
+            return
+        epoch, weights = self.owed_pictures.pop(member)
+        with torch.device("meta"):
+            model = VAE(self.runs[member].config.model)
+        model.load_state_dict(weights, assign=True)  # the CPU copy of that epoch's weights
+        paths = self.runs[member].paths
+        originals = self.test_x[:RECONSTRUCTED].cpu()
+        save_epoch_pictures(model.eval(), paths, epoch, self.fixed_z[member], originals)
+        plots.save_curves(self.states[member].history, paths.curves)
 
     def finish(self) -> list[TrainState]:
         """Members still training have finished; a single run that failed raises."""
+        for member in list(self.owed_pictures):
+            self.draw_owed_pictures(member)
         for member in self.members_training():
             self.states[member].status = "finished"
             write_status(self.runs[member].paths, "finished", self.progress.epoch)
@@ -411,7 +443,12 @@ class Training:
         return metrics
 
     def record(
-        self, member: int, metrics: dict[str, Any], draw: bool, writer: OrderedWriter
+        self,
+        member: int,
+        metrics: dict[str, Any],
+        draw: bool,
+        writer: OrderedWriter,
+        carried_sums: dict[str, float],
     ) -> None:
         """Best choice, history, pictures, the metrics line and the epoch's checkpoints."""
         state, paths = self.states[member], self.runs[member].paths
@@ -425,10 +462,13 @@ class Training:
                 model, paths, metrics["epoch"], self.fixed_z[member], self.test_x[:RECONSTRUCTED]
             )
             plots.save_curves(state.history, paths.curves)
+            self.owed_pictures.pop(member, None)
         writer.submit(append_metrics, paths, dict(metrics))
         targets = [paths.last, paths.best] if state.best.epoch == metrics["epoch"] else [paths.last]
         order = self.generators[member]["data_order"].get_state()  # the next epoch's start
-        self.save(member, targets, order, writer)
+        saved = self.save(member, targets, order, writer, carried_sums)
+        if saved is not None and not draw:
+            self.owed_pictures[member] = (metrics["epoch"], saved["model"])
         writer.submit(write_status, paths, "running", metrics["epoch"])  # after its checkpoint
 
     def save_mid_epoch(self, writer: OrderedWriter, sums: list[dict[str, float]]) -> None:
@@ -437,6 +477,7 @@ class Training:
             paths = self.runs[member].paths
             order = self.epoch_start_orders[member]
             self.save(member, [paths.last], order, writer, epoch_sums=sums[member])
+        self.commit_saves(writer)
         writer.drain()
         self.write_statuses(None, "interrupted")
 
@@ -447,13 +488,14 @@ class Training:
         epoch_start_order: torch.Tensor,
         writer: OrderedWriter,
         epoch_sums: dict[str, float] | None = None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Everything needed to continue exactly here, copied to the CPU so that training
-        goes on while a background thread writes it; never non-finite weights."""
+        goes on while a background thread writes it (a population's: pending until
+        commit_saves); never non-finite weights. Returns what it saves (None: refused)."""
         run, population = self.runs[member], self.population
         if not torch.isfinite(population.flat[member]).all():  # one check for all weights
             self.fail_member(member, non_finite_weights(population.member(member)), writer)
-            return
+            return None
         settings = self.plans[member][self.progress.phase].settings.train
         state = {
             "model": snapshot(population.member_weights(member)),
@@ -469,9 +511,20 @@ class Training:
             "rng": stream_states(self.generators[member], epoch_start_order, self.device),
             **self.states[member].to_checkpoint(),
         }
-        if epoch_sums is not None:
+        if epoch_sums is not None:  # mid-epoch: the sums so far; at an epoch end: the streak
             state["epoch_stats"] = epoch_sums
+        if self.population_root is not None:
+            targets = [pending_path(target) for target in targets]
+            self.pending += targets
         writer.submit(write_checkpoints, state, targets)
+        return state
+
+    def commit_saves(self, writer: OrderedWriter) -> None:
+        """A population's checkpoints saved since the last commit become the members' files
+        in one step (population.commit_checkpoints), after all of them are written."""
+        if self.population_root is not None and self.pending:
+            writer.submit(commit_checkpoints, self.population_root, self.pending)
+            self.pending = []
 
     def start_info(self) -> dict[str, Any]:
         return {
@@ -512,6 +565,26 @@ def snapshot(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(snapshot(item) for item in value)
     return value
+
+
+def carried(sums: dict[str, float]) -> dict[str, float]:
+    """What an epoch-end checkpoint keeps of the running sums: the bad-step streak and the
+    halt, which span epoch ends (a streak across one must not be forgotten on resume)."""
+    return {name: sums[name] for name in CARRIED}
+
+
+def repair_best(paths: RunPaths, checkpoint: dict[str, Any]) -> None:
+    """After a crash between an epoch's two writes (last.pt, then best.pt) best.pt is an
+    earlier epoch's while last.pt says that epoch was the best: last.pt is the truth, and its
+    bytes are that epoch's best.pt."""
+    from vae_cli.checkpoint import load_checkpoint
+
+    best = checkpoint["best"]
+    if checkpoint.get("position") or best["epoch"] != checkpoint["epoch"] or not best["epoch"]:
+        return
+    if paths.best.is_file() and load_checkpoint(paths.best)["epoch"] == best["epoch"]:
+        return
+    write_atomically(paths.best, paths.last.read_bytes())
 
 
 def non_finite_weights(model: VAE) -> str:
