@@ -134,3 +134,38 @@ def test_picture_grids_match_torchvisions_layout_and_rounding(n: int, nrow: int)
     levels = reference.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)[0]
     assert torch.equal(grid(pixels, nrow), levels)
     assert tuple(reversed(levels.shape)) == grid_size(n, nrow)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("no-images", "train-images-idx3-ubyte: holds no images (its header counts 0)"),
+        (
+            "label-200",
+            "train-labels-idx1-ubyte: label 200 at item 3; labels are the classes 0 to 9",
+        ),
+        ("short-header", "train-images-idx3-ubyte: 6 bytes, shorter than an IDX images file's"),
+        ("short-labels", "t10k-labels-idx1-ubyte: 5 bytes, shorter than an IDX labels file's 8"),
+    ],
+)
+def test_idx_files_that_cannot_be_trained_on_are_named(
+    damage: str, fragment: str, tmp_path: Path
+) -> None:
+    root = synthetic_fashion(tmp_path / "data")
+    raw = root / "FashionMNIST/raw"
+    if damage == "no-images":
+        write_idx(raw / "train-images-idx3-ubyte", torch.zeros(0, 28, 28), 0x803)
+        write_idx(raw / "train-labels-idx1-ubyte", torch.zeros(0), 0x801)
+    elif damage == "label-200":
+        labels = torch.zeros(256)
+        labels[3] = 200
+        write_idx(raw / "train-labels-idx1-ubyte", labels, 0x801)
+    elif damage == "short-header":
+        (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00\x00")
+    else:
+        (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00")
+    runs = tmp_path / "runs"
+    result = run_vae(*train_args(runs, root, "--dataset", "fashion-mnist", "--epochs", 1))
+    assert result.code == 2 and result.stderr.startswith("Error: ")
+    assert result.stderr.count("\n") == 1 and fragment in result.stderr, result.stderr
+    assert not runs.exists()

@@ -63,15 +63,26 @@ def file_md5(path: Path) -> str:
 
 
 def check_idx_file(path: Path, kind: str) -> int:
-    """Check an IDX file's magic number and size against its header; returns the item count."""
+    """Check an IDX file's header (its length, magic number, item count, image size) and its
+    size against the header; returns the item count, which is at least 1."""
+    header_bytes = 16 if kind == "images" else 8
     with path.open("rb") as handle:
-        header = handle.read(16 if kind == "images" else 8)
-    if len(header) < 8 or int.from_bytes(header[:4], "big") != IDX_MAGIC[kind]:
+        header = handle.read(header_bytes)
+    if len(header) < header_bytes:
+        raise UserError(
+            f"{path}: {len(header)} bytes, shorter than an IDX {kind} file's {header_bytes}-byte "
+            "header; the file is truncated: delete it and download it again"
+        )
+    if int.from_bytes(header[:4], "big") != IDX_MAGIC[kind]:
         raise UserError(
             f"{path}: not an IDX {kind} file (wrong magic number); "
             "the file is corrupt: delete it and download it again"
         )
     dims = [int.from_bytes(header[i : i + 4], "big") for i in range(4, len(header), 4)]
+    if dims[0] == 0:
+        raise UserError(
+            f"{path}: holds no {kind} (its header counts 0); nothing to train or test on"
+        )
     expected = len(header) + _product(dims)
     if kind == "images" and dims[1:] != [28, 28]:
         raise UserError(f"{path}: images are {dims[1:]} pixels, expected 28x28")
@@ -159,6 +170,11 @@ def load_dataset(root: Path, dataset: str = "mnist", limit: int | None = None) -
         (read_idx(folder / images, 16, limit), read_idx(folder / labels, 8, limit))
         for images, labels in (RAW_FILES["train"], RAW_FILES["test"])
     )
+    for name, labels in (
+        (RAW_FILES["train"][1], train_labels),
+        (RAW_FILES["test"][1], test_labels),
+    ):
+        check_labels(folder / name, labels)
     return Dataset(
         train_images=train_images.reshape(-1, 784),
         train_labels=train_labels.reshape(-1).long(),
@@ -168,12 +184,23 @@ def load_dataset(root: Path, dataset: str = "mnist", limit: int | None = None) -
     )
 
 
+CLASSES = 10  # MNIST's digits, Fashion-MNIST's garments
+
+
+def check_labels(path: Path, labels: torch.Tensor) -> None:
+    """Labels are classes 0-9 (the pictures and `vae latent` colour by them)."""
+    if len(labels) and int(labels.max()) >= CLASSES:
+        index = int(labels.reshape(-1).argmax())
+        raise UserError(
+            f"{path}: label {int(labels.reshape(-1)[index])} at item {index}; labels are the "
+            f"classes 0 to {CLASSES - 1}: the file is corrupt or not this dataset's"
+        )
+
+
 def read_idx(path: Path, header_bytes: int, limit: int | None) -> torch.Tensor:
     """An IDX file's items (checked by check_idx_file) as uint8 rows, the first `limit` only."""
     data = path.read_bytes()
-    count = int.from_bytes(data[4:8], "big")
-    if count == 0:
-        return torch.zeros(0, 1, dtype=torch.uint8)
+    count = int.from_bytes(data[4:8], "big")  # at least 1 (check_idx_file)
     items = torch.frombuffer(bytearray(data[header_bytes:]), dtype=torch.uint8)
     items = items.reshape(count, -1)
     return items[:limit].clone() if limit is not None else items
