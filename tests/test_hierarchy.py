@@ -111,6 +111,30 @@ def test_the_elbo_of_each_layer_is_reported_by_evaluation() -> None:
     assert result.loss == pytest.approx(result.recon + result.kl, rel=1e-9)
 
 
+def test_each_layers_kl_and_active_units_are_its_own() -> None:
+    """Each layer's KL and active units against a direct computation with the evaluation's
+    noise (not only their sums): z1's KL is log q(z1|x) - log p(z1|z2) at the draws, z2's
+    the analytic KL of q(z2|z1); a unit is active when its posterior mean varies over the
+    images by more than 0.01 (z2's: the mean of q(z2|z1 = mu1))."""
+    from vae_cli.evaluate import EVAL_SEED
+
+    model, x = two_layers(), binary_images(50)
+    with torch.no_grad():  # z2's second unit ignores its input: inactive by construction
+        model.encoder2.mu.weight[1] = 0.0
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    eps1 = torch.randn((50, 3), generator=generator, dtype=torch.float64)
+    eps2 = torch.randn((50, 2), generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        _, kl1, _, (mu2, logvar2) = independent_terms(model, x, eps1, eps2)
+        kl2 = gaussian_kl(mu2, logvar2).sum(-1)
+        mu1 = model.encoder(x)[0]
+        top_mu = model.encoder2(mu1)[0]
+    result = evaluate_elbo(model, x)
+    assert result.kl_per_layer == pytest.approx([kl1.mean().item(), kl2.mean().item()], rel=1e-9)
+    active = [int((mu.var(0, unbiased=False) > 0.01).sum()) for mu in (mu1, top_mu)]
+    assert active == [3, 1] and result.active_units_per_layer == active
+
+
 def encoder_and_decoder(model: VAE) -> tuple[list, list]:
     encoder = [p for n, p in model.named_parameters() if n.startswith("encoder")]
     decoder = [p for n, p in model.named_parameters() if n.startswith("decoder")]
