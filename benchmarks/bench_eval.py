@@ -18,11 +18,13 @@ from pathlib import Path
 
 import torch
 
-from vae_cli.cli import main as vae
-from vae_cli.data import load_dataset, resolve_data_dir, to_float
-from vae_cli.evaluate import evaluate_elbo, importance_weighted_nll
-from vae_cli.inference import load_model
-from vae_cli.model import VAE, bernoulli_log_likelihood, gaussian_log_density
+from vae_cli.cli.app import main as vae
+from vae_cli.commands.load import load_model
+from vae_cli.data.dataset import load_dataset, to_float
+from vae_cli.data.folders import resolve_data_dir
+from vae_cli.model.densities import bernoulli_log_likelihood, gaussian_log_density
+from vae_cli.model.evaluate import evaluate_elbo, importance_weighted_nll
+from vae_cli.model.vae import VAE
 
 
 @torch.no_grad()

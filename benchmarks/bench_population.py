@@ -25,12 +25,14 @@ from pathlib import Path
 
 import torch
 
-from vae_cli.config import Config
-from vae_cli.data import load_dataset, resolve_data_dir
-from vae_cli.members import Population
-from vae_cli.step import build_step, synchronize
-from vae_cli.streams import make_generators
-from vae_cli.train import build_model
+from vae_cli.config.settings import Config
+from vae_cli.data.dataset import load_dataset
+from vae_cli.data.folders import resolve_data_dir
+from vae_cli.training.graphs import build_step
+from vae_cli.training.loop import build_model
+from vae_cli.training.stack import Stack
+from vae_cli.training.step import synchronize
+from vae_cli.training.streams import make_generators
 
 BATCH = 128
 
@@ -41,7 +43,7 @@ def images_per_s(
     """Aggregate images/s of one stacked step of `members` members (each its own batch)."""
     config = Config().replace({"cuda_graph": device.type == "cuda"})
     configs = [config.replace({"seed": seed}) for seed in range(members)]
-    population = Population([build_model(c, device) for c in configs])
+    population = Stack([build_model(c, device) for c in configs])
     generators = [make_generators(c.train.seed, device) for c in configs]
     step = build_step(population, configs, generators)
     images = images.to(device)
@@ -68,7 +70,7 @@ def images_per_s(
 def adam_options(members: int, size: int, device: torch.device, repeats: int = 20) -> None:
     """Per-member learning rates: one fused Adam kernel per member row (what the step does)
     against one pass of plain tensor ops over the whole (M, P) buffer with per-row rates."""
-    from vae_cli.adam import AdamState, MemberAdam
+    from vae_cli.training.adam import AdamState, MemberAdam
 
     params = torch.randn(members, size, device=device)
     grads = torch.randn(members, size, device=device)

@@ -22,15 +22,15 @@ from pathlib import Path
 TARGETS = {"sample": 0.7, "reconstruct": 0.7, "export": 0.7, "train: first step": 1.0}
 FIRST_STEP = """
 import os, sys, time
-from vae_cli import step
-real = step.TrainStep.__call__
+from vae_cli.training import step
+real = step.Step.__call__
 def first(self, *args, **kwargs):
     if not os.path.exists(os.environ["FIRST_STEP_FILE"]):
         with open(os.environ["FIRST_STEP_FILE"], "w") as handle:
             handle.write(repr(time.time()))
     return real(self, *args, **kwargs)
-step.TrainStep.__call__ = first
-from vae_cli.cli import main
+step.Step.__call__ = first
+from vae_cli.cli.app import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -3,7 +3,7 @@
 (a) reference: the same model and negative ELBO, written with torch's stock BCE, fed by
     torchvision's MNIST with ToTensor() through a DataLoader(batch_size=128, shuffle=True) and
     a stock Adam step, as in pytorch/examples;
-(b) vae-cli: the trainer's own TrainStep on a preloaded uint8 tensor.
+(b) vae-cli: the trainer's own Step on a preloaded uint8 tensor.
 Rounds alternate (a) and (b) and medians are reported, since 2 shared cores are noisy.
 Also prints (b)'s achieved matmul GFLOP/s against the best matmul rate measured here (the
 roofline), the rate of one step's matmuls alone at their real shapes (the step's ceiling), and
@@ -34,13 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae_cli.config import Config
-from vae_cli.data import load_dataset, resolve_data_dir
-from vae_cli.members import Population
-from vae_cli.model import VAE, gaussian_kl, reparameterize
-from vae_cli.step import build_step, synchronize
-from vae_cli.streams import make_generators
-from vae_cli.train import build_model
+from vae_cli.config.settings import Config
+from vae_cli.data.dataset import load_dataset
+from vae_cli.data.folders import resolve_data_dir
+from vae_cli.model.densities import gaussian_kl
+from vae_cli.model.reparameterize import reparameterize
+from vae_cli.model.vae import VAE
+from vae_cli.training.graphs import build_step
+from vae_cli.training.loop import build_model
+from vae_cli.training.stack import Stack
+from vae_cli.training.step import synchronize
+from vae_cli.training.streams import make_generators
 
 TINY_BATCH = 4
 TINY = f"eager b{TINY_BATCH}"
@@ -151,9 +155,9 @@ def vae_cli_images_per_s(
         {"amp": amp, "compile": compile, "cuda_graph": cuda_graph, "batch_size": batch_size}
     )
     train_step = build_step(
-        Population([build_model(config, device)]), [config], [make_generators(0, device)]
+        Stack([build_model(config, device)]), [config], [make_generators(0, device)]
     )
-    stats = train_step.population.stats
+    stats = train_step.stack.stats
     images = images.to(device)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).to(device)
     started = None
@@ -178,7 +182,7 @@ def operations_per_step(
 
     config = Config().replace({"cuda_graph": cuda_graph})
     train_step = build_step(
-        Population([build_model(config, device)]), [config], [make_generators(0, device)]
+        Stack([build_model(config, device)]), [config], [make_generators(0, device)]
     )
     batch = images[:128].to(device).unsqueeze(0)
     for _ in range(10):  # warm-up and capture

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae_cli.data import load_dataset, resolve_data_dir, to_float
+from vae_cli.data.dataset import load_dataset, to_float
+from vae_cli.data.folders import resolve_data_dir
 
 
 class ClassicVAE(nn.Module):

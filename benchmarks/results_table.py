@@ -16,8 +16,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from vae_cli.cli import main as vae
-from vae_cli.selection import phases
+from vae_cli.cli.app import main as vae
+from vae_cli.runs.best import phases
 
 
 def describe(config: dict, metrics: list[dict]) -> str:

@@ -1,8 +1,15 @@
-"""Shared fixtures: the data folder, and one tiny trained run reused by many tests."""
+"""Shared fixtures and helpers for both parts of the suite.
+
+tests/unit/ needs no MNIST: its `data_dir` is a synthetic dataset in Fashion-MNIST's layout,
+made once per session (and VAE_DATA_DIR points at it), so it passes wherever VAE_DATA_DIR
+points. tests/e2e/ drives the real CLI on the real MNIST files ($VAE_DATA_DIR, else
+../shared/data).
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +24,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("VAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+MNIST_DIR = Path(os.environ.get("VAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+UNIT = Path(__file__).resolve().parent / "unit"
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 20_000, 10_000  # MNIST's sizes, for --limit up to 20,000
+TIMING = {"seconds", "images_per_s", "epoch_seconds", "capture_seconds", "compile_seconds"}
 
 
 @pytest.fixture(autouse=True)
@@ -26,11 +36,105 @@ def fixed_global_seed() -> None:
     torch.manual_seed(0)
 
 
+def is_unit(request: pytest.FixtureRequest) -> bool:
+    return UNIT in Path(request.node.path).resolve().parents or Path(request.node.path) == UNIT
+
+
+@pytest.fixture(autouse=True)
+def unit_data_everywhere(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test finds the synthetic data by $VAE_DATA_DIR too (its own processes as well),
+    whatever the variable said."""
+    if is_unit(request):
+        monkeypatch.setenv("VAE_DATA_DIR", str(request.getfixturevalue("synthetic_data")))
+
+
+@pytest.fixture(scope="module")  # a module is all unit or all end-to-end
+def data_dir(request: pytest.FixtureRequest) -> Path:
+    """The synthetic dataset for a unit test, the real MNIST files for an end-to-end one."""
+    if is_unit(request):
+        return request.getfixturevalue("synthetic_data")
+    return request.getfixturevalue("mnist_dir")
+
+
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not (DATA_DIR / "MNIST" / "raw").is_dir():
-        pytest.fail(f"MNIST not found in {DATA_DIR}; set VAE_DATA_DIR")
-    return DATA_DIR
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST not found in {MNIST_DIR}; set VAE_DATA_DIR")
+    return MNIST_DIR
+
+
+def write_idx(path: Path, array: torch.Tensor, magic: int) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.to(torch.uint8).numpy().tobytes())
+
+
+def synthetic_images(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """28x28 uint8 pictures, a stroke per class: a bar at the class's angle through a point
+    near the centre, of varying width and brightness, on faint noise (digit-like enough that
+    a VAE learns them, and every class looks different)."""
+    n = len(labels)
+    coordinates = torch.arange(28, dtype=torch.float32) - 13.5
+    y, x = torch.meshgrid(coordinates, coordinates, indexing="ij")
+    angle = labels.float() * (torch.pi / 10) + 0.15 * torch.randn(n, generator=generator)
+    shift = 3 * torch.randn(n, 2, generator=generator)
+    width = 1.5 + torch.rand(n, generator=generator)
+    along = 9 + 3 * torch.rand(n, generator=generator)
+    dx, dy = x - shift[:, :1, None], y - shift[:, 1:, None]
+    across = (dx * torch.sin(angle)[:, None, None] - dy * torch.cos(angle)[:, None, None]).abs()
+    length = (dx * torch.cos(angle)[:, None, None] + dy * torch.sin(angle)[:, None, None]).abs()
+    stroke = (1 - across / width[:, None, None]).clamp(0, 1) * (length < along[:, None, None])
+    noise = 0.08 * torch.rand(n, 28, 28, generator=generator)
+    brightness = 0.7 + 0.3 * torch.rand(n, 1, 1, generator=generator)
+    return ((stroke * brightness + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def make_synthetic_dataset(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """IDX files in torchvision's FashionMNIST layout (not MD5-checked, unlike MNIST)."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=generator)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", synthetic_images(labels, generator), 0x803)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 0x801)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic"), SYNTHETIC_TRAIN, SYNTHETIC_TEST
+    )
+
+
+def dataset_name(data_dir: Path) -> str:
+    """The dataset a data folder holds: MNIST, or the unit tests' synthetic Fashion-MNIST."""
+    return "mnist" if (data_dir / "MNIST").is_dir() else "fashion-mnist"
+
+
+def dataset_flags(data_dir: Path) -> tuple[str, ...]:
+    return () if dataset_name(data_dir) == "mnist" else ("--dataset", "fashion-mnist")
+
+
+def metrics_without_timing(run: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in lines]
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Two runs' last.pt (weights, Adam state, step) and metrics agree bit for bit."""
+    from vae_cli.checkpoint import load_checkpoint
+
+    first, second = (load_checkpoint(p / "checkpoints/last.pt") for p in (a, b))
+    assert first["step"] == second["step"]
+    for key, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][key]), key
+    state_a, state_b = first["optimizer"]["state"], second["optimizer"]["state"]
+    assert state_a.keys() == state_b.keys()
+    for index, slots in state_a.items():
+        for key, value in slots.items():
+            assert torch.equal(value, state_b[index][key]), key
+    assert metrics_without_timing(a) == metrics_without_timing(b)
 
 
 @dataclass
@@ -42,7 +146,7 @@ class Result:
 
 def run_vae(*args: object) -> Result:
     """Run the CLI in-process through the same entry point as the `vae` script."""
-    from vae_cli.cli import main
+    from vae_cli.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -127,14 +231,14 @@ def make_step(
 ) -> object:
     """A phase's training step over a fresh population: one member with `config`'s seed, or
     one per seed; `graphs` stands in for CUDA graphs."""
-    from vae_cli.members import Population
-    from vae_cli.step import build_step
-    from vae_cli.streams import make_generators
-    from vae_cli.train import build_model
+    from vae_cli.training.graphs import build_step
+    from vae_cli.training.loop import build_model
+    from vae_cli.training.stack import Stack
+    from vae_cli.training.streams import make_generators
 
     device = torch.device(device)
     configs = [config] if seeds is None else [config.replace({"seed": s}) for s in seeds]
-    population = Population([build_model(c, device) for c in configs])
+    population = Stack([build_model(c, device) for c in configs])
     generators = [make_generators(c.train.seed, device) for c in configs]
     return build_step(population, configs, generators, graphs=graphs)
 
@@ -170,7 +274,7 @@ class RecordedGraphs:
 
 def record_batch_sizes(graphs: RecordedGraphs, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make `graphs` note the batch size of each call to a CapturedStep."""
-    from vae_cli.step import CapturedStep
+    from vae_cli.training.graphs import CapturedStep
 
     real = CapturedStep.__call__
 
@@ -186,7 +290,7 @@ def poison_training_losses(
 ) -> None:
     """Pass the training step's n-th ELBO (counted from 1) through poison(n, parts); the test
     pass's ELBO, called with plain numbers for beta, is left alone."""
-    from vae_cli import model as model_module
+    from vae_cli.model import vae as model_module
 
     real, calls = model_module.elbo_loss, {"n": 0}
 
@@ -208,8 +312,10 @@ TINY = ("--limit", 512, "--epochs", 2, "--batch-size", 64, "--quiet")
 
 
 def train_args(runs: Path, data_dir: Path, *extra: object, name: str = "r") -> tuple:
-    """`vae train` arguments for the run `runs/name` (`extra`: the flags under test)."""
-    return ("train", "--data-dir", data_dir, "--runs-dir", runs, "--name", name, *extra)
+    """`vae train` arguments for the run `runs/name` (`extra`: the flags under test), on the
+    dataset that `data_dir` holds."""
+    folders = ("--data-dir", data_dir, "--runs-dir", runs, "--name", name)
+    return ("train", *folders, *dataset_flags(data_dir), *extra)
 
 
 def train_tiny(runs: Path, name: str, data_dir: Path, *extra: object) -> Path:
@@ -219,10 +325,47 @@ def train_tiny(runs: Path, name: str, data_dir: Path, *extra: object) -> Path:
     return runs / name
 
 
+@pytest.fixture(scope="module")
+def trained_run(request: pytest.FixtureRequest) -> Path:
+    """One tiny run (512 images, 2 epochs) shared by the tests that only read it: on the
+    synthetic data for unit tests, on MNIST for end-to-end ones."""
+    return request.getfixturevalue("synthetic_run" if is_unit(request) else "mnist_run")
+
+
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """One tiny run (512 images, 2 epochs) shared by the tests that only read it."""
-    return train_tiny(tmp_path_factory.mktemp("runs"), "tiny", data_dir)
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("runs"), "tiny", synthetic_data)
+
+
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("runs"), "tiny", mnist_dir)
+
+
+TWO_PHASES = """
+[data]
+limit = 512
+[train]
+epochs = 2
+batch_size = 64
+device = "cpu"
+
+[[phases]]
+epochs = 2
+objective = "iwae"
+k = 2
+lr = 5e-4
+lr_schedule = "cosine"
+final_lr = 1e-4
+"""
+
+
+def train_config(folder: Path, data_dir: Path, name: str, text: str = TWO_PHASES) -> Result:
+    """`vae train --config` of a file holding `text`, as the run folder/name."""
+    config = folder / f"{name}.toml"
+    config.write_text(text)
+    args = ("--runs-dir", folder, "--name", name, "--data-dir", data_dir, "--quiet")
+    return run_vae("train", "--config", config, *args, *dataset_flags(data_dir))
 
 
 # The real CLI in a subprocess whose fsync of the temporary file behind `name` (the n-th time
@@ -245,7 +388,7 @@ def fsync(fd):
     return real_fsync(fd)
 
 os.fsync = fsync
-from vae_cli.cli import main
+from vae_cli.cli.app import main
 sys.exit(main({args!r}))
 """
 

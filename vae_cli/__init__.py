@@ -17,8 +17,8 @@ def load(path: str | os.PathLike[str], device: str = "cpu") -> Any:
     """
     from pathlib import Path
 
-    from vae_cli.inference import load_model
-    from vae_cli.runs import resolve_checkpoint
+    from vae_cli.commands.load import load_model
+    from vae_cli.runs.locate import resolve_checkpoint
 
     loaded = load_model(resolve_checkpoint(Path(path), Path("runs")), device)
     loaded.model.run_config = loaded.config

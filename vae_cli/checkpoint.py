@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vae_cli import __version__
-from vae_cli.config import from_dict
+from vae_cli.config.toml import from_dict
 from vae_cli.errors import UserError
 from vae_cli.files import write_atomically
 

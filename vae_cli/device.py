@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from vae_cli.errors import UserError
@@ -36,18 +34,3 @@ def flush_denormals(device: torch.device) -> None:
     parallel operation."""
     if device.type == "cpu":
         torch.set_flush_denormal(True)
-
-
-def make_deterministic(device: torch.device, *, compiling: bool = False) -> None:
-    """Bit-reproducible kernels: strict on CPU, best effort (warn only) on GPUs."""
-    if device.type == "cuda":
-        # cuBLAS needs a fixed workspace for deterministic matmuls; must be set before its init.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    warn_only = device.type != "cpu"
-    if compiling:  # also sets the compiler's own switch
-        torch.use_deterministic_algorithms(True, warn_only=warn_only)
-    else:
-        # The same switch for eager kernels, without torch.use_deterministic_algorithms's
-        # import of torch._inductor (and torch._dynamo): about a second of start-up.
-        torch._C._set_deterministic_algorithms(True, warn_only=warn_only)

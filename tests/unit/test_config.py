@@ -1,0 +1,100 @@
+"""The config: defaults, TOML round trip, precedence (flag > file > default), shipped files."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_vae
+
+from vae_cli.checkpoint import load_checkpoint
+from vae_cli.config.settings import FIELDS, Config
+from vae_cli.config.toml import default_toml, from_dict, load_config, to_toml
+from vae_cli.config.values import apply_flags, help_for
+from vae_cli.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_match_the_documented_model() -> None:
+    config = Config()
+    assert (config.model.latent_dim, config.model.hidden_dim) == (32, 256)
+    assert (config.model.max_logvar, config.model.min_std) == (10.0, 1e-4)
+    assert (config.train.epochs, config.train.batch_size, config.train.grad_clip) == (10, 128, 1.0)
+    assert config.data.binarize == "none" and config.train.device == "auto"
+
+
+def test_every_field_has_a_help_text() -> None:
+    assert all(field.metadata["help"] for _, field in FIELDS.values())
+
+
+def test_help_texts_state_the_upper_bounds() -> None:
+    assert "At most 4096. (default: 32)" in help_for("latent_dim")
+    assert "At most 4294967295." in help_for("seed")
+    assert "At most" not in help_for("lr")  # unbounded above
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    config = Config().replace(
+        {"latent_dim": 7, "lr": 3e-4, "binarize": "dynamic", "limit": 100, "amp": True}
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(config, {"command": "vae train"}))
+    assert load_config(path) == config
+
+
+def test_shipped_default_toml_is_the_builtin_defaults() -> None:
+    assert load_config(REPO / "configs/default.toml") == Config()
+    assert (REPO / "configs/default.toml").read_text() == default_toml()
+
+
+@pytest.mark.parametrize("name", ["quick", "quality", "conv"])
+def test_shipped_configs_load(name: str) -> None:
+    from vae_cli.config.checks import check_settings
+
+    config = load_config(REPO / f"configs/{name}.toml")
+    assert isinstance(config, Config)
+    check_settings(config)  # e.g. quality.toml's cosine phases decay, never rise
+
+
+def test_flag_beats_file_beats_default(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nepochs = 3\nlr = 0.01\n[model]\nlatent_dim = 8\n")
+    config = apply_flags(load_config(path), {"epochs": 5, "latent_dim": None, "seed": None})
+    assert config.train.epochs == 5  # flag
+    assert config.train.lr == 0.01 and config.model.latent_dim == 8  # file
+    assert config.train.batch_size == 128  # default
+
+
+def test_integers_are_accepted_for_float_keys() -> None:
+    assert from_dict({"train": {"lr": 1}}, "x").train.lr == 1.0
+
+
+def test_booleans_are_not_integers() -> None:
+    with pytest.raises(UserError, match="epochs: expected an integer"):
+        from_dict({"train": {"epochs": True}}, "x")
+
+
+def test_a_run_config_reproduces_the_run(trained_run: Path, data_dir: Path) -> None:
+    again = trained_run.parent / "again"
+    result = run_vae(
+        "train",
+        "--config",
+        trained_run / "config.toml",
+        "--name",
+        "again",
+        "--runs-dir",
+        trained_run.parent,
+        "--data-dir",
+        data_dir,
+        "--quiet",
+    )
+    assert result.code == 0, result.stderr
+    first, second = (
+        load_checkpoint(p / "checkpoints/last.pt")["model"] for p in (trained_run, again)
+    )
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    stored = tomllib.loads((again / "config.toml").read_text())
+    assert stored["manifest"]["command"].startswith("vae train --config")

@@ -1,0 +1,228 @@
+"""Terminal presentation: the start panel, progress bars, summary tables.
+
+The CLI layer's helper: imports rich and tqdm, holds no logic the library needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+
+from vae_cli.training.callbacks import Callbacks
+
+
+def stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)  # paths are never broken across lines
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class TrainingDisplay(Callbacks):
+    """tqdm bars on a terminal, one plain line per epoch otherwise; `quiet`: the epoch lines
+    only (no start panel or bars). A sweep's trial passes `label` ("trial 3") and no panel:
+    its bars and lines are named by it."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: str,
+        epochs: int | None,
+        binarize: str,
+        quiet: bool,
+        label: str = "",
+        panel: bool = True,
+    ) -> None:
+        self.run_dir, self.epochs, self.binarize, self.label = run_dir, epochs, binarize, label
+        self.panel = panel and not quiet
+        self.bars = not quiet and sys.stdout.isatty()
+        self.epoch_bar = self.batch_bar = None
+        self.members = 1
+        self.terminal = QuietControlKeys() if self.bars else None
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.members = len(info["members"])
+        if self.panel:
+            stdout().print(
+                Panel("\n".join(start_lines(info, self)), title="vae train", expand=False)
+            )
+        if self.bars:
+            from tqdm import tqdm
+
+            lead = f"{self.label} " if self.label else ""
+            if self.terminal is not None:
+                self.terminal.__enter__()
+            self.epoch_bar = tqdm(
+                total=self.epochs,
+                initial=info["resumed_epoch"],
+                desc=f"{lead}epochs",
+                leave=False,
+                dynamic_ncols=True,
+            )
+            # Counted in images, so the rate tqdm shows is images/s.
+            self.batch_bar = tqdm(
+                total=len(info["dataset"].train_images),
+                desc=f"{lead}batches",
+                unit="img",
+                unit_scale=True,
+                leave=False,
+                dynamic_ncols=True,
+            )
+
+    def on_phase(self, phase: dict[str, Any]) -> None:
+        self.write(f"{self.lead()}phase {phase['number']} of {phase['of']}: {phase['plan']}")
+
+    def lead(self) -> str:
+        return f"{self.label}  " if self.label else ""
+
+    def write(self, line: str) -> None:
+        """A line above the bars (or plain, without them)."""
+        if self.epoch_bar is not None:
+            self.epoch_bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None:
+        if self.batch_bar is None:
+            return
+        self.batch_bar.n = int(stats["images"])
+        self.batch_bar.set_postfix(
+            loss=f"{stats['loss']:.2f}",
+            recon=f"{stats['recon']:.2f}",
+            kl=f"{stats['kl']:.2f}",
+            refresh=False,
+        )
+        self.batch_bar.refresh()
+
+    def on_epoch(self, metrics: dict[str, Any]) -> None:
+        # A run in phases has no fixed epoch count: it names the phase instead.
+        total = f"/{self.epochs}" if self.epochs else f" phase {metrics['phase']}"
+        member = f"{metrics['member']}  " if metrics.get("member") else ""
+        line = (
+            f"{self.lead()}epoch {metrics['epoch']:>3}{total}  {member}train "
+            f"{metrics['train_loss']:.2f}  test {metrics['test_loss']:.2f} (recon "
+            f"{metrics['test_recon']:.2f}, kl {metrics['test_kl']:.2f})  "
+        )
+        if "test_iwae" in metrics:
+            line += f"iwae-{metrics['test_iwae_k']} {metrics['test_iwae']:.2f}  "
+        per_member = " per member" if self.members > 1 else ""
+        line += f"[{metrics['binarize']}]  {metrics['images_per_s']:,.0f} img/s{per_member}"
+        if self.epoch_bar is not None:
+            self.epoch_bar.update(1)
+            self.batch_bar.reset()
+        self.write(line)
+
+    def on_warning(self, message: str) -> None:
+        who = f"{self.label}: " if self.label else ""
+        print(f"Warning: {who}{message}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        for bar in (self.batch_bar, self.epoch_bar):
+            if bar is not None:
+                bar.close()
+        self.epoch_bar = self.batch_bar = None
+        if self.terminal is not None:
+            self.terminal.__exit__()
+
+
+def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
+    """The start panel: where it runs, the model, the data, the folder and the plan."""
+    from vae_cli.device import device_description
+    from vae_cli.model.vae import count_parameters
+
+    dataset, model, members = info["dataset"], info["model"], info["members"]
+    per_member = " per member" if len(members) > 1 else ""
+    sizes = model.latent_dims
+    latent = (
+        f"z {sizes[0]}"
+        if len(sizes) == 1
+        else ", ".join(f"z{layer} {size}" for layer, size in enumerate(sizes, 1))
+    )
+    lines = [
+        f"device      {device_description(info['device'])}",
+        f"model       {model.config.arch}, {latent}, {count_parameters(model):,} parameters"
+        + per_member,
+        f"data        {len(dataset.train_images):,} train / {len(dataset.test_images):,} "
+        f"test images, binarize={display.binarize}",
+        f"run folder  {display.run_dir}",
+    ]
+    if len(members) > 1:
+        lines.append(f"members     {len(members)}: {', '.join(members)}")
+    plan = info["plan"]
+    if len(plan) == 1:
+        lines.append(f"plan        {plan[0]}")
+    for number, phase in enumerate(plan if len(plan) > 1 else [], start=1):
+        lead = "plan        " if number == 1 else " " * 12
+        lines.append(f"{lead}phase {number}: {phase}")
+    return lines + resumed_lines(info)
+
+
+class QuietControlKeys:
+    """While bars are drawn on a terminal, Ctrl-C is not echoed as "^C" into the bar (the
+    terminal's ECHOCTL flag, restored afterwards): the bars clear and the resume line reads
+    cleanly."""
+
+    def __init__(self) -> None:
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> QuietControlKeys:
+        import termios
+
+        try:
+            self.saved = termios.tcgetattr(sys.stdin)
+            quiet = termios.tcgetattr(sys.stdin)
+            quiet[3] &= ~termios.ECHOCTL
+            termios.tcsetattr(sys.stdin, termios.TCSANOW, quiet)
+        except (termios.error, OSError, ValueError, AttributeError):  # stdin is no terminal
+            self.saved = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import termios
+
+        if self.saved is not None:
+            with contextlib.suppress(termios.error, OSError, ValueError):
+                termios.tcsetattr(sys.stdin, termios.TCSANOW, self.saved)
+            self.saved = None
+
+
+class SampleProgress:
+    """A tqdm bar over a long evaluation (the IW estimate's decoded samples), shown on a
+    terminal only; called as progress(done, total)."""
+
+    def __init__(self, description: str) -> None:
+        self.description, self.bar = description, None
+        self.shown = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.shown:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, desc=self.description, unit="sample", unit_scale=True, leave=False
+            )
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def resumed_lines(info: dict[str, Any]) -> list[str]:
+    """Where a resumed run picks up, in words."""
+    epoch, position = info["resumed_epoch"], info["resumed_position"]
+    phase = f" (phase {info['phase']})" if len(info["plan"]) > 1 else ""
+    if position:
+        steps = info["steps_per_epoch"]
+        return [f"resumed     in epoch {epoch + 1}{phase}, at batch {position + 1} of {steps}"]
+    if epoch:
+        return [f"resumed     after epoch {epoch}{phase}"]
+    return []

@@ -1,0 +1,97 @@
+"""What the commands share, declared once: the options (checkpoint, runs dir, data dir, device,
+out, seeds), loading the model a command reads (cheap checks first), and the lines that say
+which run was used and what was written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vae_cli.config.settings import MAX_SEED
+from vae_cli.config.values import help_for
+from vae_cli.errors import UserError
+
+
+def config_option(name: str, **kwargs: Any) -> Any:
+    """A train option whose help text comes from the config field of the same name."""
+    return typer.Option(help=help_for(name), show_default=False, **kwargs)
+
+
+def seed_option(help: str) -> Any:
+    """A seed: 32 bits, as everywhere in vae-cli."""
+    return typer.Option(min=0, max=MAX_SEED, help=help)
+
+
+MAX_IW_SAMPLES = 100_000  # K = 1000 already takes minutes on the whole test set
+# Defaults of the picture commands (a default file name leaves out the options at these).
+SAMPLES, RECONSTRUCTED, STEPS, LATENT_INPUTS, LATENT_SAMPLES = 64, 32, 10, 6, 200
+
+# Options shared by the commands that read a checkpoint.
+Checkpoint = Annotated[
+    Path | None,
+    typer.Option(
+        help="A .pt or .safetensors file, or a run folder (its best.pt); default: the latest "
+        "run in --runs-dir."
+    ),
+]
+RunsDir = Annotated[Path, typer.Option(help="Folder that holds the runs.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder holding MNIST/raw/ (default: $VAE_DATA_DIR, else ./data)."),
+]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+Out = Annotated[Path | None, typer.Option(help="PNG to write (default: inside the run folder).")]
+
+
+def load(
+    checkpoint: Path | None,
+    runs_dir: Path,
+    device: str,
+    *,
+    announce: bool = True,
+    out: Path | None = None,
+    suffix: str = ".png",
+) -> Any:
+    """The model to use; without --checkpoint, the latest run's, and a line saying which.
+    The cheap checks (device name, --out, the checkpoint's path) come before torch loads."""
+    from vae_cli.commands.outputs import check_output_name
+    from vae_cli.runs.locate import resolve_checkpoint
+
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise UserError(f"--device {device}: expected auto, cpu, cuda or mps")
+    if out is not None:
+        check_output_name(out, suffix)
+    path = resolve_checkpoint(checkpoint, runs_dir)
+
+    from vae_cli.commands.load import load_model, note_latest_run, note_population_member
+    from vae_cli.runs.population import is_population
+
+    loaded = load_model(path, device)
+    if checkpoint is None:
+        note_latest_run(loaded, runs_dir)
+    elif checkpoint.is_dir() and is_population(checkpoint):
+        note_population_member(loaded, checkpoint)
+    if announce and loaded.picked is not None:
+        print(loaded.picked["line"])
+    return loaded
+
+
+def command_line(ctx: typer.Context) -> str:
+    """The command as typed, for a run's manifest (main passes argv in ctx.obj)."""
+    return " ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])])
+
+
+def wrote(path: Path, replaced: bool = False, detail: str = "") -> None:
+    again = " (replaced the earlier one made with the same options)" if replaced else ""
+    print(f"wrote {path}{detail}{again}")
+
+
+def write_picture(write: Any, path: Path) -> Path:
+    """Run a picture writer and say what it wrote, and whether it replaced a file."""
+    existed = path.exists()
+    written = write(path)
+    wrote(written, replaced=existed)
+    return written

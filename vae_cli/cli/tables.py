@@ -1,0 +1,146 @@
+"""The tables a command ends with: a run's best epoch, a population's members, an evaluation,
+the runs in a folder, a sweep's best trials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from vae_cli.cli.console import stdout
+from vae_cli.config.search import format_param
+from vae_cli.config.values import count
+from vae_cli.runs.best import best_epoch
+
+
+def training_summary(trained: Any, *, tables: bool = True) -> None:
+    """The best epoch of one run, or a population's members and their spread (`tables`),
+    then the files written."""
+    console = stdout()
+    if not tables:
+        pass
+    elif trained.population is not None:
+        console.print(population_table(trained.population))
+        spread = trained.population["best_test_loss"]
+        if spread["mean"] is not None:
+            std = f" ± {spread['std']:.3f}" if spread["std"] is not None else ""
+            console.print(
+                f"best test loss over {count(spread['members'], 'member')}: "
+                f"{spread['mean']:.3f}{std} (mean ± standard deviation)"
+            )
+    else:
+        best = best_epoch(trained.states[0].history)
+        if best is not None:
+            console.print(best_epoch_table(best))
+    for path in trained.written():
+        console.print(f"wrote {path}")
+
+
+def population_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="members")
+    for column in ("member", "status", "best epoch", "best test loss"):
+        table.add_column(column, justify="left" if column in ("member", "status") else "right")
+    for row in summary["members"]:
+        loss = row["best_test_loss"]
+        table.add_row(
+            row["run"],
+            row["status"],
+            str(row["best_epoch"] or "-"),
+            f"{loss:.3f}" if loss is not None else "-",
+        )
+    return table
+
+
+def best_epoch_table(best: dict[str, Any]) -> Table:
+    """The epoch best.pt holds; IWAE runs also show the test bound that chose it."""
+    columns = {
+        "epoch": str(best["epoch"]),
+        "test loss": f"{best['test_loss']:.3f}",
+        "recon": f"{best['test_recon']:.3f}",
+        "kl": f"{best['test_kl']:.3f}",
+    }
+    if "test_iwae" in best:
+        columns[f"test iwae-{best['test_iwae_k']}"] = f"{best['test_iwae']:.3f}"
+    columns |= {"active units": str(best["active_units"]), "binarize": best["binarize"]}
+    table = Table(title="best epoch")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(*columns.values())
+    return table
+
+
+def evaluation_table(result: dict[str, Any]) -> None:
+    mode = result["binarize"]
+    if mode != result["trained_binarize"]:
+        mode += f", trained on {result['trained_binarize']}"
+    table = Table(title=f"test set, nats per image (binarize={mode})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("-ELBO (loss)", f"{result['loss']:.3f}")
+    table.add_row("reconstruction", f"{result['recon']:.3f}")
+    table.add_row("KL", f"{result['kl']:.3f}")
+    layers = result.get("kl_per_layer") or []
+    if len(layers) > 1:  # a hierarchy: each layer's share, bottom (z1) first
+        table.add_row("KL of z1, z2", ", ".join(f"{kl:.3f}" for kl in layers))
+        units = result["active_units_per_layer"]
+        table.add_row("active units z1, z2", ", ".join(str(u) for u in units))
+    table.add_row("active units", f"{result['active_units']} / {len(result['kl_per_dim'])}")
+    top = ", ".join(f"{v:.2f}" for v in result["kl_per_dim"][:8])
+    table.add_row("KL per dim (top 8)", top)
+    if "iw" in result:
+        iw = result["iw"]
+        table.add_row(f"IW NLL (K={iw['samples']})", f"{iw['nll']:.3f} ± {iw['stderr']:.3f}")
+        table.add_row("bits/dim", f"{iw['bits_per_dim']:.4f}")
+    console = stdout()
+    console.print(
+        f"checkpoint {result['checkpoint']} (epoch {result['epoch']}, step "
+        f"{result['step']}), {result['images']:,} test images of {result['dataset']}"
+    )
+    console.print(table)
+    if "caveat" in result:
+        console.print(f"Note: {result['caveat']}")
+
+
+def runs_table(summaries: list[Any], runs_dir: str) -> None:
+    console = stdout()
+    if not summaries:
+        console.print(f"no runs in {runs_dir}/ yet; start one with `vae train`")
+        return
+    table = Table(title=f"runs in {runs_dir}")
+    for column in ("name", "date", "epochs", "best test loss", "latent", "arch", "status"):
+        table.add_column(column)
+    for s in summaries:
+        loss = f"{s.best_test_loss:.2f} ({s.binarize})" if s.best_test_loss is not None else "-"
+        table.add_row(s.name, s.date, s.epochs, loss, s.latent, s.arch, s.status)
+    console.print(table)
+    if any(s.status == "died" for s in summaries):
+        console.print(
+            "died: the run says it is training, but no trainer holds its folder (killed, or "
+            "its machine went down); `vae train --resume RUN` continues it from its last.pt"
+        )
+
+
+def tune_summary(summary: dict[str, Any]) -> None:
+    """The study's best trials, its counts, and how to reproduce the best run."""
+    console = stdout()
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summary["counts"].items()))
+    console.print(f"study {summary['study']} in {summary['storage']}: {counts or 'no trials'}")
+    rows = summary["rows"]
+    if not rows:
+        console.print("no completed trials yet")
+        return
+    names = sorted({name for row in rows for name in row["params"]})
+    table = Table(title="best trials")
+    for column in ("trial", *names, "value", "epochs", "state"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for row in rows:
+        params = [format_param(row["params"].get(name)) for name in names]
+        table.add_row(
+            str(row["number"]), *params, f"{row['value']:.3f}", str(row["epochs"]), row["state"]
+        )
+    console.print(table)
+    host = f" (on {summary['best_host']})" if summary["best_host"] else ""
+    console.print(f"best run     {summary['best_run']}{host}")
+    console.print(f"reproduce    {summary['reproduce']}")
+    for plot in summary["plots"]:
+        console.print(f"wrote {plot}")

@@ -1,0 +1,1 @@
+"""What each CLI command does, as plain functions a Python user can call too."""

@@ -1,0 +1,112 @@
+"""The trained model a command reads: loaded from a checkpoint or an export onto a device, the
+line that says which run it is when the user named none, its test images, and writing a
+picture with disk problems as one-line errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_cli.checkpoint import load_checkpoint
+from vae_cli.config.settings import Config
+from vae_cli.data.dataset import load_dataset, prepare_images, to_float
+from vae_cli.device import resolve_device
+from vae_cli.errors import UserError
+from vae_cli.model.vae import VAE
+from vae_cli.runs.locate import run_dir_of
+from vae_cli.runs.manifest import run_data_dir
+
+
+@dataclass
+class Loaded:
+    model: VAE
+    config: Config
+    checkpoint: dict[str, Any]
+    path: Path
+    device: torch.device
+    picked: dict[str, Any] | None = None  # why this model, when the user named none
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder a checkpoint belongs to (where default outputs go)."""
+        return run_dir_of(self.path)
+
+    def data_dir(self, flag: Path | None) -> Path:
+        return run_data_dir(self.run_dir, flag)
+
+
+def note_latest_run(loaded: Loaded, runs_dir: Path) -> None:
+    """Record that the latest run was picked (which, with its status if not finished)."""
+    from vae_cli.runs.population import is_population, member_folders
+    from vae_cli.runs.status import read_status
+
+    status = read_status(loaded.run_dir)
+    state = "" if status == "finished" else f", {status}"
+    epoch = loaded.checkpoint["epoch"]
+    population = loaded.run_dir.parent
+    which = f"the latest run in {runs_dir}{state}"
+    if is_population(population):  # the same member as --checkpoint POPULATION picks
+        count = len(member_folders(population))
+        which = f"the best by test loss of the {count} members of {population}, {which}"
+    loaded.picked = {
+        "run": str(loaded.run_dir),
+        "checkpoint": str(loaded.path),
+        "status": status,
+        "line": f"using {loaded.run_dir} ({which}): {loaded.path.name}, epoch {epoch}",
+    }
+
+
+def note_population_member(loaded: Loaded, population: Path) -> None:
+    """Record which member of a population was used for a command that needs one model."""
+    from vae_cli.runs.population import member_folders
+
+    count = len(member_folders(population))
+    loaded.picked = {
+        "run": str(loaded.run_dir),
+        "checkpoint": str(loaded.path),
+        "status": "",
+        "line": f"using {loaded.run_dir}: the best of the {count} members of {population} by "
+        f"test loss (pass --checkpoint {population}/MEMBER for another)",
+    }
+
+
+def load_model(path: Path, device_name: str = "auto") -> Loaded:
+    device = resolve_device(device_name)
+    checkpoint = load_checkpoint(path, map_location=device)
+    config = checkpoint["config"]
+    model = VAE(config.model).to(device)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        raise UserError(
+            f"{path}: weights do not match the model its config describes "
+            f"(latent_dim {config.model.latent_dim}, hidden_dim "
+            f"{config.model.hidden_dim}, arch {config.model.arch})"
+        ) from None
+    model.eval()
+    return Loaded(model, config, checkpoint, path, device)
+
+
+def save_picture(save: Any, path: Path) -> Path:
+    """Run a picture writer, turning disk problems into one-line errors."""
+    from vae_cli.commands.outputs import check_output_name, make_output_folder
+
+    check_output_name(path)
+    make_output_folder(path)
+    try:
+        return save()
+    except OSError as error:
+        raise UserError(f"--out {path}: cannot write ({error.strerror or error})") from None
+
+
+def test_images(
+    loaded: Loaded, data_dir: Path, limit: int | None, binarize: str | None = None
+) -> tuple[torch.Tensor, ...]:
+    """The checkpoint's dataset's test images as floats (in the checkpoint's binarization
+    unless `binarize` says otherwise), and their labels."""
+    dataset = load_dataset(data_dir, loaded.config.data.dataset, limit)
+    _, test = prepare_images(dataset, binarize or loaded.config.data.binarize)
+    return to_float(test).to(loaded.device), dataset.test_labels

@@ -1,0 +1,93 @@
+"""`vae sample`, `reconstruct` and `interpolate`: pictures of a trained model, each written to a
+PNG and returned (the same seed gives the same bytes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vae_cli.commands.load import Loaded, save_picture, test_images
+from vae_cli.errors import UserError
+from vae_cli.pictures import grids
+
+
+def prior_noise(loaded: Loaded, n: int, seed: int, temperature: float = 1.0) -> list[torch.Tensor]:
+    """z of the top layer's prior and, below it, the noise of each lower layer, drawn on the
+    CPU from `seed` (the same picture on every device), scaled by the temperature."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = loaded.model.latent_dims[::-1]  # the top first, then down
+    return [temperature * torch.randn(n, size, generator=generator) for size in sizes]
+
+
+@torch.no_grad()
+def write_samples(loaded: Loaded, out: Path, *, n: int, seed: int, temperature: float) -> Path:
+    """Ancestral samples: the top layer's prior, then each layer below given the one above."""
+    noise = [z.to(loaded.device) for z in prior_noise(loaded, n, seed, temperature)]
+    pixels = torch.sigmoid(loaded.model.generate(*noise))
+    return save_picture(lambda: grids.save_grid(pixels, out, nrow=8), out)
+
+
+@torch.no_grad()
+def write_manifold(loaded: Loaded, out: Path, *, side: int) -> Path:
+    """The decoded 2-D top latent over a grid of the prior's quantiles (lower layers at
+    their means)."""
+    top = loaded.model.latent_dims[-1]
+    if top != 2:
+        raise UserError(
+            f"--grid needs a model whose top latent is 2-D; {loaded.path} has {top} dimensions "
+            "(train one with --latent-dim 2, or --latent2-dim 2 with two stochastic layers)"
+        )
+    pixels = torch.sigmoid(loaded.model.generate(grids.latent_grid(side).to(loaded.device)))
+    return save_picture(lambda: grids.save_grid(pixels, out, nrow=side), out)
+
+
+@torch.no_grad()
+def write_reconstructions(
+    loaded: Loaded, data_dir: Path, out: Path, *, n: int, seed: int, mean_only: bool
+) -> Path:
+    """The first n test images, each over its reconstruction."""
+    x, _ = test_images(loaded, data_dir, None)
+    x = x[:n]
+    generator = torch.Generator(device=loaded.device).manual_seed(seed)
+    pixels = torch.sigmoid(loaded.model(x, generator, mean_only=mean_only)[0])
+    nrow = min(n, 8)
+    grid = grids.interleave_rows(grids.pad_to_rows(x, nrow), grids.pad_to_rows(pixels, nrow), nrow)
+    return save_picture(lambda: grids.save_grid(grid, out, nrow=nrow), out)
+
+
+@torch.no_grad()
+def write_interpolation(
+    loaded: Loaded,
+    data_dir: Path,
+    out: Path,
+    *,
+    from_index: int | None,
+    to_index: int | None,
+    seed: int,
+    steps: int,
+) -> tuple[Path, int, int]:
+    """Decoded points on the straight line between the mu of two test images, originals at
+    both ends. Without indices, the seed picks the two images."""
+    x, _ = test_images(loaded, data_dir, None)
+    if (from_index is None) != (to_index is None):
+        raise UserError("give both --from-index and --to-index, or neither (then --seed picks)")
+    if from_index is None:
+        from_index, to_index = torch.randperm(
+            len(x), generator=torch.Generator().manual_seed(seed)
+        )[:2].tolist()
+    for flag, index in (("--from-index", from_index), ("--to-index", to_index)):
+        if not 0 <= index < len(x):
+            raise UserError(f"{flag} {index}: the test set has images 0 to {len(x) - 1}")
+    mu, _ = loaded.model.encode(x[[from_index, to_index]])
+    weights = torch.linspace(0, 1, steps, device=loaded.device).unsqueeze(1)
+    path_z = (1 - weights) * mu[0] + weights * mu[1]  # (steps, D)
+    row = torch.cat(
+        [
+            x[from_index : from_index + 1],
+            torch.sigmoid(loaded.model.decode(path_z)),
+            x[to_index : to_index + 1],
+        ]
+    )
+    save_picture(lambda: grids.save_grid(row, out, nrow=len(row)), out)
+    return out, from_index, to_index

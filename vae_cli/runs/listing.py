@@ -1,0 +1,98 @@
+"""`vae runs`: what each run folder says of itself (epochs, best test loss, model, status),
+a population's members as NAME/MEMBER."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vae_cli.config.settings import Config
+from vae_cli.config.toml import load_config
+from vae_cli.errors import UserError
+from vae_cli.files import json_object, read_lines
+from vae_cli.runs.folder import POPULATION_FILE
+
+
+@dataclass
+class RunSummary:
+    name: str
+    date: str
+    epochs_done: int
+    epochs_planned: int | None  # every phase's epochs; None when a time budget ends a phase
+    best_test_loss: float | None
+    binarize: str
+    latent_dims: list[int]  # each stochastic layer's size, bottom (z1) first
+    arch: str
+    status: str
+
+    @property
+    def epochs(self) -> str:
+        """e.g. "3/3", or "412 (time budget)" when a time budget, not a count, ends a phase."""
+        if self.epochs_planned is None:
+            return f"{self.epochs_done} (time budget)"
+        return f"{self.epochs_done}/{self.epochs_planned}"
+
+    @property
+    def latent(self) -> str:
+        """z's size, or "z1 100, z2 50" for a two-layer model."""
+        if len(self.latent_dims) == 1:
+            return str(self.latent_dims[0])
+        return ", ".join(f"z{layer} {size}" for layer, size in enumerate(self.latent_dims, 1))
+
+
+def planned_epochs(config: Config) -> int | None:
+    """The epochs of every phase together; None when some phase is ended by its time budget
+    (its epoch count is then only an upper bound, or none at all)."""
+    phases = [config.phase(index).train for index in range(len(config.phases) + 1)]
+    if any(train.time_budget for train in phases):
+        return None
+    return sum(train.epochs for train in phases)
+
+
+def summarize_run(root: Path) -> RunSummary | None:
+    """What `vae runs` shows of one folder, or None when it is not a run."""
+    from vae_cli.runs.status import read_status
+
+    if not (root / "config.toml").is_file():
+        return None
+    try:
+        config = load_config(root / "config.toml")
+    except UserError:
+        return None
+    # A line cut by a crash, or a file edited by hand, is skipped rather than fatal.
+    lines = read_lines(root / "metrics.jsonl")
+    metrics = [m for m in map(json_object, lines) if m and isinstance(m.get("epoch"), int)]
+    losses = [m["test_loss"] for m in metrics if isinstance(m.get("test_loss"), float)]
+    model = config.model
+    layers = [model.latent_dim] + ([model.latent2_dim] if model.stochastic_layers == 2 else [])
+    return RunSummary(
+        name=root.name,
+        date=time.strftime(
+            "%Y-%m-%d %H:%M", time.localtime((root / "config.toml").stat().st_mtime)
+        ),
+        epochs_done=max((m["epoch"] for m in metrics), default=0),
+        epochs_planned=planned_epochs(config),
+        best_test_loss=min(losses) if losses else None,
+        binarize=config.data.binarize,
+        latent_dims=layers,
+        arch=config.model.arch,
+        status=read_status(root),
+    )
+
+
+def list_runs(runs_dir: Path) -> list[RunSummary]:
+    """Every run folder, a population's members as NAME/MEMBER."""
+    if not runs_dir.is_dir():
+        return []
+    summaries = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        if (folder / POPULATION_FILE).is_file():
+            for member in sorted(p for p in folder.iterdir() if p.is_dir()):
+                summary = summarize_run(member)
+                if summary is not None:
+                    summary.name = f"{folder.name}/{member.name}"
+                    summaries.append(summary)
+        elif (summary := summarize_run(folder)) is not None:
+            summaries.append(summary)
+    return summaries

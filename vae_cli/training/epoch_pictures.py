@@ -1,0 +1,94 @@
+"""The pictures each run folder gets as it trains (samples from one fixed z, test images over
+their reconstructions, curves.png): a callback the loop calls, drawing at most every
+PICTURE_INTERVAL_SECONDS per member and after the last epoch, and for a member that stops early
+the pictures of its last epoch."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from vae_cli.config.settings import Config
+from vae_cli.model.vae import VAE, latent_dims
+from vae_cli.pictures import grids, plots
+from vae_cli.runs.folder import RunFolder
+from vae_cli.training.callbacks import Callbacks
+from vae_cli.training.checkpointer import snapshot
+
+SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
+RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
+# Drawing pictures and curves.png every epoch would cost more than a fast epoch itself.
+PICTURE_INTERVAL_SECONDS = 20.0
+
+
+class EpochPictures(Callbacks):
+    def __init__(self) -> None:
+        self.last_drawn = time.perf_counter()
+        self.decided: tuple[int, bool] | None = None  # (epoch, draw?) for the epoch at hand
+        # Per member: (epoch, CPU weights) of its last epoch when it was not drawn.
+        self.owed: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
+        self.fixed_z: dict[int, list[torch.Tensor]] = {}
+
+    def drawing(self, trainer: Any, epoch: int) -> bool:
+        """Whether this epoch is drawn: the plan's last, or the interval (per member) passed."""
+        if self.decided is None or self.decided[0] != epoch:
+            interval = PICTURE_INTERVAL_SECONDS * len(trainer.members_training())
+            draw = trainer.finishing() or time.perf_counter() - self.last_drawn >= interval
+            self.decided = (epoch, draw)
+        return self.decided[1]
+
+    def on_member_epoch(self, trainer: Any, member: int, metrics: dict[str, Any]) -> None:
+        epoch = metrics["epoch"]
+        if self.drawing(trainer, epoch):
+            self.draw(trainer, member, epoch, trainer.stack.member(member))
+            self.owed.pop(member, None)
+            self.last_drawn = time.perf_counter()
+        else:
+            self.owed[member] = (epoch, snapshot(trainer.stack.member_weights(member)))
+
+    def on_member_stop(self, trainer: Any, member: int) -> None:
+        if member in self.owed:
+            epoch, weights = self.owed.pop(member)
+            with torch.device("meta"):
+                model = VAE(trainer.members[member].config.model)
+            model.load_state_dict(weights, assign=True)  # that epoch's weights, on the CPU
+            self.draw(trainer, member, epoch, model.eval())
+
+    def on_finish(self, trainer: Any) -> None:
+        for member in list(self.owed):
+            self.on_member_stop(trainer, member)
+
+    def draw(self, trainer: Any, member: int, epoch: int, model: VAE) -> None:
+        run = trainer.members[member]
+        if member not in self.fixed_z:
+            self.fixed_z[member] = sample_grid_z(run.config)
+        originals = trainer.test_x[:RECONSTRUCTED]
+        save_epoch_pictures(model, run.folder, epoch, self.fixed_z[member], originals)
+        plots.save_curves(trainer.states[member].history, run.folder.curves)
+
+
+def sample_grid_z(config: Config) -> list[torch.Tensor]:
+    """The fixed noise of the per-epoch sample pictures (from the run's seed): the top
+    layer's z, then each lower layer's noise."""
+    generator = torch.Generator().manual_seed(config.train.seed)
+    sizes = latent_dims(config.model)[::-1]  # the top first, then down
+    return [torch.randn(SAMPLE_GRID, size, generator=generator) for size in sizes]
+
+
+@torch.no_grad()
+def save_epoch_pictures(
+    model: VAE, folder: RunFolder, epoch: int, fixed_z: list[torch.Tensor], originals: torch.Tensor
+) -> None:
+    model.eval()
+    device = next(model.parameters()).device
+    samples = torch.sigmoid(model.generate(*(z.to(device) for z in fixed_z)))
+    grids.save_grid(samples, folder.sample_picture(epoch), nrow=8)
+    originals = originals.to(device)
+    reconstructions = torch.sigmoid(model(originals, mean_only=True)[0])
+    grids.save_grid(
+        grids.interleave_rows(originals, reconstructions, 8),
+        folder.reconstruction_picture(epoch),
+        nrow=8,
+    )

@@ -1,0 +1,342 @@
+"""The training loop: for each phase of the plan, for each epoch, for each batch.
+
+`train()` trains one run, or several that share a shape in lock-step (a stack: a population's
+seeds, or a sweep's trials); a single run is a stack of one. All randomness comes from explicit
+generators saved in every checkpoint, so a resumed run is bit-identical to an uninterrupted one
+on the CPU. The loop holds the loop; the parts it drives live in their own modules: the step
+(step.py), the stacked weights (stack.py), progress and member state (state.py), the clock
+(clock.py), random streams (streams.py), saving (checkpointer.py), pictures (a callback,
+epoch_pictures.py), faults (faults.py).
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_cli.config.plan import Phase, build_plan
+from vae_cli.config.schedule import kl_weight, learning_rate
+from vae_cli.config.settings import Config
+from vae_cli.data.dataset import Dataset, prepare_images, to_float
+from vae_cli.device import flush_denormals, resolve_device
+from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, TrainingPruned
+from vae_cli.files import OrderedWriter
+from vae_cli.model.vae import VAE
+from vae_cli.runs.best import best_epoch, selection_loss
+from vae_cli.runs.folder import RunFolder
+from vae_cli.runs.metrics import append_metrics
+from vae_cli.runs.status import write_status
+from vae_cli.training.batches import Batches
+from vae_cli.training.callbacks import CallbackGroup, Callbacks
+from vae_cli.training.checkpointer import Checkpointer, keep_best_of_earlier_phase
+from vae_cli.training.clock import TrainingClock
+from vae_cli.training.determinism import make_deterministic
+from vae_cli.training.epoch import EpochTimer, member_metrics
+from vae_cli.training.epoch_pictures import EpochPictures
+from vae_cli.training.faults import check_bad_steps
+from vae_cli.training.graphs import CapturedStep, Graphs, build_step
+from vae_cli.training.signals import InterruptFlag
+from vae_cli.training.stack import Stack
+from vae_cli.training.state import Best, MemberState, Progress
+from vae_cli.training.statistics import kept, summarize
+from vae_cli.training.step import Step
+from vae_cli.training.streams import RandomStreams
+
+PROGRESS_EVERY = 25  # steps between reads of the on-device statistics (each read is a sync)
+
+
+@dataclass
+class Member:
+    """One run to train in a stack: its settings, its folder, the checkpoint it resumes from
+    (None: a new run), its own callbacks (TensorBoard, a sweep's reporter) and its name among
+    the stack's members."""
+
+    config: Config
+    folder: RunFolder
+    checkpoint: dict[str, Any] | None = None
+    callbacks: Callbacks = field(default_factory=Callbacks)
+    label: str = ""
+
+
+def train(
+    members: list[Member],
+    *,
+    dataset: Dataset,
+    callbacks: Callbacks | None = None,
+    graphs: Graphs | None = None,
+    population: Path | None = None,
+) -> list[MemberState]:
+    """Train (or continue) `members` in lock-step; returns each one's final state. `graphs`
+    stands in for CUDA graphs (tests capture on the CPU with it); `population` is the folder
+    whose members they are, whose checkpoints are then saved as one step."""
+    callbacks = CallbackGroup(EpochPictures(), callbacks or Callbacks())
+    trainer = Trainer(members, dataset, graphs, callbacks, population)
+    callbacks.on_start(trainer.start_info())
+    writer = trainer.writer
+    try:
+        with InterruptFlag() as interrupt:
+            trainer.write_statuses("running")  # from here on Ctrl-C saves
+            for phase in trainer.plan[trainer.progress.phase :]:
+                step = trainer.enter_phase(phase)
+                while trainer.stop_reason(phase) is None:
+                    run_epoch(trainer, step, phase, interrupt)
+                    end_epoch(trainer, phase)
+            writer.drain()
+    except KeyboardInterrupt as stop:  # a second Ctrl-C or SIGTERM: stop now, at the last save
+        writer.close()
+        trainer.write_statuses("interrupted", now=True)
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        saved = "the last epoch's checkpoints" if len(members) > 1 else "the last epoch's last.pt"
+        raise TrainingInterrupted(trainer.resume_dirs, saved, signum) from None
+    except TrainingInterrupted:
+        writer.close()
+        raise
+    except Exception:
+        writer.close()
+        trainer.write_statuses("failed", now=True)
+        raise
+    writer.close()
+    return trainer.finish()
+
+
+def run_epoch(trainer: Trainer, step: Step | CapturedStep, phase: Phase, interrupt: Any) -> None:
+    """The epoch's batches from where training stands; Ctrl-C saves mid-epoch and stops."""
+    progress, stats, batches = trainer.progress, trainer.stack.stats, trainer.batches
+    orders = batches.orders(trainer.streams)
+    last_read = stats.read()
+    trainer.clock.start()
+    for batch_index in range(progress.position, batches.steps_per_epoch):
+        step(batches.batch(orders, batch_index), *trainer.schedules(phase))
+        progress.step, progress.position = progress.step + 1, batch_index + 1
+        trainer.timer.images += batches.size_at(batch_index)
+        if trainer.synchronous:
+            trainer.clock.synced()  # a CPU step has finished when it returns
+        end_of_epoch = progress.position == batches.steps_per_epoch
+        if end_of_epoch or interrupt.requested or progress.position % PROGRESS_EVERY == 0:
+            current = stats.read()  # waits for the device: the clock's sync point on a GPU
+            trainer.clock.synced()
+            check_bad_steps(trainer, current, last_read)
+            last_read = current
+            trainer.callbacks.on_progress(
+                progress.epoch, progress.position, batches.steps_per_epoch,
+                trainer.progress_stats(current),
+            )  # fmt: skip
+        if interrupt.requested and not end_of_epoch:
+            trainer.save_mid_epoch(current)
+            raise TrainingInterrupted(trainer.resume_dirs, trainer.saved, interrupt.signum)
+    trainer.clock.stop()
+
+
+def end_epoch(trainer: Trainer, phase: Phase) -> None:
+    """Test pass, best choice, metrics line, pictures and checkpoints of every member that
+    is still training; a sweep's pruner may stop a member here."""
+    progress = trainer.progress
+    progress.epoch, progress.position = progress.epoch + 1, 0
+    sums = trainer.stack.stats.read()  # the carried streak too: every checkpoint keeps it
+    trainer.stack.stats.reset_epoch()
+    timing = trainer.timer.timing()
+    for member in trainer.members_training():
+        settings = trainer.plans[member][phase.number - 1].settings
+        metrics = member_metrics(
+            trainer.stack.member(member), trainer.test_x, progress, settings, phase.number,
+            summarize(sums[member]), timing, trainer.lrs[member],
+        )  # fmt: skip
+        trainer.record(member, metrics, kept(sums[member], mid_epoch=False))
+        trainer.callbacks.on_epoch({**metrics, "member": trainer.members[member].label})
+        try:
+            trainer.members[member].callbacks.on_epoch(metrics)
+        except TrainingPruned:  # after that epoch's writes were submitted
+            trainer.stop_member(member, "pruned")
+    trainer.checkpointer.commit()
+
+
+class Trainer:
+    """What one `train()` call works on, built once: the device and data, the plan, the stack,
+    each member's state and random streams, the clock and the checkpointer."""
+
+    def __init__(
+        self,
+        members: list[Member],
+        dataset: Dataset,
+        graphs: Graphs | None,
+        callbacks: Callbacks,
+        population: Path | None,
+    ) -> None:
+        self.members, self.graphs, self.callbacks = members, graphs, callbacks
+        self.dataset, self.population = dataset, population
+        self.failure: str | None = None  # why the last member failed, for a stack
+        config = members[0].config
+        self.device = resolve_device(config.train.device)
+        # Whether a step has finished when it returns: on a GPU (or a graph stand-in that may
+        # run behind the host) only a read of the statistics waits for the device.
+        self.synchronous = self.device.type != "cuda" and graphs is None
+        make_deterministic(self.device, compiling=config.train.compile)
+        flush_denormals(self.device)
+        train_images, test_images = prepare_images(dataset, config.data.binarize)
+        self.batches = Batches(train_images, config.train.batch_size, self.device)
+        self.test_x = to_float(test_images).to(self.device)
+        self.plans = [build_plan(member.config) for member in members]
+        self.plan = self.plans[0]  # lengths and objectives: the same for every member
+        self.stack = Stack([build_model(member.config, self.device) for member in members])
+        self.streams = [RandomStreams(member.config.train.seed, self.device) for member in members]
+        first = members[0].checkpoint
+        self.progress = Progress() if first is None else Progress.from_state_dict(first)
+        self.states = [MemberState(self.progress) for _ in members]
+        self.writer = OrderedWriter()
+        self.checkpointer = Checkpointer(self.writer, population)
+        for member in range(len(members)):
+            Checkpointer.restore(self, member)
+        self.clock = TrainingClock(self.progress)
+        self.lrs = [member.config.train.lr for member in members]  # of the latest step
+        self.timer = EpochTimer(self.clock, self.progress)
+
+    @property
+    def resume_dirs(self) -> list[str]:
+        """What `vae train --resume` takes to continue: a population's folder, or each run's."""
+        if self.population is not None:  # a population of one included
+            return [str(self.population)]
+        return [str(member.folder.root) for member in self.members]
+
+    @property
+    def saved(self) -> str:
+        return (
+            str(self.members[0].folder.last)
+            if len(self.members) == 1
+            else f"{len(self.members)} runs"
+        )
+
+    def members_training(self) -> list[int]:
+        return [member for member, state in enumerate(self.states) if state.training]
+
+    def stop_reason(self, phase: Phase) -> str | None:
+        """Why the current phase's epochs end here (Lightning's fit_loop.done): every member
+        failed or was pruned, or the phase ran its epochs or spent its time budget; None
+        while training goes on. Asked at epoch ends only."""
+        if not self.members_training():
+            return "every member failed or was pruned"
+        return phase.done_reason(self.progress)
+
+    def finishing(self) -> bool:
+        """Whether the epoch just ended is the plan's last."""
+        phase = self.plan[self.progress.phase]
+        return phase.number == len(self.plan) and phase.done_reason(self.progress) is not None
+
+    def write_statuses(self, status: str, *, now: bool = False) -> None:
+        """Every member still training gets `status` (in order with its other writes, or at
+        once when the writer is closed)."""
+        for member in self.members_training():
+            if status != "running":
+                self.states[member].status = status
+            folder = self.members[member].folder
+            if now:
+                write_status(folder, status, self.progress.epoch)
+            else:
+                self.writer.submit(write_status, folder, status, self.progress.epoch)
+
+    def stop_member(self, member: int, status: str) -> None:
+        """A failed or pruned member stops updating (frozen on the device); the rest go on."""
+        self.states[member].status = status
+        self.stack.freeze(member)
+        self.callbacks.on_member_stop(self, member)
+        self.writer.submit(write_status, self.members[member].folder, status, self.progress.epoch)
+
+    def fail_member(self, member: int, message: str) -> None:
+        """A single run stops with the error; a stack's member stops, the rest go on."""
+        if len(self.members) == 1:
+            raise TrainingFailed(message)
+        self.stop_member(member, "failed")
+        self.failure = f"every member failed; the last: {message}"
+        self.callbacks.on_warning(f"{self.members[member].label} failed: {message}")
+
+    def finish(self) -> list[MemberState]:
+        """Members still training have finished; a single run that failed raises."""
+        self.callbacks.on_finish(self)
+        for member in self.members_training():
+            self.states[member].status = "finished"
+            write_status(self.members[member].folder, "finished", self.progress.epoch)
+        failed = [s for s in self.states if s.status == "failed"]
+        if failed and len(failed) == len(self.states):
+            raise TrainingFailed(self.failure or "training failed")
+        return self.states
+
+    def enter_phase(self, phase: Phase) -> Step | CapturedStep:
+        """The step of `phase`, built from its settings; a new phase starts its schedules
+        here, keeps the earlier phase's best and is announced."""
+        index = phase.number - 1
+        if index > self.progress.phase:
+            self.progress.start_phase(index)
+            self.writer.drain()  # the earlier phase's best.pt must be on disk to be kept
+            for member in self.members_training():
+                history, plan = self.states[member].history, self.plans[member][index]
+                keep_best_of_earlier_phase(self.members[member].folder, history, plan)
+            self.callbacks.on_phase(
+                {"number": phase.number, "of": len(self.plan), "plan": phase.describe()}
+            )
+        settings = [plan[index].settings for plan in self.plans]
+        generators = [streams.generators for streams in self.streams]
+        return build_step(self.stack, settings, generators, self.clock, self.graphs)
+
+    def schedules(self, phase: Phase) -> tuple[list[float], list[float]]:
+        """Each member's learning rate and KL weight for the next step."""
+        index, progress = phase.number - 1, self.progress
+        steps = self.batches.steps_per_epoch
+        fraction = phase.schedule_progress(progress, steps)
+        steps_in_phase = progress.step - progress.phase_start.step
+        settings = [plan[index].settings for plan in self.plans]
+        self.lrs = [learning_rate(config, fraction) for config in settings]
+        betas = [kl_weight(config, steps_in_phase, steps) for config in settings]
+        return self.lrs, betas
+
+    def progress_stats(self, sums: list[dict[str, float]]) -> dict[str, float]:
+        """What the progress bar shows: the mean over the members still training."""
+        training = self.members_training() or [0]
+        shown = [summarize(sums[member]) for member in training]
+        return {key: sum(s[key] for s in shown) / len(shown) for key in shown[0]}
+
+    def record(self, member: int, metrics: dict[str, Any], kept_sums: dict[str, float]) -> None:
+        """Best choice, history, pictures, the metrics line and the epoch's checkpoints."""
+        state, folder = self.states[member], self.members[member].folder
+        chosen = best_epoch([*state.history, metrics])
+        if chosen is not None and chosen["epoch"] == metrics["epoch"]:
+            state.best = Best(selection_loss(chosen), metrics["epoch"])
+        state.history.append(metrics)
+        self.callbacks.on_member_epoch(self, member, metrics)
+        self.writer.submit(append_metrics, folder, dict(metrics))
+        best_now = state.best.epoch == metrics["epoch"]
+        targets = [folder.last, folder.best] if best_now else [folder.last]
+        self.checkpointer.save(self, member, targets, kept_sums)
+        self.writer.submit(write_status, folder, "running", metrics["epoch"])  # after it
+
+    def save_mid_epoch(self, sums: list[dict[str, float]]) -> None:
+        """Ctrl-C: every member's last.pt at this step, then the statuses."""
+        for member in self.members_training():
+            targets = [self.members[member].folder.last]
+            self.checkpointer.save(self, member, targets, kept(sums[member], mid_epoch=True))
+        self.checkpointer.commit()
+        self.writer.drain()
+        self.write_statuses("interrupted", now=True)
+
+    def start_info(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "model": self.stack.member(0),
+            "dataset": self.dataset,
+            "steps_per_epoch": self.batches.steps_per_epoch,
+            "resumed_epoch": self.progress.epoch,
+            "resumed_position": self.progress.position,
+            "plan": [phase.describe() for phase in self.plan],
+            "phase": self.progress.phase + 1,
+            "members": [member.label for member in self.members],
+        }
+
+
+def build_model(config: Config, device: torch.device) -> VAE:
+    """The VAE with weights drawn from the config's seed, without touching global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        model = VAE(config.model)
+    return model.to(device)
