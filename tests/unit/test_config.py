@@ -98,3 +98,35 @@ def test_a_run_config_reproduces_the_run(trained_run: Path, data_dir: Path) -> N
     assert all(torch.equal(first[k], second[k]) for k in first)
     stored = tomllib.loads((again / "config.toml").read_text())
     assert stored["manifest"]["command"].startswith("vae train --config")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('[run]\nseeds = "3-1"\n', "[run] seeds '3-1': the range 3-1 runs backwards"),
+        ("[run]\nseeds = 4\n", '[run] seeds: expected a string like "0-7" or "0,3,5"'),
+        ('[run]\nseed = "0-3"\n', "[run] seed: unknown key"),
+        ('[train]\nseeds = "0-3"\n', "[train] seeds: belongs in [run], not [train]"),
+    ],
+)
+def test_seeds_in_a_file_are_checked_by_the_loader(
+    text: str, fragment: str, tmp_path: Path
+) -> None:
+    from vae_cli.config.toml import read_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as error:
+        read_config(path)
+    assert str(error.value).startswith(f"{path}: ") and fragment in str(error.value)
+
+
+def test_seeds_in_a_file_make_a_population_and_are_no_training_setting(tmp_path: Path) -> None:
+    from vae_cli.config.settings import FIELDS
+    from vae_cli.config.toml import read_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\nseeds = "0-2,5"\n[train]\nepochs = 2\n')
+    loaded = read_config(path)
+    assert loaded.run.seeds == (0, 1, 2, 5) and loaded.config.train.epochs == 2
+    assert "seeds" not in FIELDS and "seeds" not in loaded.config.to_dict()["train"]

@@ -375,3 +375,14 @@ def test_settling_finishes_a_commit_a_kill_cut_short_and_drops_an_uncommitted_on
     (b / "last.pt.pending").write_bytes(b"epoch 3")
     commit_checkpoints(tmp_path, [a / "last.pt.pending", b / "last.pt.pending"])
     assert [(f / "last.pt").read_bytes() for f in (a, b)] == [b"epoch 3", b"epoch 3"]
+
+
+def test_a_config_files_run_table_trains_a_population(tmp_path: Path, data_dir: Path) -> None:
+    config = tmp_path / "pop.toml"
+    config.write_text('[run]\nseeds = "4,6"\n[data]\nlimit = 256\n[train]\nepochs = 1\n')
+    result = run_vae(*train_args(tmp_path, data_dir, "--config", config, "--quiet", name="p"))
+    assert result.code == 0, result.stderr
+    record = json.loads((tmp_path / "p/population.json").read_text())
+    assert record["members"] == ["seed-4", "seed-6"] and record["seeds"] == [4, 6]
+    member = (tmp_path / "p/seed-6/config.toml").read_text()
+    assert "seed = 6" in member and "[run]" not in member and "seeds" not in member

@@ -25,3 +25,17 @@ def test_no_run_outputs_or_data_are_tracked() -> None:
     # Pictures live in docs/ only (those the README shows); runs/ holds just its .gitkeep.
     assert [p for p in paths if p.suffix == ".png" and p.parts[0] != "docs"] == []
     assert [p for p in paths if p.parts[0] == "runs"] == [PurePosixPath("runs/.gitkeep")]
+
+
+def test_the_readme_is_for_users_and_links_the_depth() -> None:
+    """At most 350 lines; the design, reproducibility, performance and quality notes live in
+    docs/ and the README links each one; every picture and document it links exists."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 350
+    for name in ("design", "reproducibility", "performance", "quality"):
+        assert f"(docs/{name}.md)" in readme and (REPO / f"docs/{name}.md").is_file()
+    for target in re.findall(r"\]\(((?:docs|configs)/[^)#]+)\)", readme):
+        assert (REPO / target).is_file(), target
+    assert "python -m pytest -q" in readme
