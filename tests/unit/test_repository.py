@@ -39,3 +39,15 @@ def test_the_readme_is_for_users_and_links_the_depth() -> None:
     for target in re.findall(r"\]\(((?:docs|configs)/[^)#]+)\)", readme):
         assert (REPO / target).is_file(), target
     assert "python -m pytest -q" in readme
+
+
+def test_every_module_of_the_package_is_tracked() -> None:
+    """An ignore pattern that matched a package folder (`data/` once matched vae_cli/data/)
+    leaves a clean clone without it."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    modules = [str(p.relative_to(REPO)) for p in (REPO / "vae_cli").rglob("*.py")]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *modules], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    assert ignored == []
