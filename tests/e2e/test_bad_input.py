@@ -79,6 +79,10 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
         (("interpolate", "--seed", 2**32), "--seed"),
         (("tune", "--seed", 2**32), "--seed"),
         (("eval", "--iw-samples", 100_001), "--iw-samples"),
+        (("train", "--prior", "cauchy"), "--prior"),
+        (("train", "--prior", "vamp", "--pseudo-inputs", 0), "--pseudo-inputs"),
+        (("train", "--prior", "vamp", "--pseudo-inputs", -1), "--pseudo-inputs"),
+        (("train", "--prior", "vamp", "--pseudo-inputs", 5001), "--pseudo-inputs"),
         (("frobnicate",), "frobnicate"),
     ],
 )
@@ -391,6 +395,11 @@ def test_real_script_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
         (("sample", "--temperature", 200), "--temperature: expected a number <= 100, got 200"),
         (("latent", "--n-inputs", 21), "--n-inputs: expected an integer <= 20, got 21"),
         (("train", "--lr", 0), "--lr: expected a number > 0, got 0"),
+        (
+            ("train", "--pseudo-inputs", 5001),
+            "--pseudo-inputs: expected an integer <= 5000, got 5001",
+        ),
+        (("train", "--prior", "cauchy"), "--prior: expected one of normal, vamp, got 'cauchy'"),
         (("train", "--epochs", "ten"), "--epochs: expected an integer, got 'ten'"),
         (("sample", "--n", "ten"), "--n: expected an integer, got 'ten'"),
     ],

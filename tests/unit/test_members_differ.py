@@ -1,7 +1,7 @@
 """A population whose members differ in what members may differ in (learning rate and its
 schedule, Adam's beta2, beta and its warm-up, free bits, gradient clipping): each member trains
-as the single run with its own settings. Also stacked conv, two-layer and IWAE models. Synthetic
-images, no MNIST."""
+as the single run with its own settings. Also stacked conv, two-layer and IWAE models, and
+VampPriors (each member with its own pseudo-inputs). Synthetic images, no MNIST."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ STEPS, BATCH, STEPS_PER_EPOCH = 12, 16, 4
 # member's setting is 8e-2 (Adam's beta2) to 2 (the learning rate) away.
 TOLERANCE = 1e-3
 SMALL = {"hidden_dim": 32, "latent_dim": 4, "batch_size": BATCH}
+TWO_LAYER_VAMP = {"prior": "vamp", "pseudo_inputs": 5, "stochastic_layers": 2, "latent2_dim": 3}
 
 
 def stacked_step(configs: list[Config]) -> object:
@@ -73,6 +74,10 @@ MEMBER_SETTINGS = {
     "free_bits": [{"free_bits": 0.0}, {"free_bits": 0.5}],
     "grad_clip": [{"grad_clip": 0.0}, {"grad_clip": 0.05}],
     "seed": [{"seed": 3}, {"seed": 4}],
+    "vamp_free_bits": [  # a floor on a VampPrior's marginal KL estimates, in one member only
+        {"prior": "vamp", "pseudo_inputs": 6, "free_bits": 0.0},
+        {"prior": "vamp", "pseudo_inputs": 6, "free_bits": 0.5},
+    ],
 }
 
 
@@ -93,8 +98,11 @@ def test_each_member_trains_as_the_single_run_with_its_own_settings(setting: str
         {"arch": "conv"},
         {"stochastic_layers": 2, "latent2_dim": 3, "hidden2_dim": 16},
         {"objective": "iwae", "k": 3, "dreg": True, "stochastic_layers": 2, "latent2_dim": 3},
+        {"prior": "vamp", "pseudo_inputs": 6},
+        {"prior": "vamp", "pseudo_inputs": 6, "free_bits": 0.3},
+        {**TWO_LAYER_VAMP, "objective": "iwae", "k": 3, "dreg": True},
     ],
-    ids=["conv", "two-layer", "two-layer-iwae-dreg"],
+    ids=["conv", "two-layer", "two-layer-iwae-dreg", "vamp", "vamp-floored", "two-layer-vamp-dreg"],
 )
 def test_stacked_models_of_every_kind_train_as_their_single_runs(model: dict) -> None:
     base = Config().replace({**SMALL, "binarize": "dynamic", **model})

@@ -145,8 +145,8 @@ def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
     )
     lines = [
         f"device      {device_description(info['device'])}",
-        f"model       {model.config.arch}, {latent}, {count_parameters(model):,} parameters"
-        + per_member,
+        f"model       {model.config.arch}, {latent}{prior_words(model.config)}, "
+        f"{count_parameters(model):,} parameters" + per_member,
         f"data        {len(dataset.train_images):,} train / {len(dataset.test_images):,} "
         f"test images, binarize={display.binarize}",
         f"run folder  {display.run_dir}",
@@ -160,6 +160,11 @@ def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
         lead = "plan        " if number == 1 else " " * 12
         lines.append(f"{lead}phase {number}: {phase}")
     return lines + resumed_lines(info)
+
+
+def prior_words(config: Any) -> str:
+    """ ", VampPrior K=500" for a learned prior; nothing for the standard normal."""
+    return f", VampPrior K={config.pseudo_inputs}" if config.prior == "vamp" else ""
 
 
 class QuietControlKeys:

@@ -29,8 +29,18 @@ from vae_cli.cli.options import (
 from vae_cli.config.values import check_value
 from vae_cli.errors import UserError
 
+EVAL_HELP = (
+    "Test-set loss, reconstruction, KL (nats per image) and posterior-collapse diagnostics."
+    "\n\nWith the normal prior the KL is the closed form. A VampPrior's has none: the KL is "
+    "the single-sample estimate log q(z|x) - log p(z), with p(z) the mixture over the "
+    "pseudo-inputs, and each dimension's KL is estimated against the mixture's marginal in "
+    "that dimension (these do not add up to the KL; the top layer's KL is the joint "
+    "estimate). Active units count the dimensions whose mean varies across images "
+    "(Cov_x E_q z_d > 0.01), for either prior."
+)
 
-@app.command("eval")
+
+@app.command("eval", help=EVAL_HELP)
 def evaluate(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),

@@ -31,6 +31,8 @@ def train(
     stochastic_layers: Annotated[int | None, config_option("stochastic_layers")] = None,
     latent2_dim: Annotated[int | None, config_option("latent2_dim")] = None,
     hidden2_dim: Annotated[int | None, config_option("hidden2_dim")] = None,
+    prior: Annotated[str | None, config_option("prior")] = None,
+    pseudo_inputs: Annotated[int | None, config_option("pseudo_inputs")] = None,
     max_logvar: Annotated[float | None, config_option("max_logvar")] = None,
     min_std: Annotated[float | None, config_option("min_std")] = None,
     dataset: Annotated[str | None, config_option("dataset")] = None,

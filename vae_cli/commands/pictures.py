@@ -9,36 +9,33 @@ import torch
 
 from vae_cli.commands.load import Loaded, save_picture, test_images
 from vae_cli.errors import UserError
+from vae_cli.model.vae import prior_noise
 from vae_cli.pictures import grids
-
-
-def prior_noise(loaded: Loaded, n: int, seed: int, temperature: float = 1.0) -> list[torch.Tensor]:
-    """z of the top layer's prior and, below it, the noise of each lower layer, drawn on the
-    CPU from `seed` (the same picture on every device), scaled by the temperature."""
-    generator = torch.Generator().manual_seed(seed)
-    sizes = loaded.model.latent_dims[::-1]  # the top first, then down
-    return [temperature * torch.randn(n, size, generator=generator) for size in sizes]
 
 
 @torch.no_grad()
 def write_samples(loaded: Loaded, out: Path, *, n: int, seed: int, temperature: float) -> Path:
-    """Ancestral samples: the top layer's prior, then each layer below given the one above."""
-    noise = [z.to(loaded.device) for z in prior_noise(loaded, n, seed, temperature)]
-    pixels = torch.sigmoid(loaded.model.generate(*noise))
+    """Ancestral samples: the top layer's prior, then each layer below given the one above;
+    the prior's randomness is drawn on the CPU from `seed` (the same picture on every device)."""
+    noise = prior_noise(loaded.model.config, n, torch.Generator().manual_seed(seed))
+    pixels = torch.sigmoid(loaded.model.generate_from(noise, temperature))
     return save_picture(lambda: grids.save_grid(pixels, out, nrow=8), out)
 
 
 @torch.no_grad()
 def write_manifold(loaded: Loaded, out: Path, *, side: int) -> Path:
-    """The decoded 2-D top latent over a grid of the prior's quantiles (lower layers at
-    their means)."""
+    """The decoded 2-D top latent over a grid of the prior's quantiles (a VampPrior's: of a
+    Gaussian with the mixture's mean and spread; lower layers at their means)."""
     top = loaded.model.latent_dims[-1]
     if top != 2:
         raise UserError(
             f"--grid needs a model whose top latent is 2-D; {loaded.path} has {top} dimensions "
             "(train one with --latent-dim 2, or --latent2-dim 2 with two stochastic layers)"
         )
-    pixels = torch.sigmoid(loaded.model.generate(grids.latent_grid(side).to(loaded.device)))
+    model, z = loaded.model, grids.latent_grid(side).to(loaded.device)
+    if model.prior is not None:
+        z = model.prior.grid(model, z)
+    pixels = torch.sigmoid(loaded.model.generate(z))
     return save_picture(lambda: grids.save_grid(pixels, out, nrow=side), out)
 
 

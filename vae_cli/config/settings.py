@@ -15,6 +15,9 @@ from typing import Any
 MAX_SEED = 2**32 - 1
 MAX_MEMBERS = 64  # one stacked step holds every member's weights, moments and activations
 UNBOUNDED_EPOCHS = 1_000_000  # a phase bounded by its time budget alone
+# The VampPrior's default K (docs/quality.md: step cost against IW-NLL), and its bound: every
+# step encodes all K, so past a few thousand the prior costs more than the batch.
+PSEUDO_INPUTS, MAX_PSEUDO_INPUTS = 50, 5000
 
 RUNTIME = "it sets how a trial runs, not what it learns"
 
@@ -85,6 +88,20 @@ class ModelConfig:
     )
     hidden2_dim: int = setting(
         100, "Width of the layers between z1 and z2 (two-layer model).", minimum=1, maximum=8192
+    )
+    prior: str = setting(
+        "normal",
+        "The prior p(z) of the top latent: normal = N(0, I); vamp = the VampPrior (Tomczak & "
+        "Welling 2018), a mixture of the encoder's posteriors at learned pseudo-inputs.",
+        choices=("normal", "vamp"),
+    )
+    pseudo_inputs: int = setting(
+        PSEUDO_INPUTS,
+        "The VampPrior's number K of pseudo-inputs (learned 784-pixel images in [0, 1]); "
+        "every step encodes all K.",
+        minimum=1,
+        maximum=MAX_PSEUDO_INPUTS,
+        sizes_memory=True,
     )
     max_logvar: float = setting(10.0, "logvar is clamped to [-max, +max].", above=0)
     min_std: float = setting(1e-4, "Floor on the posterior std sigma (0 disables).", minimum=0)

@@ -18,7 +18,6 @@ TEST_BINARIZE_SEED = 20140101
 STATIC_BINARIZE_SEED = 20140102  # the one draw of the training set in "static" mode
 
 
-
 @dataclass
 class Dataset:
     train_images: torch.Tensor  # (N, 784) uint8

@@ -12,6 +12,8 @@ RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
 def resolve_data_dir(flag: Path | None) -> Path:
     """--data-dir, else $VAE_DATA_DIR, else ./data."""
     if flag is not None:

@@ -20,6 +20,7 @@ MNIST_MD5 = {
 }
 IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # unsigned bytes, 3 or 1 dimensions
 
+
 def file_md5(path: Path) -> str:
     digest = hashlib.md5()
     with path.open("rb") as handle:

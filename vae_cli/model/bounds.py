@@ -43,10 +43,15 @@ def elbo_from_parts(
     *,
     beta: float | torch.Tensor = 1.0,
     free_bits: float | torch.Tensor = 0.0,
+    kl_joint: torch.Tensor | None = None,
 ) -> LossParts:
     """recon (B,) plus beta times the KL of each latent dimension, kl_dims (B, D). With free
     bits (Kingma et al. 2016, §C.8) each dimension's batch-mean KL counts at least `free_bits`
-    nats in the objective; the reported KL stays the true one."""
+    nats in the objective; the reported KL stays the true one.
+
+    `kl_joint` (B,): the KL when it is not the sum of kl_dims (a VampPrior's dimensions are not
+    independent under the mixture, and kl_dims are their marginal estimates): the objective
+    then counts the joint KL, with the free bits' floors added where they lift a dimension."""
     kl_per_dim = kl_dims.mean(-2)
     kl_term = kl_per_dim.sum(-1)
     if isinstance(free_bits, torch.Tensor):  # per member; a floor of 0 leaves the KL as it is
@@ -54,8 +59,11 @@ def elbo_from_parts(
         kl_term = torch.where(free_bits > 0, floored, kl_term)
     elif free_bits > 0:
         kl_term = kl_per_dim.clamp(min=free_bits).sum(-1)
+    if kl_joint is not None:  # what the dimensions' marginals leave out of the joint KL
+        kl_term = kl_term + (kl_joint.mean(-1) - kl_per_dim.sum(-1))
     loss = recon.mean(-1) + beta * kl_term
-    return LossParts(loss, recon, kl_dims.sum(-1), kl_per_dim)
+    kl = kl_dims.sum(-1) if kl_joint is None else kl_joint
+    return LossParts(loss, recon, kl, kl_per_dim)
 
 
 def log_importance_weights(

@@ -85,6 +85,11 @@ def evaluate_elbo(
     active = (mu_variance > ACTIVE_UNIT_THRESHOLD).tolist()
     bounds = [0, *itertools.accumulate(model.latent_dims)]
     layers = list(itertools.pairwise(bounds))
+    kl_per_layer = [sum(per_dim[a:b]) for a, b in layers]
+    # A VampPrior's per-dimension KLs are marginal estimates, which do not add up to its
+    # joint KL: the top layer's is the joint estimate, so the layers add up to the KL.
+    if model.prior is not None:
+        kl_per_layer[-1] += kl - sum(kl_per_layer)
     return ElboResult(
         loss=loss,
         recon=recon,
@@ -92,7 +97,7 @@ def evaluate_elbo(
         kl_per_dim=sorted(per_dim, reverse=True),
         active_units=sum(active),
         images=n,
-        kl_per_layer=[sum(per_dim[a:b]) for a, b in layers],
+        kl_per_layer=kl_per_layer,
         active_units_per_layer=[sum(active[a:b]) for a, b in layers],
     )
 
@@ -126,11 +131,13 @@ def importance_weighted_nll(
     """
     model.eval()
     generator = sampling_generator(x.device, seed)
-    batch_size = max(1, min(len(x), max_elements // IMAGE_PIXELS))
+    # Per decoded sample: its pixels, or a VampPrior's (K, D) mixture terms if those are more.
+    width = max(IMAGE_PIXELS, model.prior.width(model) if model.prior is not None else 0)
+    batch_size = max(1, min(len(x), max_elements // width))
     nll_per_image = []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
-        chunk = max(1, min(samples, max_elements // (len(batch) * IMAGE_PIXELS)))
+        chunk = max(1, min(samples, max_elements // (len(batch) * width)))
         running = torch.full((len(batch),), -math.inf, dtype=torch.float64, device=x.device)
         for first in range(0, samples, chunk):
             k = min(chunk, samples - first)

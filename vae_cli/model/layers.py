@@ -3,6 +3,8 @@ stacked models at once (a population or a sweep's stack, see training/stack.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,6 +65,14 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         return member_convolution(
             F.conv_transpose2d, x, self.weight, self.bias, stride=self.stride, padding=self.padding
         )
+
+
+def with_constant_weights(module: nn.Module, x: torch.Tensor) -> Any:
+    """module(x) with its weights detached: gradients reach x only."""
+    from torch.func import functional_call
+
+    weights = {name: p.detach() for name, p in module.named_parameters()}
+    return functional_call(module, weights, (x,))
 
 
 def _activation(name: str) -> nn.Module:

@@ -26,7 +26,9 @@ from vae_cli.model.layers import (
     GaussianMLP,
     MLPDecoder,
     MLPEncoder,
+    with_constant_weights,
 )
+from vae_cli.model.priors import PriorNoise, VampPrior
 from vae_cli.model.reparameterize import clamp_logvar
 
 __all__ = ["IMAGE_PIXELS", "IMAGE_SIDE", "VAE", "LossParts", "count_parameters", "latent_dims"]
@@ -40,10 +42,11 @@ def latent_dims(config: ModelConfig) -> list[int]:
 
 
 class VAE(nn.Module):
-    """q(z|x) and p(x|z) with a standard-normal prior; with two stochastic layers, Burda et
-    al.'s hierarchy q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1). The commands use `encode` and
-    `decode` (the bottom layer, z or z1), `generate` (ancestral samples from the top) and the
-    objectives `elbo`, `iwae` and `log_weights`: none of them asks how deep the model is."""
+    """q(z|x) and p(x|z) with a standard-normal prior or a VampPrior; with two stochastic
+    layers, Burda et al.'s hierarchy q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1), the prior being
+    p(z2). The commands use `encode` and `decode` (the bottom layer, z or z1), `generate_from`
+    (ancestral samples from the prior) and the objectives `elbo`, `iwae` and `log_weights`:
+    none of them asks how deep the model is or what its prior is."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -60,6 +63,8 @@ class VAE(nn.Module):
             top = dict(hidden_dim=config.hidden2_dim, activation=config.activation)
             self.encoder2 = GaussianMLP(in_dim=config.latent_dim, out_dim=config.latent2_dim, **top)
             self.decoder2 = GaussianMLP(in_dim=config.latent2_dim, out_dim=config.latent_dim, **top)
+        # The standard normal needs no module (and draws nothing at initialisation).
+        self.prior = VampPrior(config.pseudo_inputs) if config.prior == "vamp" else None
         # None: one model. M: every parameter stacked over M members (members.stack_models),
         # and every tensor through the model has the member dimension first.
         self.members: int | None = None
@@ -89,6 +94,12 @@ class VAE(nn.Module):
         """p(z1|z2) of a two-layer model: mu and clamped logvar."""
         return self.clamped(*self.decoder2(z2))
 
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) of draws z (..., D) of the top layer, summed over its dimensions."""
+        if self.prior is None:
+            return gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+        return self.prior.log_density(self, z)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Bernoulli logits of p(x|z), (..., 784) for z (the bottom layer) of shape (..., D)."""
         # All of z's leading dimensions as one batch (each member's apart for a population).
@@ -103,6 +114,20 @@ class VAE(nn.Module):
         mu, logvar = self.prior_below(z_top)
         z1 = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps
         return self.decode(z1)
+
+    def prior_sample(self, noise: PriorNoise, temperature: float = 1.0) -> list[torch.Tensor]:
+        """Draws of the top layer's prior (n, D) and the lower layers' noise, on the model's
+        device, from `prior_noise`; the noise is scaled by the temperature on the CPU."""
+        device = next(self.parameters()).device
+        eps = [(temperature * e).to(device) for e in noise.eps]
+        if self.prior is None:
+            return eps
+        return [self.prior.draw(self, noise.component.to(device), eps[0]), *eps[1:]]
+
+    def generate_from(self, noise: PriorNoise, temperature: float = 1.0) -> torch.Tensor:
+        """Logits of x for a draw from the prior: its top layer's z, then each layer below
+        given the one above (ancestral sampling)."""
+        return self.generate(*self.prior_sample(noise, temperature))
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None, *, mean_only: bool = False
@@ -140,23 +165,32 @@ class VAE(nn.Module):
     ) -> LossParts:
         """The negative ELBO with the reparameterization noise of each layer, noise[l] shaped
         like layer l's latent. One layer: the analytic KL. Two: KL(q(z2|z1) || p(z2))
-        analytic at the sampled z1, and log q(z1|x) - log p(z1|z2) at the sampled z1, z2."""
+        analytic at the sampled z1, and log q(z1|x) - log p(z1|z2) at the sampled z1, z2. A
+        VampPrior's KL is the single-sample log q - log p (Tomczak & Welling 2018, eq. 6)."""
         mu, logvar = self.encode(x)  # (B, D) each
         z = mu + torch.exp(0.5 * logvar) * noise[0]  # logvar is already clamped by encode
         x_logits = self.decode(z).to(x.dtype)  # float32 (or the pixels' dtype) under autocast
-        if self.config.stochastic_layers == 1:
+        if self.config.stochastic_layers == 1 and self.prior is None:
             return elbo_loss(
                 x, x_logits, mu.to(x.dtype), logvar.to(x.dtype), beta=beta, free_bits=free_bits
             )
-        mu2, logvar2 = self.encode_top(z)
-        z2 = mu2 + torch.exp(0.5 * logvar2) * noise[1]
-        below, below_logvar = self.prior_below(z2)
-        kl_below = gaussian_log_density_per_dim(z, mu, logvar) - gaussian_log_density_per_dim(
-            z, below, below_logvar
-        )
-        kl_dims = torch.cat([kl_below, gaussian_kl(mu2, logvar2)], dim=-1).to(x.dtype)
         recon = -bernoulli_log_likelihood(x_logits, x)
-        return elbo_from_parts(recon, kl_dims, beta=beta, free_bits=free_bits)
+        lower, top = [], (z, mu, logvar)  # the KL below the top layer (per dim), and the top's
+        if self.config.stochastic_layers == 2:
+            mu2, logvar2 = self.encode_top(z)
+            z2 = mu2 + torch.exp(0.5 * logvar2) * noise[1]
+            below, below_logvar = self.prior_below(z2)
+            log_q1 = gaussian_log_density_per_dim(z, mu, logvar)
+            kl_below = log_q1 - gaussian_log_density_per_dim(z, below, below_logvar)
+            lower, top = [kl_below], (z2, mu2, logvar2)
+        if self.prior is None:
+            kl_dims = torch.cat([*lower, gaussian_kl(*top[1:])], dim=-1).to(x.dtype)
+            return elbo_from_parts(recon, kl_dims, beta=beta, free_bits=free_bits)
+        floored = isinstance(free_bits, torch.Tensor) or free_bits > 0
+        top_dims, joint = self.prior.kl(self, *(t.to(x.dtype) for t in top), floored=floored)
+        kl_dims = torch.cat([*(kl.to(x.dtype) for kl in lower), top_dims], dim=-1)
+        joint = joint + sum(kl.sum(-1).to(x.dtype) for kl in lower)
+        return elbo_from_parts(recon, kl_dims, beta=beta, free_bits=free_bits, kl_joint=joint)
 
     def log_weights(
         self, x: torch.Tensor, noise: list[torch.Tensor], *, dreg: bool = False
@@ -177,17 +211,15 @@ class VAE(nn.Module):
         log_q = gaussian_log_density(z_here, q_mu, q_logvar)
         reweighted = [z_here]
         if self.config.stochastic_layers == 1:
-            log_prior = gaussian_log_density(z_here, torch.zeros_like(z), torch.zeros_like(z))
+            log_prior = self.log_prior(z_here)
         else:
             mu2, logvar2 = self.encode_top(z)
             z2 = mu2 + torch.exp(0.5 * logvar2) * noise[1]
             if dreg:  # q(z2|z1)'s weights as constants, z1 still a function of the encoder
-                mu2, logvar2 = self.clamped(*self.constant_encoder_top(z_here))
+                mu2, logvar2 = self.clamped(*with_constant_weights(self.encoder2, z_here))
             below, below_logvar = self.prior_below(z2)
             log_q = log_q + gaussian_log_density(z2, mu2, logvar2)
-            log_prior = gaussian_log_density(z_here, below, below_logvar) + gaussian_log_density(
-                z2, torch.zeros_like(z2), torch.zeros_like(z2)
-            )
+            log_prior = gaussian_log_density(z_here, below, below_logvar) + self.log_prior(z2)
             reweighted.append(z2)
         log_w = log_px_z + log_prior - log_q
         if dreg and log_w.requires_grad:
@@ -196,18 +228,11 @@ class VAE(nn.Module):
                 latent.register_hook(lambda grad, weights=weights: grad * weights)
         return log_w, log_px_z
 
-    def constant_encoder_top(self, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z2|z1)'s network with its weights detached (gradients reach z1 only)."""
-        from torch.func import functional_call
-
-        weights = {name: p.detach() for name, p in self.encoder2.named_parameters()}
-        return functional_call(self.encoder2, weights, (z1,))
-
     def iwae(self, x: torch.Tensor, noise: list[torch.Tensor], *, dreg: bool = False) -> LossParts:
         """The negative IWAE bound (Burda et al. 2016) with K samples per image (noise[l]
         (…, K, B, D_l)); recon is the mean over samples of -log p(x|z_k), kl the KL estimate
         (analytic for one layer)."""
-        if self.config.stochastic_layers == 1 and not dreg:
+        if self.config.stochastic_layers == 1 and not dreg and self.prior is None:
             mu, logvar = self.encode(x)
             return iwae_loss(x, mu, logvar, self.decode, noise[0])
         log_w, log_px_z = self.log_weights(x, noise, dreg=dreg)
@@ -218,3 +243,14 @@ class VAE(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def prior_noise(config: ModelConfig, n: int, generator: torch.Generator) -> PriorNoise:
+    """n draws' worth of the prior's randomness, from one CPU generator (the same picture on
+    every device): a VampPrior's component for each draw first, then each layer's noise, the
+    top layer first."""
+    component = None
+    if config.prior == "vamp":
+        component = torch.randint(config.pseudo_inputs, (n,), generator=generator)
+    sizes = latent_dims(config)[::-1]
+    return PriorNoise(component, [torch.randn(n, size, generator=generator) for size in sizes])

@@ -1,4 +1,5 @@
-"""Matplotlib figures (headless Agg backend): training curves and the latent-space view.
+"""Matplotlib figures (headless Agg backend): training curves, the latent-space view and the
+gradient estimators' spread.
 
 Takes plain numbers and tensors and a path; knows nothing of training.
 """
@@ -167,3 +168,49 @@ def draw_test_set(figure: Any, axis: Any, view: Any) -> None:
     )
     figure.colorbar(points, ax=axis, ticks=range(10), label="label")
     axis.set_title("mu of the test set")
+
+
+GRADIENTS_SIZE = (14, 4.5)  # -> 1400 x 450 pixels
+ESTIMATOR_STYLES = {"reparam": "o-", "score": "s-", "score_baseline": "^-", "stl": "d-"}
+
+
+def save_gradients_figure(report: dict[str, Any], path: Path) -> Path:
+    return _save(gradients_figure(report), path)
+
+
+def gradients_figure(report: dict[str, Any]) -> Any:
+    """Per latent dimension, each estimator's per-draw std of the gradient for mu and for
+    log sigma² (log axis; dimensions ordered by reparam's); with --k, the encoder gradient's
+    SNR against k for IWAE and DReG."""
+    plt = _pyplot()
+    per_k = report.get("encoder_snr_per_k")
+    figure, axes = plt.subplots(1, 3 if per_k else 2, figsize=GRADIENTS_SIZE)
+    estimators = report["estimators"]
+    layer = report["layer"]
+    for axis, key, name in ((axes[0], "mu", f"mu of {layer}"),
+                            (axes[1], "logvar", f"log sigma² of {layer}")):  # fmt: skip
+        reference = estimators["reparam"][f"std_{key}"]
+        order = sorted(range(len(reference)), key=lambda d: -reference[d])
+        for estimator, style in ESTIMATOR_STYLES.items():
+            spread = [estimators[estimator][f"std_{key}"][d] for d in order]
+            axis.plot(range(1, len(order) + 1), spread, style, markersize=3, label=estimator)
+        axis.set_yscale("log")
+        axis.set_title(f"gradient spread, d ELBO / d {name}")
+        axis.set_xlabel("latent dimension (by reparam's spread)")
+        axis.set_ylabel(f"std over {report['samples']:,} draws")
+        axis.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8, loc="upper right")
+    if per_k:
+        ks = [int(k) for k in per_k]
+        for estimator, style in (("iwae", "o-"), ("dreg", "s-")):
+            axes[2].plot(ks, [per_k[str(k)][estimator] for k in ks], style, label=estimator)
+        axes[2].set_xscale("log")
+        axes[2].set_yscale("log")
+        axes[2].set_title("encoder gradient SNR, |E g| / std g")
+        axes[2].set_xlabel("k (IWAE samples)")
+        axes[2].set_ylabel(f"mean over weights ({report['snr_draws']} draws)")
+        axes[2].grid(alpha=0.3, which="both")
+        axes[2].legend()
+    figure.suptitle(f"test image {report['index']}: how noisy each gradient estimator is")
+    figure.tight_layout()
+    return figure

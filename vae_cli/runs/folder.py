@@ -50,6 +50,10 @@ class RunFolder:
     def curves(self) -> Path:
         return self.root / "curves.png"
 
+    @property
+    def pseudo_inputs(self) -> Path:
+        return self.root / "pseudo_inputs.png"
+
     def sample_picture(self, epoch: int) -> Path:
         return self.root / "samples" / f"epoch_{epoch:03d}.png"
 

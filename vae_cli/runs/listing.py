@@ -23,7 +23,7 @@ class RunSummary:
     best_test_loss: float | None
     binarize: str
     latent_dims: list[int]  # each stochastic layer's size, bottom (z1) first
-    arch: str
+    arch: str  # e.g. "mlp", or "mlp, VampPrior K=500"
     status: str
 
     @property
@@ -76,7 +76,8 @@ def summarize_run(root: Path) -> RunSummary | None:
         best_test_loss=min(losses) if losses else None,
         binarize=config.data.binarize,
         latent_dims=layers,
-        arch=config.model.arch,
+        arch=config.model.arch
+        + (f", VampPrior K={model.pseudo_inputs}" if model.prior == "vamp" else ""),
         status=read_status(root),
     )
 

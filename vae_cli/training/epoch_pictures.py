@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from vae_cli.config.settings import Config
-from vae_cli.model.vae import VAE, latent_dims
+from vae_cli.model.priors import PriorNoise
+from vae_cli.model.vae import VAE, prior_noise
 from vae_cli.pictures import grids, plots
 from vae_cli.runs.folder import RunFolder
 from vae_cli.training.callbacks import Callbacks
@@ -19,6 +20,7 @@ from vae_cli.training.checkpointer import snapshot
 
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
 RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
+PSEUDO_INPUTS_SHOWN = 100  # a VampPrior's first pseudo-inputs in pseudo_inputs.png
 # Drawing pictures and curves.png every epoch would cost more than a fast epoch itself.
 PICTURE_INTERVAL_SECONDS = 20.0
 
@@ -29,7 +31,7 @@ class EpochPictures(Callbacks):
         self.decided: tuple[int, bool] | None = None  # (epoch, draw?) for the epoch at hand
         # Per member: (epoch, CPU weights) of its last epoch when it was not drawn.
         self.owed: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
-        self.fixed_z: dict[int, list[torch.Tensor]] = {}
+        self.fixed_z: dict[int, PriorNoise] = {}
 
     def drawing(self, trainer: Any, epoch: int) -> bool:
         """Whether this epoch is drawn: the plan's last, or the interval (per member) passed."""
@@ -63,27 +65,26 @@ class EpochPictures(Callbacks):
     def draw(self, trainer: Any, member: int, epoch: int, model: VAE) -> None:
         run = trainer.members[member]
         if member not in self.fixed_z:
-            self.fixed_z[member] = sample_grid_z(run.config)
+            self.fixed_z[member] = sample_grid_noise(run.config)
         originals = trainer.test_x[:RECONSTRUCTED]
         save_epoch_pictures(model, run.folder, epoch, self.fixed_z[member], originals)
         plots.save_curves(trainer.states[member].history, run.folder.curves)
 
 
-def sample_grid_z(config: Config) -> list[torch.Tensor]:
-    """The fixed noise of the per-epoch sample pictures (from the run's seed): the top
-    layer's z, then each lower layer's noise."""
-    generator = torch.Generator().manual_seed(config.train.seed)
-    sizes = latent_dims(config.model)[::-1]  # the top first, then down
-    return [torch.randn(SAMPLE_GRID, size, generator=generator) for size in sizes]
+def sample_grid_noise(config: Config) -> PriorNoise:
+    """The fixed prior noise of the per-epoch sample pictures, from the run's seed."""
+    return prior_noise(config.model, SAMPLE_GRID, torch.Generator().manual_seed(config.train.seed))
 
 
 @torch.no_grad()
 def save_epoch_pictures(
-    model: VAE, folder: RunFolder, epoch: int, fixed_z: list[torch.Tensor], originals: torch.Tensor
+    model: VAE, folder: RunFolder, epoch: int, fixed: PriorNoise, originals: torch.Tensor
 ) -> None:
+    """Samples from the fixed prior noise, test images over their reconstructions, and a
+    VampPrior's pseudo-inputs as they are now."""
     model.eval()
     device = next(model.parameters()).device
-    samples = torch.sigmoid(model.generate(*(z.to(device) for z in fixed_z)))
+    samples = torch.sigmoid(model.generate_from(fixed))
     grids.save_grid(samples, folder.sample_picture(epoch), nrow=8)
     originals = originals.to(device)
     reconstructions = torch.sigmoid(model(originals, mean_only=True)[0])
@@ -92,3 +93,6 @@ def save_epoch_pictures(
         folder.reconstruction_picture(epoch),
         nrow=8,
     )
+    if model.prior is not None:
+        pseudo_inputs = model.prior.inputs()[:PSEUDO_INPUTS_SHOWN]
+        grids.save_grid(pseudo_inputs, folder.pseudo_inputs, nrow=10)

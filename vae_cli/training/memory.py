@@ -13,7 +13,7 @@ import torch
 from vae_cli.config.settings import Config
 from vae_cli.errors import UserError
 from vae_cli.model.layers import IMAGE_PIXELS
-from vae_cli.model.vae import VAE
+from vae_cli.model.vae import VAE, latent_dims
 
 FLOAT_BYTES = 4
 # The conv layers' outputs (32 x 14 x 14 and 64 x 7 x 7), before and after the nonlinearity.
@@ -42,6 +42,9 @@ def step_bytes(config: Config, n_train: int) -> int:
     if config.model.stochastic_layers == 2:  # q(z2|z1) and p(z1|z2): two hidden layers each
         per_sample += 2 * (4 * config.model.hidden2_dim + 2 * config.model.latent2_dim)
     activations = 2 * (batch * per_image + batch * largest_k(config) * per_sample)
+    if config.model.prior == "vamp":  # K pseudo-inputs through the encoder, and the mixture's
+        k, top = config.model.pseudo_inputs, latent_dims(config.model)[-1]  # (k, B, K, D) terms
+        activations += 2 * (k * per_image + 3 * batch * largest_k(config) * k * top)
     return FLOAT_BYTES * (4 * parameters + activations)
 
 
