@@ -8,6 +8,7 @@ points. tests/e2e/ drives the real CLI on the real MNIST files ($VAE_DATA_DIR, e
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -204,6 +205,15 @@ def run_in_terminal(
         os.close(terminal)
     _, status = os.waitpid(pid, 0)
     return Result(os.waitstatus_to_exitcode(status), shown.decode(errors="replace"), "")
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """MD5 of every file below `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def png_size(path: Path) -> tuple[int, int]:

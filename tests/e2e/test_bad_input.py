@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import signal
@@ -13,18 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TINY, Result, run_vae, run_vae_process, train_args, train_tiny
+from conftest import TINY, Result, run_vae, run_vae_process, snapshot, train_args, train_tiny
 
 from vae_cli.data import dataset as data_module
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """MD5 of every file below `folder`, by relative path."""
-    return {
-        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def assert_user_error(result: Result, *fragments: str) -> None:

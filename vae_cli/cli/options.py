@@ -84,14 +84,21 @@ def command_line(ctx: typer.Context) -> str:
     return " ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])])
 
 
-def wrote(path: Path, replaced: bool = False, detail: str = "") -> None:
-    again = " (replaced the earlier one made with the same options)" if replaced else ""
+def wrote(path: Path, replaced: bool = False, detail: str = "", *, same_name: bool = True) -> None:
+    """`same_name`: the picture's name says its options, so a replaced one had the same."""
+    again = ""
+    if replaced:
+        again = (
+            " (replaced the earlier one made with the same options)"
+            if same_name
+            else (" (replaced the earlier one)")
+        )
     print(f"wrote {path}{detail}{again}")
 
 
-def write_picture(write: Any, path: Path) -> Path:
+def write_picture(write: Any, path: Path, *, same_name: bool = True) -> Path:
     """Run a picture writer and say what it wrote, and whether it replaced a file."""
     existed = path.exists()
     written = write(path)
-    wrote(written, replaced=existed)
+    wrote(written, replaced=existed, same_name=same_name)
     return written

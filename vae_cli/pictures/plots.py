@@ -205,7 +205,8 @@ def gradients_figure(report: dict[str, Any]) -> Any:
         for estimator, style in (("iwae", "o-"), ("dreg", "s-")):
             axes[2].plot(ks, [per_k[str(k)][estimator] for k in ks], style, label=estimator)
         axes[2].set_xscale("log")
-        axes[2].set_yscale("log")
+        axes[2].set_xticks(ks, [str(k) for k in ks])
+        axes[2].set_ylim(bottom=0)
         axes[2].set_title("encoder gradient SNR, |E g| / std g")
         axes[2].set_xlabel("k (IWAE samples)")
         axes[2].set_ylabel(f"mean over weights ({report['snr_draws']} draws)")
