@@ -8,6 +8,7 @@ one's ratio to the normal prior's median, measured in the same run (a shared hos
 between runs, not within a round).
 
     python benchmarks/bench_prior.py [--ks 50 100 200 500] [--rounds 5] [--steps 40]
+                                     [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ RECIPE = Path(__file__).resolve().parents[1] / "configs" / "quality2.toml"
 WARMUP = 5
 
 
-def ms_per_step(config: Config, images: torch.Tensor, steps: int) -> float:
-    """The trainer's step on random uint8 images (the step's cost does not depend on them)."""
-    device = torch.device("cpu")
+def ms_per_step(config: Config, images: torch.Tensor, steps: int, device: torch.device) -> float:
+    """The trainer's step on random uint8 images (the step's cost does not depend on them);
+    on a GPU the captured step, as `vae train` runs it. Reading the statistics waits for the
+    device, so the clock sees finished steps."""
     step = build_step(Stack([build_model(config, device)]), [config], [make_generators(0, device)])
     batch = config.train.batch_size
     for i in range(WARMUP + steps):
@@ -50,7 +52,9 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[50, 100, 200, 500])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     recipe = load_config(RECIPE)
     objectives = {
         "ELBO": recipe.phase(0).replace({"free_bits": 0.0}),
@@ -60,13 +64,16 @@ def main() -> None:
     priors = {"normal": {"prior": "normal"}}
     priors |= {f"vamp K={k}": {"prior": "vamp", "pseudo_inputs": k} for k in args.ks}
     images = torch.randint(0, 256, (5000, 784), generator=torch.Generator().manual_seed(0))
-    images = images.to(torch.uint8)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+    images = images.to(torch.uint8).to(device)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {where}, {threads} threads, {args.rounds} rounds")
     for objective, phase in objectives.items():
         times: dict[str, list[float]] = {name: [] for name in priors}
         for _ in range(args.rounds):
             for name, values in priors.items():
-                times[name].append(ms_per_step(phase.replace(values), images, args.steps))
+                config = phase.replace({**values, "device": args.device})
+                times[name].append(ms_per_step(config, images, args.steps, device))
         reference = statistics.median(times["normal"])
         print(f"\n{objective}: ms per step (median, min-max), ratio to the normal prior")
         for name, values in times.items():

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU figure the README's GPU section owes, in one call on a lent GPU machine: the CUDA
 # tests, the captured step of one model (images/s and CUDA kernels per step), populations of
-# N = 1 ... 64 members, whole 10-epoch runs (one model, and 32 seeds) from start to exit, and,
-# with QUALITY=1, the two-layer recipe scaled to 15 minutes. Each step has a timeout and a
+# N = 1 ... 64 members, whole 10-epoch runs (one model, and 32 seeds) from start to exit, the
+# VampPrior's step cost per K, and, with QUALITY=1, the learned-prior recipe (configs/vamp.toml)
+# scaled to $QUALITY_MINUTES of GPU training with IWAE k=50, evaluated with K=1000. ONLY=a,b
+# runs just those steps (e.g. ONLY=quality for a call of its own). Each step has a timeout and a
 # failure is printed as "FAILED: <step> (exit N)" before the next step starts; the summary
 # lists every step's status. Logs go to $OUT.
 #
@@ -11,14 +13,17 @@
 #           pip download typer rich tqdm matplotlib optuna safetensors tensorboard pillow \
 #               -d .whl --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64
 #   .gpu/data/MNIST/raw/*.gz   the four MNIST files, gzipped (they unpack to /tmp/data)
-# A dry run on the CPU (tiny sizes, no wheels, the data from $VAE_DATA_DIR) checks the script:
+# A dry run on the CPU (tiny sizes, no wheels, the data from $VAE_DATA_DIR, the quality step
+# included at seconds of training) checks the script:
 #   DRY_RUN=1 VAE_DATA_DIR=../shared/data benchmarks/gpu_check.sh
 set -u
 export PYTHONUNBUFFERED=1 OUT="${OUT:-/tmp/gpu_check}"
 mkdir -p "$OUT"
 DEVICE=cuda STEPS=1000 MEMBERS=1,2,4,8,16,32,64 EPOCHS=10 SEEDS=0-31 LIMIT=""
+PRIOR_KS="50 100 500 1000" PRIOR_STEPS=200 QUALITY_MINUTES=${QUALITY_MINUTES:-6} IW=1000 EVAL_LIMIT=""
 if [ "${DRY_RUN:-0}" = 1 ]; then
     DEVICE=cpu STEPS=20 MEMBERS=1,2 EPOCHS=1 SEEDS=0-1 LIMIT="--limit 512"
+    PRIOR_KS=50 PRIOR_STEPS=3 QUALITY=1 QUALITY_MINUTES=0.3 IW=10 EVAL_LIMIT="--limit 200"
 else
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
@@ -37,6 +42,9 @@ STATUS=()
 step() {  # step NAME SECONDS COMMAND...: run with a timeout, log, and record how it ended
     local name=$1 seconds=$2
     shift 2
+    if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then
+        return
+    fi
     echo "=== $name"
     local started=$SECONDS
     timeout "$seconds" "$@" 2>&1 | tee "$OUT/$name.log"
@@ -48,9 +56,12 @@ step() {  # step NAME SECONDS COMMAND...: run with a timeout, log, and record ho
 }
 
 if [ "$DEVICE" = cuda ]; then
-    step cuda-tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
-        tests/test_step.py tests/test_stability.py tests/test_memory.py tests/test_loop.py \
-        tests/test_population.py tests/test_phases.py tests/test_hierarchy.py
+    # The tests that skip without CUDA, and the unit tests of the step, the loop and the
+    # models that then run on the GPU as well.
+    step cuda-tests 300 python3 -m pytest -q -p no:cacheprovider tests/e2e/test_cuda_graph.py \
+        tests/unit/test_step.py tests/unit/test_stability.py tests/unit/test_memory.py \
+        tests/unit/test_loop.py tests/unit/test_population.py tests/unit/test_phases.py \
+        tests/unit/test_hierarchy.py tests/unit/test_vamp_prior.py
 fi
 
 step one-model-captured 240 python3 benchmarks/bench_train.py --device "$DEVICE" --rounds 2 \
@@ -78,12 +89,21 @@ printf '[data]\nlimit = 4096\n[train]\nepochs = 2\ndevice = "%s"\n[[phases]]\nep
 step two-phases 180 python3 -m vae_cli train --config /tmp/phases.toml --quiet \
     --runs-dir /tmp/runs --name phases --overwrite
 
-if [ "${QUALITY:-0}" = 1 ]; then  # the two-layer recipe in 10 + 5 minutes of GPU training
-    sed -e 's/time_budget = 70.0/time_budget = 10.0/' -e 's/time_budget = 35.0/time_budget = 5.0/' \
-        configs/quality2.toml > /tmp/quality_gpu.toml
-    step quality 1500 bash -c "python3 -m vae_cli train --config /tmp/quality_gpu.toml \
-        --device $DEVICE --quiet --runs-dir /tmp/runs --name quality --overwrite && \
-        python3 -m vae_cli eval --checkpoint /tmp/runs/quality --iw-samples 1000 --device $DEVICE"
+# shellcheck disable=SC2086  # the lists are meant to split into arguments
+step prior-cost 240 python3 benchmarks/bench_prior.py --device "$DEVICE" --ks $PRIOR_KS \
+    --rounds 3 --steps "$PRIOR_STEPS"
+
+if [ "${QUALITY:-0}" = 1 ]; then  # configs/vamp.toml: 2/3 of the time ELBO, 1/3 IWAE k=50
+    phase1=$(python3 -c "print(round($QUALITY_MINUTES * 2 / 3, 3))")
+    phase2=$(python3 -c "print(round($QUALITY_MINUTES / 3, 3))")
+    sed -e "s/time_budget = 68.0/time_budget = $phase1/" \
+        -e "s/time_budget = 34.0/time_budget = $phase2/" -e 's/^k = 5$/k = 50/' \
+        configs/vamp.toml > /tmp/vamp_gpu.toml
+    grep -E '^(time_budget|k) ' /tmp/vamp_gpu.toml
+    step quality 590 bash -c "time python3 -m vae_cli train --config /tmp/vamp_gpu.toml \
+        --device $DEVICE $LIMIT --quiet --runs-dir /tmp/runs --name vamp --overwrite && \
+        python3 -m vae_cli eval --checkpoint /tmp/runs/vamp --iw-samples $IW $EVAL_LIMIT \
+        --device $DEVICE"
 fi
 
 echo "=== summary"

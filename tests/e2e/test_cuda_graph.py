@@ -187,3 +187,44 @@ def test_two_layers_with_dreg_train_in_graphs(tmp_path: Path, data_dir: Path) ->
         *(metrics_without_timing(tmp_path / n) for n in ("graph", "eager")), strict=True
     ):
         assert g["test_iwae"] == pytest.approx(e["test_iwae"], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [("--free-bits", 0.05), ("--objective", "iwae", "--k", 4, "--dreg")],
+    ids=["elbo-free-bits", "iwae-dreg"],
+)
+def test_the_vamp_prior_trains_in_graphs(objective: tuple, tmp_path: Path, data_dir: Path) -> None:
+    """The learned prior's step captured: the pseudo-inputs are parameters of the graph, and
+    the captured run follows the eager one."""
+    args = (
+        "--limit", 1024, "--batch-size", 64, "--epochs", 2, "--quiet", "--device", "cuda",
+        "--prior", "vamp", "--pseudo-inputs", 20, *objective,
+    )  # fmt: skip
+    for name, graph in (("graph", "--cuda-graph"), ("eager", "--no-cuda-graph")):
+        result = run_vae(*train_args(tmp_path, data_dir, *args, graph, name=name))
+        assert result.code == 0, result.stderr
+    key = "test_iwae" if "iwae" in objective else "test_loss"
+    for g, e in zip(
+        *(metrics_without_timing(tmp_path / n) for n in ("graph", "eager")), strict=True
+    ):
+        assert g[key] == pytest.approx(e[key], rel=1e-3)
+
+
+def test_gradients_on_the_gpu_match_the_cpu(tmp_path: Path, data_dir: Path) -> None:
+    result = run_vae(*train_args(tmp_path, data_dir, *SMALL, "--epochs", 1, name="r"))
+    assert result.code == 0, result.stderr
+    reports = {}
+    for device in ("cpu", "cuda"):
+        done = run_vae(
+            "gradients", "--checkpoint", tmp_path / "r", "--samples", 500, "--k", 4, "--json",
+            "--device", device, "--data-dir", data_dir,
+        )  # fmt: skip
+        assert done.code == 0, done.stderr
+        reports[device] = json.loads(done.stdout)
+    for name in ("reparam", "stl"):
+        cpu, gpu = (reports[d]["estimators"][name]["mean_mu"] for d in ("cpu", "cuda"))
+        assert gpu == pytest.approx(cpu, rel=1e-3, abs=1e-4)  # the same draws, other kernels
+    assert reports["cuda"]["encoder_snr"]["dreg"] == pytest.approx(
+        reports["cpu"]["encoder_snr"]["dreg"], rel=1e-2
+    )
