@@ -4,7 +4,9 @@
 # N = 1 ... 64 members, whole 10-epoch runs (one model, and 32 seeds) from start to exit, the
 # VampPrior's step cost per K, and, with QUALITY=1, the learned-prior recipe (configs/vamp.toml)
 # scaled to $QUALITY_MINUTES of GPU training with IWAE k=50, evaluated with K=1000. ONLY=a,b
-# runs just those steps (e.g. ONLY=quality for a call of its own). Each step has a timeout and a
+# runs just those steps (e.g. ONLY=quality for a call of its own). The recipe's GPU variant is
+# meant for about 15 minutes (QUALITY_MINUTES=15); the default 6 fits one 10-minute call of the
+# device tool with the K=1000 evaluation. Each step has a timeout and a
 # failure is printed as "FAILED: <step> (exit N)" before the next step starts; the summary
 # lists every step's status. Logs go to $OUT.
 #
@@ -100,7 +102,8 @@ if [ "${QUALITY:-0}" = 1 ]; then  # configs/vamp.toml: 2/3 of the time ELBO, 1/3
         -e "s/time_budget = 34.0/time_budget = $phase2/" -e 's/^k = 5$/k = 50/' \
         configs/vamp.toml > /tmp/vamp_gpu.toml
     grep -E '^(time_budget|k) ' /tmp/vamp_gpu.toml
-    step quality 590 bash -c "time python3 -m vae_cli train --config /tmp/vamp_gpu.toml \
+    limit=$(python3 -c "print(int($QUALITY_MINUTES * 60 + 240))")  # training, then evaluation
+    step quality "$limit" bash -c "time python3 -m vae_cli train --config /tmp/vamp_gpu.toml \
         --device $DEVICE $LIMIT --quiet --runs-dir /tmp/runs --name vamp --overwrite && \
         python3 -m vae_cli eval --checkpoint /tmp/runs/vamp --iw-samples $IW $EVAL_LIMIT \
         --device $DEVICE"
