@@ -106,7 +106,10 @@ def test_the_rules_of_the_real_settings() -> None:
         phase_keys()
     )
     sizes = {name for name in settings.FIELDS if rule(name, "sizes_memory")}
-    assert sizes == {"batch_size", "hidden_dim", "latent_dim", "k", "pseudo_inputs"}
+    assert sizes == {
+        "batch_size", "hidden_dim", "latent_dim", "k", "pseudo_inputs", "stochastic_layers",
+        "latent2_dim", "hidden2_dim",
+    }  # fmt: skip
     assert {name for name in settings.FIELDS if rule(name, "unsearchable")} == {
         "device", "amp", "compile", "cuda_graph", "max_bad_steps", "dataset", "limit",
     }  # fmt: skip

@@ -82,12 +82,21 @@ class ModelConfig:
         "Stochastic layers: 1 (z), or 2 (z1 and z2 above it, Burda et al. 2016's hierarchy).",
         minimum=1,
         maximum=2,
+        sizes_memory=True,
     )
     latent2_dim: int = setting(
-        50, "Size of z2, the top latent of a two-layer model.", minimum=1, maximum=4096
+        50,
+        "Size of z2, the top latent of a two-layer model.",
+        minimum=1,
+        maximum=4096,
+        sizes_memory=True,
     )
     hidden2_dim: int = setting(
-        100, "Width of the layers between z1 and z2 (two-layer model).", minimum=1, maximum=8192
+        100,
+        "Width of the layers between z1 and z2 (two-layer model).",
+        minimum=1,
+        maximum=8192,
+        sizes_memory=True,
     )
     prior: str = setting(
         "normal",
