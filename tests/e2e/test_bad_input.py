@@ -173,6 +173,13 @@ def test_corrupt_idx_files_are_named(
         ('[train]\nepochs = "three"\n', "[train] epochs: expected an integer"),
         ("[model]\nlatent_dim = 0\n", "[model] latent_dim: expected an integer >= 1"),
         ("[optimizer]\nlr = 1.0\n", "unknown section [optimizer]"),
+        ("epoch = 3\n", "epoch = ...: unknown key (did you mean epochs, under [train]?)"),
+        (
+            "latent_dim = 4\n",
+            "latent_dim = ...: a setting outside its table; write it under [model]",
+        ),
+        ("seeds = '0-3'\n", "seeds = ...: a setting outside its table; write it under [run]"),
+        ("colour = 1\n", "colour = ...: unknown key; settings go in tables ([model], [data]"),
         ("[train]\nlatent_dim = 4\n", "[train] latent_dim: belongs in [model], not [train]"),
     ],
 )

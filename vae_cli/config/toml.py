@@ -47,16 +47,38 @@ def parse_tables(data: dict[str, Any], source: str) -> ConfigFile:
         if section == RUN_TABLE:
             run = read_run_table(entries, source)
             continue
+        if not isinstance(entries, (dict, list)):
+            raise UserError(f"{source}: {section} = ...: {top_level_key(section)}")
         if section not in SECTION_TYPES or not isinstance(entries, dict):
-            known = ", ".join(f"[{s}]" for s in [*SECTION_TYPES, RUN_TABLE])
             hint = did_you_mean(section, [*SECTION_TYPES, "phases", RUN_TABLE])
-            raise UserError(f"{source}: unknown section [{section}]{hint} (expected {known})")
+            raise UserError(
+                f"{source}: unknown section [{section}]{hint} (expected {known_tables()})"
+            )
         for key, value in entries.items():
             if key not in FIELDS or FIELDS[key][0] != section:
                 raise UserError(f"{source}: [{section}] {key}: {unknown_key(key, section)}")
             values[key] = checked_value(key, value, f"{source}: [{section}] {key}")
     config = dataclasses.replace(Config().replace(values), phases=phases)
     return ConfigFile(config, run)
+
+
+def known_tables() -> str:
+    return ", ".join(f"[{s}]" for s in [*SECTION_TYPES, RUN_TABLE])
+
+
+def top_level_key(key: str) -> str:
+    """Why a bare `key = value` outside any table is refused, and which table it belongs in."""
+    import difflib
+
+    if key in FIELDS:
+        return f"a setting outside its table; write it under [{FIELDS[key][0]}]"
+    if key == "seeds":
+        return f"a setting outside its table; write it under [{RUN_TABLE}]"
+    close = difflib.get_close_matches(key, [*FIELDS, "seeds"], n=1, cutoff=0.6)
+    if not close:
+        return f"unknown key; settings go in tables ({known_tables()})"
+    table = FIELDS[close[0]][0] if close[0] in FIELDS else RUN_TABLE
+    return f"unknown key (did you mean {close[0]}, under [{table}]?)"
 
 
 def unknown_key(key: str, section: str) -> str:
