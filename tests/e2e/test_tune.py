@@ -275,8 +275,6 @@ def test_ctrl_c_saves_the_trial_as_a_resumable_run(tmp_path: Path, data_dir: Pat
 def test_a_killed_worker_does_not_stall_the_study(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vae_cli.commands import trials as tune
-
     runs, config = tmp_path / "runs", slow_sweep(tmp_path)
     worker = start_worker(config, runs, data_dir, trials=1)
     try:
@@ -284,14 +282,7 @@ def test_a_killed_worker_does_not_stall_the_study(
     finally:
         worker.kill()
         worker.communicate()
-    assert load_study(runs).trials[0].state.name == "RUNNING"  # until someone notices
-    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
-    time.sleep(1.5)
-    config.write_text(config.read_text().replace("limit = 20000", "limit = 256"))
-    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1))
-    assert result.code == 0, result.stderr
-    states = [t.state.name for t in load_study(runs).trials]
-    assert states == ["FAIL", "COMPLETE"]
+    next_worker_fails_the_killed_trials(runs, config, data_dir, monkeypatch, asked=1)
 
 
 def free_port() -> int:
@@ -611,11 +602,27 @@ def test_the_pruner_stops_one_member_of_a_stack_while_the_others_train_on(
     assert trials[4].user_attrs["status"] == "pruned" and trials[4].user_attrs["epochs"] == 1
 
 
+def next_worker_fails_the_killed_trials(
+    runs: Path, config: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, asked: int
+) -> None:
+    """After a kill -9 the `asked` trials stay RUNNING until someone notices: once their
+    heartbeats are stale, the next worker fails them and then completes its own trial."""
+    from vae_cli.commands import trials as tune
+
+    assert [t.state.name for t in load_study(runs).trials] == ["RUNNING"] * asked
+    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
+    time.sleep(1.5)
+    config.write_text(config.read_text().replace("limit = 20000", "limit = 256"))
+    parallel = ("--parallel", asked) if asked > 1 else ()
+    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1, *parallel))
+    assert result.code == 0, result.stderr
+    states = [t.state.name for t in load_study(runs).trials]
+    assert states == ["FAIL"] * asked + ["COMPLETE"]
+
+
 def test_a_killed_parallel_worker_does_not_stall_the_study(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vae_cli.commands import trials as tune
-
     runs, config = tmp_path / "runs", slow_sweep(tmp_path)
     worker = start_worker(config, runs, data_dir, 2, "--parallel", 2)
     try:
@@ -623,13 +630,7 @@ def test_a_killed_parallel_worker_does_not_stall_the_study(
     finally:
         worker.kill()
         worker.communicate()
-    assert [t.state.name for t in load_study(runs).trials] == ["RUNNING", "RUNNING"]
-    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
-    time.sleep(1.5)
-    config.write_text(config.read_text().replace("limit = 20000", "limit = 256"))
-    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1, "--parallel", 2))
-    assert result.code == 0, result.stderr
-    assert [t.state.name for t in load_study(runs).trials] == ["FAIL", "FAIL", "COMPLETE"]
+    next_worker_fails_the_killed_trials(runs, config, data_dir, monkeypatch, asked=2)
 
 
 TWO_SHAPES = [{"lr": 1e-3, "hidden_dim": 32}, {"lr": 1e-3, "hidden_dim": 64}]  # two stacks
@@ -665,8 +666,6 @@ def test_ctrl_c_in_an_earlier_stack_ends_every_trial_asked(tmp_path: Path, data_
 def test_a_killed_worker_s_later_stack_is_failed_by_the_next_worker(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vae_cli.commands import trials as tune
-
     runs, config = tmp_path / "runs", slow_parallel_sweep(tmp_path)
     enqueued_study(runs, config, TWO_SHAPES)
     worker = start_worker(config, runs, data_dir, 2, "--parallel", 2)
@@ -675,13 +674,7 @@ def test_a_killed_worker_s_later_stack_is_failed_by_the_next_worker(
     finally:
         worker.kill()
         worker.communicate()
-    assert [t.state.name for t in load_study(runs).trials] == ["RUNNING", "RUNNING"]
-    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
-    time.sleep(1.5)
-    config.write_text(config.read_text().replace("limit = 20000", "limit = 256"))
-    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 1, "--parallel", 2))
-    assert result.code == 0, result.stderr
-    assert [t.state.name for t in load_study(runs).trials] == ["FAIL", "FAIL", "COMPLETE"]
+    next_worker_fails_the_killed_trials(runs, config, data_dir, monkeypatch, asked=2)
 
 
 def test_an_error_in_an_earlier_stack_fails_every_trial_asked(

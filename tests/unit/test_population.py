@@ -9,7 +9,7 @@ import signal
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -39,6 +39,16 @@ TOLERANCE = 1e-5
 
 def train_population(runs: Path, data_dir: Path, seeds: str, *extra: object, name: str = "pop"):
     return run_vae(*train_args(runs, data_dir, *SMALL, "--seeds", seeds, *extra, name=name))
+
+
+def assert_resumes_as_straight(runs: Path, data_dir: Path, name: str, seeds: Iterable[int]) -> None:
+    """`vae train --resume RUNS/name` finishes with every member bit-identical to RUNS/straight,
+    the same population trained without a stop."""
+    resumed = run_vae("train", "--resume", runs / name, "--data-dir", data_dir, "--quiet")
+    assert resumed.code == 0, resumed.stderr
+    for seed in seeds:
+        member = f"seed-{seed}"
+        assert_same_training_state(runs / "straight" / member, runs / name / member)
 
 
 @pytest.mark.parametrize(
@@ -209,11 +219,7 @@ def test_ctrl_c_saves_every_member_and_the_population_resumes_bit_exactly(
         saved = load_checkpoint(tmp_path / f"stopped/seed-{seed}/checkpoints/last.pt")
         assert saved["mid_epoch"] and (saved["epoch"], saved["position"]) == (1, 5)
     monkeypatch.undo()
-    resumed = run_vae("train", "--resume", tmp_path / "stopped", "--data-dir", data_dir, "--quiet")
-    assert resumed.code == 0, resumed.stderr
-    for seed in range(3):
-        member = f"seed-{seed}"
-        assert_same_training_state(tmp_path / "straight" / member, tmp_path / "stopped" / member)
+    assert_resumes_as_straight(tmp_path, data_dir, "stopped", range(3))
 
 
 def test_the_memory_check_counts_every_member(
@@ -252,11 +258,7 @@ def test_a_kill_between_two_members_saves_leaves_one_step_and_resumes_bit_exactl
     epochs = [load_checkpoint(tmp_path / f"killed/seed-{s}/checkpoints/last.pt")["epoch"]
               for s in (0, 1)]  # fmt: skip
     assert epochs == [1, 1]  # the epoch is saved for all members or for none
-    resumed = run_vae("train", "--resume", tmp_path / "killed", "--data-dir", data_dir, "--quiet")
-    assert resumed.code == 0, resumed.stderr
-    for seed in (0, 1):
-        member = f"seed-{seed}"
-        assert_same_training_state(tmp_path / "straight" / member, tmp_path / "killed" / member)
+    assert_resumes_as_straight(tmp_path, data_dir, "killed", (0, 1))
     assert not list((tmp_path / "killed").glob("*/checkpoints/*.pending"))
 
 
@@ -281,11 +283,7 @@ def test_a_second_ctrl_c_in_the_epoch_bookkeeping_saves_one_step_and_says_how_to
               for s in range(3)}  # fmt: skip
     assert epochs == {1}
     monkeypatch.undo()
-    resumed = run_vae("train", "--resume", tmp_path / "stopped", "--data-dir", data_dir, "--quiet")
-    assert resumed.code == 0, resumed.stderr
-    for seed in range(3):
-        member = f"seed-{seed}"
-        assert_same_training_state(tmp_path / "straight" / member, tmp_path / "stopped" / member)
+    assert_resumes_as_straight(tmp_path, data_dir, "stopped", range(3))
 
 
 def test_a_population_of_one_resumes_as_a_population(
