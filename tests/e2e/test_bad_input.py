@@ -180,6 +180,7 @@ def test_corrupt_idx_files_are_named(
         ),
         ("seeds = '0-3'\n", "seeds = ...: a setting outside its table; write it under [run]"),
         ("colour = 1\n", "colour = ...: unknown key; settings go in tables ([model], [data]"),
+        ("lr = [1, 2]\n", "lr = ...: a setting outside its table; write it under [train]"),
         ("[train]\nlatent_dim = 4\n", "[train] latent_dim: belongs in [model], not [train]"),
     ],
 )

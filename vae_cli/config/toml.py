@@ -47,7 +47,7 @@ def parse_tables(data: dict[str, Any], source: str) -> ConfigFile:
         if section == RUN_TABLE:
             run = read_run_table(entries, source)
             continue
-        if not isinstance(entries, (dict, list)):
+        if not is_table(entries):
             raise UserError(f"{source}: {section} = ...: {top_level_key(section)}")
         if section not in SECTION_TYPES or not isinstance(entries, dict):
             hint = did_you_mean(section, [*SECTION_TYPES, "phases", RUN_TABLE])
@@ -66,19 +66,24 @@ def known_tables() -> str:
     return ", ".join(f"[{s}]" for s in [*SECTION_TYPES, RUN_TABLE])
 
 
+def is_table(entries: Any) -> bool:
+    """A [table] or [[array of tables]], as opposed to a bare `key = value`."""
+    return isinstance(entries, dict) or (
+        isinstance(entries, list) and bool(entries) and all(isinstance(e, dict) for e in entries)
+    )
+
+
 def top_level_key(key: str) -> str:
     """Why a bare `key = value` outside any table is refused, and which table it belongs in."""
     import difflib
 
-    if key in FIELDS:
-        return f"a setting outside its table; write it under [{FIELDS[key][0]}]"
-    if key == "seeds":
-        return f"a setting outside its table; write it under [{RUN_TABLE}]"
-    close = difflib.get_close_matches(key, [*FIELDS, "seeds"], n=1, cutoff=0.6)
+    table_of = {name: table for name, (table, _) in FIELDS.items()} | {"seeds": RUN_TABLE}
+    if key in table_of:
+        return f"a setting outside its table; write it under [{table_of[key]}]"
+    close = difflib.get_close_matches(key, list(table_of), n=1, cutoff=0.6)
     if not close:
         return f"unknown key; settings go in tables ({known_tables()})"
-    table = FIELDS[close[0]][0] if close[0] in FIELDS else RUN_TABLE
-    return f"unknown key (did you mean {close[0]}, under [{table}]?)"
+    return f"unknown key (did you mean {close[0]}, under [{table_of[close[0]]}]?)"
 
 
 def unknown_key(key: str, section: str) -> str:
