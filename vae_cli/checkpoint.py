@@ -136,7 +136,7 @@ def export_safetensors(checkpoint: dict[str, Any], path: Path) -> None:
         "dataset": config.data.dataset,
         "epoch": checkpoint["epoch"],
         "step": checkpoint["step"],
-        "best_test_loss": checkpoint.get("best", {}).get("loss"),
+        "best": checkpoint.get("best"),
         "versions": {"torch": str(torch.__version__), "vae_cli": __version__},
     }
     tensors = {
@@ -179,7 +179,7 @@ def load_exported(path: Path) -> dict[str, Any]:
         "config": from_dict(metadata["config"], f"{path} (stored config)"),
         "epoch": metadata.get("epoch"),
         "step": metadata.get("step"),
-        "best": {"loss": metadata.get("best_test_loss")},
+        "best": metadata.get("best") or {"loss": metadata.get("best_test_loss")},
         "versions": metadata.get("versions"),
         "exported": True,
     }

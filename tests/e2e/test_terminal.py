@@ -53,7 +53,7 @@ def test_piped_training_output_has_no_progress_bar_codes(tmp_path: Path, data_di
     assert "\x1b[" not in result.stdout + result.stderr
     epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 2 and "[none]" in epoch_lines[0]
-    assert "run folder" in result.stdout and "best epoch" in result.stdout
+    assert "run folder" in result.stdout and "best.pt: the last epoch" in result.stdout
 
 
 def test_runs_table_shows_finished_and_interrupted(
@@ -78,8 +78,8 @@ def test_runs_table_shows_finished_and_interrupted(
     }
     assert "2/2" in rows["done"] and "finished" in rows["done"]
     assert "1/2" in rows["stopped"] and "interrupted" in rows["stopped"]
-    best = min(json.loads(line)["test_loss"] for line in lines)
-    assert f"{best:.2f} (none)" in rows["done"]
+    last = json.loads(lines[-1])["test_loss"]  # no validation split: best.pt is the last epoch
+    assert f"{last:.2f}† (none)" in rows["done"]
     assert "not-a-run" not in result.stdout
 
 

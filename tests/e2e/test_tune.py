@@ -49,8 +49,8 @@ def load_study(runs: Path, name: str = "sweep") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{runs / name / 'study.db'}")
 
 
-def best_test_loss(run: Path) -> float:
-    return min(json.loads(line)["test_loss"] for line in (run / "metrics.jsonl").open())
+def best_validation_loss(run: Path) -> float:
+    return min(json.loads(line)["val_loss"] for line in (run / "metrics.jsonl").open())
 
 
 def test_a_sqlite_study_of_run_folders(tmp_path: Path, data_dir: Path) -> None:
@@ -63,7 +63,7 @@ def test_a_sqlite_study_of_run_folders(tmp_path: Path, data_dir: Path) -> None:
     for trial in trials:
         run = runs / "sweep" / f"trial-{trial.number:04d}"
         assert trial.user_attrs["run_dir"] == str(run.resolve())
-        assert trial.value == best_test_loss(run)  # the bound best.pt is picked by
+        assert trial.value == best_validation_loss(run)  # what best.pt is chosen by
         assert 1e-4 <= trial.params["lr"] <= 3e-3 and trial.params["hidden_dim"] in (32, 64, 96)
         saved = json.loads((run / "status.json").read_text())
         assert saved["status"] == "finished" and trial.user_attrs["epochs"] == 2
@@ -578,7 +578,7 @@ def test_parallel_trials_of_one_shape_train_in_one_stack(
     for a, b in zip(together, apart, strict=True):
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)
     assert trials[2].value == pytest.approx(
-        min(m["test_loss"] for m in metrics_without_timing(trial))
+        min(m["val_loss"] for m in metrics_without_timing(trial))
     )
 
 

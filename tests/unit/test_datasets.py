@@ -44,18 +44,18 @@ def test_data_dir_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_static_binarization_is_one_fixed_draw(data_dir: Path) -> None:
     dataset = load_dataset(data_dir, dataset_name(data_dir), limit=200)
-    train_a, test_a = prepare_images(dataset, "static")
-    train_b, test_b = prepare_images(dataset, "static")
+    train_a, _, test_a, _ = prepare_images(dataset, "static")
+    train_b, _, test_b, _ = prepare_images(dataset, "static")
     assert torch.equal(train_a, train_b) and torch.equal(test_a, test_b)
     assert set(train_a.unique().tolist()) <= {0, 255}
 
 
 def test_dynamic_keeps_training_pixels_and_fixes_the_test_draw(data_dir: Path) -> None:
     dataset = load_dataset(data_dir, dataset_name(data_dir), limit=200)
-    train, test = prepare_images(dataset, "dynamic")
+    train, _, test, _ = prepare_images(dataset, "dynamic")
     assert torch.equal(train, dataset.train_images)  # drawn afresh per batch, in the trainer
-    assert torch.equal(test, prepare_images(dataset, "static")[1])  # same test set as static
-    _, none_test = prepare_images(dataset, "none")
+    assert torch.equal(test, prepare_images(dataset, "static").test)  # same test set as static
+    none_test = prepare_images(dataset, "none").test
     assert torch.equal(none_test, dataset.test_images)
 
 

@@ -17,10 +17,12 @@ from vae_cli.training.streams import make_generators
 
 STEPS, BATCH, STEPS_PER_EPOCH = 12, 16, 4
 # How far a member may be from the single run with its settings, relative to how far training
-# moved the weights: rounding only (measured: 0 for the MLP, 3e-6 conv, 2e-5 IWAE with DReG,
-# whose batched products split their sums differently). A member trained with another
-# member's setting is 8e-2 (Adam's beta2) to 2 (the learning rate) away.
-TOLERANCE = 1e-3
+# moved the weights: rounding only (measured: 0 for the MLP, 3e-6 conv, 2e-5 to 1.2e-3 IWAE
+# with DReG, whose batched products split their sums differently; Adam turns a rounding
+# difference in a near-zero gradient into a step of lr, so the figure depends on the CPU). A
+# member trained with another member's setting is 8e-2 (Adam's beta2) to 2 (the learning
+# rate) away.
+TOLERANCE = 1e-2
 SMALL = {"hidden_dim": 32, "latent_dim": 4, "batch_size": BATCH}
 TWO_LAYER_VAMP = {"prior": "vamp", "pseudo_inputs": 5, "stochastic_layers": 2, "latent2_dim": 3}
 
@@ -87,9 +89,11 @@ def test_each_member_trains_as_the_single_run_with_its_own_settings(setting: str
     configs = [base.replace(values) for values in MEMBER_SETTINGS[setting]]
     images = synthetic_images(STEPS * BATCH)
     start, together = train_steps(configs, images)
-    for member, config in enumerate(configs):
-        alone = train_steps([config], images)[1][0]
-        assert distance(together[member], alone, start[member]) < TOLERANCE, member
+    alone = [train_steps([config], images)[1][0] for config in configs]
+    for member, other in ((0, 1), (1, 0)):
+        assert distance(together[member], alone[member], start[member]) < TOLERANCE, member
+        # ... and the tolerance tells the settings apart: the other one's run is far away.
+        assert distance(together[member], alone[other], start[member]) > 5 * TOLERANCE, member
 
 
 @pytest.mark.parametrize(

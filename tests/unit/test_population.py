@@ -75,9 +75,11 @@ def test_bad_seeds_are_one_error_and_create_nothing(
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    result = run_vae(*train_args(runs, data_dir, *SMALL[:-1], "--seeds", "0,3,5", name="pop"))
+    result = run_vae(
+        *train_args(runs, data_dir, *SMALL[:-1], "--seeds", "0,3,5", "--validation", 64, name="pop")
+    )
     assert result.code == 0, result.stderr
-    assert "best test loss over 3 members:" in result.stdout  # not --quiet: the summary shows
+    assert "test loss of best.pt over 3 members:" in result.stdout  # not --quiet: the summary
     assert "parameters per member" in result.stdout and "img/s per member" in result.stdout
     return runs / "pop"
 
@@ -85,7 +87,7 @@ def population(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
 def test_each_member_is_an_ordinary_run_folder(population: Path) -> None:
     record = json.loads((population / "population.json").read_text())
     assert record["members"] == ["seed-0", "seed-3", "seed-5"] and record["seeds"] == [0, 3, 5]
-    losses = []
+    losses, rows = [], record["summary"]["members"]
     for seed in (0, 3, 5):
         member = population / f"seed-{seed}"
         assert "seed = " + str(seed) in (member / "config.toml").read_text()
@@ -93,7 +95,11 @@ def test_each_member_is_an_ordinary_run_folder(population: Path) -> None:
         assert load_checkpoint(member / "checkpoints/last.pt")["config"].train.seed == seed
         metrics = metrics_without_timing(member)
         assert [m["epoch"] for m in metrics] == [1, 2]
-        losses.append(min(m["test_loss"] for m in metrics))
+        chosen = min(metrics, key=lambda m: m["val_loss"])  # chosen on validation: test reports
+        losses.append(chosen["test_loss"])
+        row = next(r for r in rows if r["run"] == f"seed-{seed}")
+        assert (row["best_epoch"], row["chosen_on"]) == (chosen["epoch"], "validation")
+        assert row["best_val_loss"] == chosen["val_loss"]
     summary = record["summary"]["best_test_loss"]
     assert summary["members"] == 3
     assert summary["mean"] == pytest.approx(statistics.fmean(losses), rel=1e-12)
@@ -119,7 +125,7 @@ def test_every_command_reads_a_member_and_a_population_names_the_member_it_used(
     listed = run_vae("runs", "--runs-dir", population.parent)
     assert all(f"pop/seed-{seed}" in listed.stdout for seed in (0, 3, 5))
     record = json.loads((population / "population.json").read_text())["summary"]["members"]
-    best = min(record, key=lambda row: row["best_test_loss"])["run"]
+    best = min(record, key=lambda row: row["best_val_loss"])["run"]
     sampled = run_vae("sample", "--checkpoint", population, "--out", tmp_path / "p.png")
     assert sampled.code == 0, sampled.stderr
     assert sampled.stdout.splitlines()[0].startswith(
@@ -136,13 +142,13 @@ def test_the_latest_run_being_a_population_answers_by_its_best_member(
     runs = tmp_path / "runs"
     shutil.copytree(population, runs / "pop")
     record = json.loads((population / "population.json").read_text())["summary"]["members"]
-    ranked = sorted(record, key=lambda row: row["best_test_loss"])
+    ranked = sorted(record, key=lambda row: row["best_val_loss"])
     best, worst = ranked[0]["run"], ranked[-1]["run"]
     newest = runs / "pop" / worst / "checkpoints"
     os.utime(newest, (newest.stat().st_atime, newest.stat().st_mtime + 3600))
     result = run_vae("sample", "--runs-dir", runs)
     assert result.code == 0, result.stderr
-    assert result.stdout.startswith(f"using {runs / 'pop' / best} (the best by test loss")
+    assert result.stdout.startswith(f"using {runs / 'pop' / best} (the best by validation loss")
     assert (runs / "pop" / best / "sample_seed42.png").is_file()
     assert not (runs / "pop" / worst / "sample_seed42.png").exists()
 
@@ -150,7 +156,9 @@ def test_the_latest_run_being_a_population_answers_by_its_best_member(
 def test_a_member_is_the_single_run_with_its_seed(
     population: Path, tmp_path: Path, data_dir: Path
 ) -> None:
-    single = run_vae(*train_args(tmp_path, data_dir, *SMALL, "--seed", 3, name="single"))
+    single = run_vae(
+        *train_args(tmp_path, data_dir, *SMALL, "--seed", 3, "--validation", 64, name="single")
+    )
     assert single.code == 0, single.stderr
     member, alone = (
         metrics_without_timing(p) for p in (population / "seed-3", tmp_path / "single")

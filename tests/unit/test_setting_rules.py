@@ -112,4 +112,5 @@ def test_the_rules_of_the_real_settings() -> None:
     }  # fmt: skip
     assert {name for name in settings.FIELDS if rule(name, "unsearchable")} == {
         "device", "amp", "compile", "cuda_graph", "max_bad_steps", "dataset", "limit",
+        "validation",
     }  # fmt: skip

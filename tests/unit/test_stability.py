@@ -246,8 +246,9 @@ def test_a_crash_between_last_pt_and_best_pt_is_repaired_on_resume(
     tmp_path: Path, data_dir: Path
 ) -> None:
     """last.pt is the truth: when it says its epoch was the best, best.pt must hold it."""
-    two = train_tiny(tmp_path, "two", data_dir)  # best.pt: epoch 2 (checked below)
-    one = train_tiny(tmp_path, "one", data_dir, "--epochs", 1)
+    split = ("--validation", 64)  # best.pt is chosen, not simply the last epoch
+    two = train_tiny(tmp_path, "two", data_dir, *split)  # best.pt: epoch 2 (checked below)
+    one = train_tiny(tmp_path, "one", data_dir, *split, "--epochs", 1)
     assert load_checkpoint(two / "checkpoints/best.pt")["epoch"] == 2
     crashed = tmp_path / "crashed"
     shutil.copytree(two, crashed)
@@ -258,7 +259,7 @@ def test_a_crash_between_last_pt_and_best_pt_is_repaired_on_resume(
     )
     assert result.code == 0, result.stderr
     metrics = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
-    assert min(metrics, key=lambda m: m["test_loss"])["epoch"] == 2  # lr 0.05 made epoch 3 worse
+    assert min(metrics, key=lambda m: m["val_loss"])["epoch"] == 2  # lr 0.05 made epoch 3 worse
     assert (crashed / "checkpoints/best.pt").read_bytes() == (
         two / "checkpoints/best.pt"
     ).read_bytes()

@@ -66,7 +66,7 @@ class TrainingDisplay(Callbacks):
             )
             # Counted in images, so the rate tqdm shows is images/s.
             self.batch_bar = tqdm(
-                total=len(info["dataset"].train_images),
+                total=info["train_images"],
                 desc=f"{lead}batches",
                 unit="img",
                 unit_scale=True,
@@ -103,13 +103,15 @@ class TrainingDisplay(Callbacks):
         # A run in phases has no fixed epoch count: it names the phase instead.
         total = f"/{self.epochs}" if self.epochs else f" phase {metrics['phase']}"
         member = f"{metrics['member']}  " if metrics.get("member") else ""
+        held_out = f"val {metrics['val_loss']:.2f}  " if "val_loss" in metrics else ""
         line = (
             f"{self.lead()}epoch {metrics['epoch']:>3}{total}  {member}train "
-            f"{metrics['train_loss']:.2f}  test {metrics['test_loss']:.2f} (recon "
+            f"{metrics['train_loss']:.2f}  {held_out}test {metrics['test_loss']:.2f} (recon "
             f"{metrics['test_recon']:.2f}, kl {metrics['test_kl']:.2f})  "
         )
         if "test_iwae" in metrics:
-            line += f"iwae-{metrics['test_iwae_k']} {metrics['test_iwae']:.2f}  "
+            held_out = f"val {metrics['val_iwae']:.2f} " if "val_iwae" in metrics else ""
+            line += f"iwae-{metrics['test_iwae_k']} {held_out}test {metrics['test_iwae']:.2f}  "
         per_member = " per member" if self.members > 1 else ""
         line += f"[{metrics['binarize']}]  {metrics['images_per_s']:,.0f} img/s{per_member}"
         if self.epoch_bar is not None:
@@ -147,8 +149,8 @@ def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
         f"device      {device_description(info['device'])}",
         f"model       {model.config.arch}, {latent}{prior_words(model.config)}, "
         f"{count_parameters(model):,} parameters" + per_member,
-        f"data        {len(dataset.train_images):,} train / {len(dataset.test_images):,} "
-        f"test images, binarize={display.binarize}",
+        f"data        {data_words(info, dataset)}, binarize={display.binarize}",
+        f"best.pt     {choice_words(info)}",
         f"run folder  {display.run_dir}",
     ]
     if len(members) > 1:
@@ -160,6 +162,20 @@ def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
         lead = "plan        " if number == 1 else " " * 12
         lines.append(f"{lead}phase {number}: {phase}")
     return lines + resumed_lines(info)
+
+
+def data_words(info: dict[str, Any], dataset: Any) -> str:
+    """ "50,000 train / 10,000 validation / 10,000 test" images."""
+    held_out = info["validation_images"]
+    split = f" / {held_out:,} validation" if held_out else ""
+    return f"{info['train_images']:,} train{split} / {len(dataset.test_images):,} test"
+
+
+def choice_words(info: dict[str, Any]) -> str:
+    """What chooses best.pt: the validation split, or nothing (the last epoch)."""
+    if info["validation_images"]:
+        return "the epoch with the best validation bound (the test set only reports)"
+    return "the last epoch (no validation split: --validation N to choose on one)"
 
 
 def prior_words(config: Any) -> str:

@@ -4,13 +4,15 @@ which run was used and what was written."""
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from vae_cli.config.settings import MAX_SEED
+from vae_cli.config.settings import FIELDS, MAX_SEED
 from vae_cli.config.values import help_for
 from vae_cli.errors import UserError
 
@@ -18,6 +20,54 @@ from vae_cli.errors import UserError
 def config_option(name: str, **kwargs: Any) -> Any:
     """A train option whose help text comes from the config field of the same name."""
     return typer.Option(help=help_for(name), show_default=False, **kwargs)
+
+
+FLAG_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+PANELS = {"model": "Model settings", "data": "Data settings", "train": "Training settings"}
+
+
+def setting_parameters() -> list[inspect.Parameter]:
+    """One keyword option per setting, in the settings' order: its type, help, default and
+    bounds all from its field (the checks happen once, in config.values)."""
+    parameters = []
+    for name, (section, field_) in FIELDS.items():
+        kind = FLAG_TYPES[field_.type.replace(" | None", "")]
+        option = config_option(name, rich_help_panel=PANELS[section])
+        parameters.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[kind | None, option],
+            )
+        )
+    return parameters
+
+
+class SettingFlags:
+    """A command whose options include one flag per setting, made from the settings' fields
+    whenever Typer reads the command's signature: a new `setting(...)` is a new flag, in
+    `--help` too, with nothing else written. The command receives the settings' flags as one
+    dict, `settings` (None: not given)."""
+
+    def __init__(self, command: Callable[..., Any]) -> None:
+        self.command = command
+        for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(self, attribute, getattr(command, attribute))
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        own = inspect.signature(self.command, eval_str=True)
+        kept = [p for p in own.parameters.values() if p.name != "settings"]
+        return own.replace(parameters=[*kept, *setting_parameters()])
+
+    @property
+    def __annotations__(self) -> dict[str, Any]:  # what typing.get_type_hints reads
+        return {p.name: p.annotation for p in self.__signature__.parameters.values()}
+
+    def __call__(self, **options: Any) -> Any:
+        settings = {name: options.pop(name, None) for name in FIELDS}
+        return self.command(**options, settings=settings)
 
 
 def seed_option(help: str) -> Any:

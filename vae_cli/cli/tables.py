@@ -10,7 +10,10 @@ from rich.table import Table
 from vae_cli.cli.console import stdout
 from vae_cli.config.search import format_param
 from vae_cli.config.values import count
-from vae_cli.runs.best import best_epoch
+from vae_cli.runs.best import DESCRIPTIONS, LAST, TEST, VALIDATION, best_epoch, describe_choice
+
+# How a best.pt was chosen, marked beside its test loss (chosen on validation: no mark).
+CHOICE_MARKS = {VALIDATION: "", LAST: "†", TEST: "*", None: ""}
 
 
 def training_summary(trained: Any, *, tables: bool = True) -> None:
@@ -25,7 +28,7 @@ def training_summary(trained: Any, *, tables: bool = True) -> None:
         if spread["mean"] is not None:
             std = f" ± {spread['std']:.3f}" if spread["std"] is not None else ""
             console.print(
-                f"best test loss over {count(spread['members'], 'member')}: "
+                f"test loss of best.pt over {count(spread['members'], 'member')}: "
                 f"{spread['mean']:.3f}{std} (mean ± standard deviation)"
             )
     else:
@@ -37,24 +40,30 @@ def training_summary(trained: Any, *, tables: bool = True) -> None:
 
 
 def population_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="members")
-    for column in ("member", "status", "best epoch", "best test loss"):
+    table = Table(title="members (best.pt of each)")
+    for column in ("member", "status", "epoch", "chosen on", "val loss", "test loss"):
         table.add_column(column, justify="left" if column in ("member", "status") else "right")
     for row in summary["members"]:
-        loss = row["best_test_loss"]
+        test, held_out = row["best_test_loss"], row.get("best_val_loss")
         table.add_row(
             row["run"],
             row["status"],
             str(row["best_epoch"] or "-"),
-            f"{loss:.3f}" if loss is not None else "-",
+            row.get("chosen_on") or "-",
+            f"{held_out:.3f}" if held_out is not None else "-",
+            f"{test:.3f}" if test is not None else "-",
         )
     return table
 
 
 def best_epoch_table(best: dict[str, Any]) -> Table:
-    """The epoch best.pt holds; IWAE runs also show the test bound that chose it."""
-    columns = {
-        "epoch": str(best["epoch"]),
+    """The epoch best.pt holds, how it was chosen, and its validation and test bounds."""
+    columns = {"epoch": str(best["epoch"])}
+    if "val_loss" in best:
+        columns["val loss"] = f"{best['val_loss']:.3f}"
+    if "val_iwae" in best:
+        columns[f"val iwae-{best['test_iwae_k']}"] = f"{best['val_iwae']:.3f}"
+    columns |= {
         "test loss": f"{best['test_loss']:.3f}",
         "recon": f"{best['test_recon']:.3f}",
         "kl": f"{best['test_kl']:.3f}",
@@ -62,7 +71,7 @@ def best_epoch_table(best: dict[str, Any]) -> Table:
     if "test_iwae" in best:
         columns[f"test iwae-{best['test_iwae_k']}"] = f"{best['test_iwae']:.3f}"
     columns |= {"active units": str(best["active_units"]), "binarize": best["binarize"]}
-    table = Table(title="best epoch")
+    table = Table(title=f"best.pt: {describe_choice(best)}")
     for column in columns:
         table.add_column(column, justify="right")
     table.add_row(*columns.values())
@@ -94,7 +103,8 @@ def evaluation_table(result: dict[str, Any]) -> None:
     console = stdout()
     console.print(
         f"checkpoint {result['checkpoint']} (epoch {result['epoch']}, step "
-        f"{result['step']}), {result['images']:,} test images of {result['dataset']}"
+        f"{result['step']}; {result['chosen']}), {result['images']:,} test images of "
+        f"{result['dataset']}"
     )
     console.print(table)
     if "caveat" in result:
@@ -110,9 +120,17 @@ def runs_table(summaries: list[Any], runs_dir: str) -> None:
     for column in ("name", "date", "epochs", "best test loss", "latent", "arch", "status"):
         table.add_column(column)
     for s in summaries:
-        loss = f"{s.best_test_loss:.2f} ({s.binarize})" if s.best_test_loss is not None else "-"
+        loss = (
+            f"{s.best_test_loss:.2f}{CHOICE_MARKS[s.chosen_on]} ({s.binarize})"
+            if s.best_test_loss is not None
+            else "-"
+        )
         table.add_row(s.name, s.date, s.epochs, loss, s.latent, s.arch, s.status)
     console.print(table)
+    marks = {s.chosen_on for s in summaries if s.best_test_loss is not None}
+    for basis in (LAST, TEST):
+        if basis in marks:
+            console.print(f"{CHOICE_MARKS[basis]} best.pt is {DESCRIPTIONS[basis]}")
     if any(s.status == "died" for s in summaries):
         console.print(
             "died: the run says it is training, but no trainer holds its folder (killed, or "

@@ -72,5 +72,6 @@ def tune(
         display=lambda label, **kw: console.TrainingDisplay(
             quiet=False, label=label, panel=False, **kw
         ),
+        notify=typer.echo,
     )
     tables.tune_summary(result)

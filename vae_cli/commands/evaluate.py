@@ -9,6 +9,7 @@ from typing import Any
 
 from vae_cli.commands.load import Loaded, test_images
 from vae_cli.model.evaluate import evaluate_elbo, importance_weighted_nll
+from vae_cli.runs.best import describe_checkpoint
 
 CONTINUOUS_CAVEAT = (
     "continuous pixels (binarize=none): the Bernoulli decoder's log-likelihood of non-binary "
@@ -34,6 +35,7 @@ def evaluate_checkpoint(
         "checkpoint": str(loaded.path),
         "epoch": loaded.checkpoint["epoch"],
         "step": loaded.checkpoint["step"],
+        "chosen": describe_checkpoint(loaded.checkpoint["epoch"], loaded.checkpoint.get("best")),
         "dataset": loaded.config.data.dataset,
         "binarize": binarize or loaded.config.data.binarize,
         "trained_binarize": loaded.config.data.binarize,

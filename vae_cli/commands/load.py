@@ -40,7 +40,7 @@ class Loaded:
 
 def note_latest_run(loaded: Loaded, runs_dir: Path) -> None:
     """Record that the latest run was picked (which, with its status if not finished)."""
-    from vae_cli.runs.population import is_population, member_folders
+    from vae_cli.runs.population import best_member, is_population, member_folders
     from vae_cli.runs.status import read_status
 
     status = read_status(loaded.run_dir)
@@ -50,7 +50,8 @@ def note_latest_run(loaded: Loaded, runs_dir: Path) -> None:
     which = f"the latest run in {runs_dir}{state}"
     if is_population(population):  # the same member as --checkpoint POPULATION picks
         count = len(member_folders(population))
-        which = f"the best by test loss of the {count} members of {population}, {which}"
+        basis = best_member(population)[1]
+        which = f"the best by {basis} of the {count} members of {population}, {which}"
     loaded.picked = {
         "run": str(loaded.run_dir),
         "checkpoint": str(loaded.path),
@@ -61,15 +62,15 @@ def note_latest_run(loaded: Loaded, runs_dir: Path) -> None:
 
 def note_population_member(loaded: Loaded, population: Path) -> None:
     """Record which member of a population was used for a command that needs one model."""
-    from vae_cli.runs.population import member_folders
+    from vae_cli.runs.population import best_member, member_folders
 
-    count = len(member_folders(population))
+    count, basis = len(member_folders(population)), best_member(population)[1]
     loaded.picked = {
         "run": str(loaded.run_dir),
         "checkpoint": str(loaded.path),
         "status": "",
         "line": f"using {loaded.run_dir}: the best of the {count} members of {population} by "
-        f"test loss (pass --checkpoint {population}/MEMBER for another)",
+        f"{basis} (pass --checkpoint {population}/MEMBER for another)",
     }
 
 
@@ -108,5 +109,5 @@ def test_images(
     """The checkpoint's dataset's test images as floats (in the checkpoint's binarization
     unless `binarize` says otherwise), and their labels."""
     dataset = load_dataset(data_dir, loaded.config.data.dataset, limit)
-    _, test = prepare_images(dataset, binarize or loaded.config.data.binarize)
+    test = prepare_images(dataset, binarize or loaded.config.data.binarize).test
     return to_float(test).to(loaded.device), dataset.test_labels

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_cli.config.checks import check_settings
+from vae_cli.errors import UserError
 from vae_cli.runs.lock import RunLocks
 from vae_cli.training.callbacks import CallbackGroup, Callbacks
 from vae_cli.training.loop import Member
@@ -30,6 +31,7 @@ def train_members(
     checked before any folder is made."""
     from vae_cli.data.dataset import load_dataset
     from vae_cli.data.folders import resolve_data_dir
+    from vae_cli.data.split import check_validation
     from vae_cli.device import flush_denormals, resolve_device
     from vae_cli.training.memory import check_step_fits
 
@@ -44,6 +46,9 @@ def train_members(
     flush_denormals(device)  # before reading the data starts torch's worker threads
     if dataset is None:
         dataset = load_dataset(resolve_data_dir(data_dir), first.data.dataset, first.data.limit)
+    check_validation(first.data.validation, len(dataset.train_images), first.data.limit)
+    for member in members:
+        check_same_split(member, dataset)
     check_step_fits(first, device, len(dataset.train_images), members=len(members))
     locks = claim_folders(members, population, overwrite=overwrite, command=command)
     try:
@@ -106,6 +111,7 @@ def write_run_configs(
 
         description = device_description(device)
         manifest = build_manifest(command, description, data_dir, dataset.md5, torch.__version__)
+        manifest |= split_record(dataset, members[0].config.data.validation)
     for member in members:
         if member.checkpoint is None:
             text = to_toml(member.config, manifest)
@@ -114,6 +120,30 @@ def write_run_configs(
         notes = resume_notes(member.checkpoint, member.config, device.type)
         if member.config != member.checkpoint["config"] or notes:
             update_run_config(member.folder.root, member.config, command, notes)
+
+
+def split_record(dataset: Any, validation: int) -> dict[str, Any]:
+    """The manifest's record of the validation split: its size and its indices' digest."""
+    from vae_cli.data.split import split_digest, validation_indices
+
+    indices = validation_indices(len(dataset.train_images), validation)
+    return {"validation_images": validation, "validation_sha256": split_digest(indices)}
+
+
+def check_same_split(member: Member, dataset: Any) -> None:
+    """A resumed run must hold out the images it was trained without (its manifest says
+    which); runs from before the split record none and held none out."""
+    from vae_cli.runs.manifest import read_manifest
+
+    if member.checkpoint is None:
+        return
+    recorded = read_manifest(member.folder.root).get("validation_sha256")
+    now = split_record(dataset, member.config.data.validation)["validation_sha256"]
+    if recorded is not None and recorded != now:
+        raise UserError(
+            f"{member.folder.root}: its validation split ({recorded}) is not the one these "
+            f"data give ({now}); resume it on the data it was trained on"
+        )
 
 
 def populations_of(members: list[Member], population: Path | None) -> list[Path]:

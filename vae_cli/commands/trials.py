@@ -19,7 +19,8 @@ GRACE_SECONDS = 60  # a trial with no heartbeat for this long is marked failed b
 
 
 class TrialReporter(Callbacks):
-    """Reports each epoch's test value to the trial and stops the run when the pruner says so."""
+    """Reports each epoch's validation value to the trial (the test set is never a trial's
+    value) and stops the run when the pruner says so."""
 
     def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial

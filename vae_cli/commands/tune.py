@@ -68,7 +68,7 @@ def suggest(trial: optuna.Trial, dimension: Dimension) -> Any:
 
 
 def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
-    """Train one trial's run folder; its value is the best test bound of the run."""
+    """Train one trial's run folder; its value is the run's best validation bound."""
     from vae_cli.commands.stack import train_members
 
     params = {dimension.name: suggest(trial, dimension) for dimension in sweep.space}
@@ -294,12 +294,16 @@ def start_sweep(
     command: str,
     parallel: int = 1,
     display: Callable[..., Callbacks] = lambda label, **_: Callbacks(),
+    notify: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Check every flag, the search space and the data before the study is touched; then run
-    `trials` trials (0: only the summary), `parallel` at a time in stacks."""
+    `trials` trials (0: only the summary), `parallel` at a time in stacks. A sweep chooses on
+    a validation split, never on the test set: a config without one gets SWEEP_VALIDATION
+    images, said through `notify`."""
     from vae_cli.config.search import load_tune_config
     from vae_cli.data.dataset import load_dataset
     from vae_cli.data.folders import resolve_data_dir
+    from vae_cli.data.split import check_validation, sweep_validation
     from vae_cli.device import flush_denormals, resolve_device
 
     if pruner not in ("median", "none"):
@@ -316,6 +320,14 @@ def start_sweep(
         resolved = resolve_data_dir(data_dir)
         dataset = load_dataset(resolved, config.data.dataset, config.data.limit)
         data_dir = resolved
+        if not config.data.validation:
+            held_out = sweep_validation(len(dataset.train_images))
+            config = config.replace({"validation": held_out})
+            notify(
+                f"{config_file} sets no [data] validation: trials are chosen and pruned on "
+                f"{held_out:,} held-out training images (set validation to change it)"
+            )
+        check_validation(config.data.validation, len(dataset.train_images), config.data.limit)
         check_largest_trial_fits(config, space, len(dataset.train_images), parallel)
     sweep = Sweep(config, space, runs_dir / name, data_dir, command, display, dataset)
     return tune(

@@ -135,6 +135,14 @@ class DataConfig:
         minimum=1,
         unsearchable="it changes the test set, so trials could not be compared",
     )
+    validation: int = setting(
+        0,
+        "Training images held out as a validation split (the same images for every run with "
+        "this N): best.pt, sweeps and a population's best member are chosen on it, never on "
+        "the test set. 0: no split, best.pt is the last epoch.",
+        minimum=0,
+        unsearchable="trials must be chosen on one split to be compared",
+    )
 
 
 @dataclass

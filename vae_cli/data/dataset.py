@@ -6,16 +6,19 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from vae_cli.data.folders import DATASET_CLASSES, RAW_FILES, raw_folder
 from vae_cli.data.idx import check_labels, read_idx, verify_files
+from vae_cli.data.split import split_training_set
 from vae_cli.errors import UserError
 
 # Fixed seed of the Bernoulli draw of binarized test sets, so every run scores the same images.
 TEST_BINARIZE_SEED = 20140101
 STATIC_BINARIZE_SEED = 20140102  # the one draw of the training set in "static" mode
+VALIDATION_BINARIZE_SEED = 20140103  # dynamic mode: the validation images' one fixed draw
 
 
 @dataclass
@@ -93,14 +96,29 @@ def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.bernoulli(images.float() / 255, generator=generator).to(torch.uint8) * 255
 
 
-def prepare_images(dataset: Dataset, binarize: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 train and test images in the requested binarization (dynamic: test only)."""
+class Pixels(NamedTuple):
+    """uint8 images (N, 784) as a run sees them: what it trains on, its validation split
+    (held out of the training set) and the test set."""
+
+    train: torch.Tensor
+    validation: torch.Tensor
+    test: torch.Tensor
+    validation_indices: torch.Tensor  # rows of the dataset's training set held out
+
+
+def prepare_images(dataset: Dataset, binarize: str, validation: int = 0) -> Pixels:
+    """The images in the requested binarization, with `validation` training images held out.
+    Dynamic binarization draws the training images anew at every step; the validation and
+    test images get one fixed draw each, so every epoch and run scores the same pixels."""
     train, test = dataset.train_images, dataset.test_images
-    if binarize == "static":
+    if binarize == "static":  # before the split: an image's draw does not depend on it
         train = binarize_fixed(train, STATIC_BINARIZE_SEED)
+    train, held_out, indices = split_training_set(train, validation)
+    if binarize == "dynamic":
+        held_out = binarize_fixed(held_out, VALIDATION_BINARIZE_SEED)
     if binarize in ("static", "dynamic"):
         test = binarize_fixed(test, TEST_BINARIZE_SEED)
-    return train, test
+    return Pixels(train, held_out, test, indices)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

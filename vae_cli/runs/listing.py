@@ -1,4 +1,5 @@
-"""`vae runs`: what each run folder says of itself (epochs, best test loss, model, status),
+"""`vae runs`: what each run folder says of itself (epochs, the test loss of its best.pt and how
+that epoch was chosen, model, status),
 a population's members as NAME/MEMBER."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from vae_cli.config.settings import Config
 from vae_cli.config.toml import load_config
 from vae_cli.errors import UserError
 from vae_cli.files import json_object, read_lines
+from vae_cli.runs.best import best_epoch, chosen_on, test_loss
 from vae_cli.runs.folder import POPULATION_FILE
 
 
@@ -20,7 +22,8 @@ class RunSummary:
     date: str
     epochs_done: int
     epochs_planned: int | None  # every phase's epochs; None when a time budget ends a phase
-    best_test_loss: float | None
+    best_test_loss: float | None  # the test bound at the epoch best.pt holds
+    chosen_on: str | None  # how that epoch was chosen (runs/best.py), None before one
     binarize: str
     latent_dims: list[int]  # each stochastic layer's size, bottom (z1) first
     arch: str  # e.g. "mlp", or "mlp, VampPrior K=500"
@@ -63,7 +66,8 @@ def summarize_run(root: Path) -> RunSummary | None:
     # A line cut by a crash, or a file edited by hand, is skipped rather than fatal.
     lines = read_lines(root / "metrics.jsonl")
     metrics = [m for m in map(json_object, lines) if m and isinstance(m.get("epoch"), int)]
-    losses = [m["test_loss"] for m in metrics if isinstance(m.get("test_loss"), float)]
+    scored = [m for m in metrics if isinstance(m.get("test_loss"), float)]
+    best = best_epoch(scored)
     model = config.model
     layers = [model.latent_dim] + ([model.latent2_dim] if model.stochastic_layers == 2 else [])
     return RunSummary(
@@ -73,7 +77,8 @@ def summarize_run(root: Path) -> RunSummary | None:
         ),
         epochs_done=max((m["epoch"] for m in metrics), default=0),
         epochs_planned=planned_epochs(config),
-        best_test_loss=min(losses) if losses else None,
+        best_test_loss=test_loss(best) if best else None,
+        chosen_on=chosen_on(best) if best else None,
         binarize=config.data.binarize,
         latent_dims=layers,
         arch=config.model.arch

@@ -42,7 +42,7 @@ def resolve_checkpoint(checkpoint: Path | None, runs_dir: Path, prefer: str = "b
     if checkpoint is None:
         checkpoint = find_latest_run(runs_dir)
     if checkpoint.is_dir() and is_population(checkpoint):
-        checkpoint = best_member(checkpoint)
+        checkpoint, _ = best_member(checkpoint)
     if checkpoint.is_dir():
         folder = checkpoint / "checkpoints" if (checkpoint / "checkpoints").is_dir() else checkpoint
         for name in (f"{prefer}.pt", "best.pt", "last.pt"):

@@ -1,19 +1,20 @@
 """A population's folder: one ordinary run folder per member (RUN/seed-S/) and population.json,
-which names the members and, once training ends, their best test losses with the mean and
-standard deviation. Plain files, no torch."""
+which names the members and, once training ends, each one's test bound at the epoch chosen on
+validation (or its last), with their mean and standard deviation. Plain files, no torch."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from vae_cli.config.settings import Config
 from vae_cli.errors import UserError
 from vae_cli.files import json_object, read_lines, write_atomically
-from vae_cli.runs.best import best_epoch, selection_loss
+from vae_cli.runs.best import best_epoch, chosen_on, selection_loss, test_loss
 from vae_cli.runs.folder import POPULATION_FILE, RunFolder
 from vae_cli.runs.metrics import read_metrics
 from vae_cli.runs.status import read_status
@@ -51,41 +52,54 @@ def write_population(root: Path, record: dict[str, Any]) -> None:
 
 
 def summarize_members(root: Path, members: list[Path]) -> dict[str, Any]:
-    """Each member's status and best epoch, and the mean ± standard deviation of the best
-    test losses (the bound that picks best.pt) over the members that have one."""
+    """Each member's status and the epoch its best.pt holds (chosen on validation, or its last
+    epoch without a split), with that epoch's test and validation bounds; the mean ± standard
+    deviation of those test bounds over the members that have one."""
     rows = []
     for folder in members:
-        best = best_epoch(read_metrics(RunFolder(folder)))
+        metrics = read_metrics(RunFolder(folder))
+        best = best_epoch(metrics)
         rows.append(
             {
                 "run": folder.name,
                 "status": read_status(folder),
                 "best_epoch": best["epoch"] if best else None,
-                "best_test_loss": selection_loss(best) if best else None,
+                "chosen_on": chosen_on(best) if best else None,
+                "best_test_loss": test_loss(best) if best else None,
+                "best_val_loss": selection_loss(best) if best and "val_loss" in best else None,
+                "last_train_loss": metrics[-1]["train_loss"] if metrics else None,
             }
         )
-    losses = [row["best_test_loss"] for row in rows if row["best_test_loss"] is not None]
-    losses = [loss for loss in losses if math.isfinite(loss)]
-    spread = {
-        "mean": statistics.fmean(losses) if losses else None,
-        "std": statistics.stdev(losses) if len(losses) > 1 else None,  # sample std
-        "members": len(losses),
+    return {"members": rows, "best_test_loss": spread(row["best_test_loss"] for row in rows)}
+
+
+def spread(values: Iterable[float | None]) -> dict[str, Any]:
+    """Mean, sample standard deviation and count of the finite values."""
+    finite = [value for value in values if value is not None and math.isfinite(value)]
+    return {
+        "mean": statistics.fmean(finite) if finite else None,
+        "std": statistics.stdev(finite) if len(finite) > 1 else None,
+        "members": len(finite),
     }
-    return {"members": rows, "best_test_loss": spread}
 
 
-def best_member(root: Path) -> Path:
-    """The member with the lowest best test loss (the first, when none has one yet)."""
+def best_member(root: Path) -> tuple[Path, str]:
+    """The member a command that needs one model uses, and what chose it: the lowest
+    validation bound, or without a split the lowest training loss of the last epoch (never
+    the test set); the first member when none has a finite value yet."""
     members = member_folders(root)
     if not members:
         raise UserError(f"{root}: a population folder without members")
     rows = summarize_members(root, members)["members"]
-    scored = [
-        (row["best_test_loss"], folder)
-        for row, folder in zip(rows, members, strict=True)
-        if row["best_test_loss"] is not None and math.isfinite(row["best_test_loss"])
-    ]
-    return min(scored, key=lambda pair: pair[0])[1] if scored else members[0]
+    for key, basis in (("best_val_loss", "validation loss"), ("last_train_loss", "training loss")):
+        scored = [
+            (row[key], folder)
+            for row, folder in zip(rows, members, strict=True)
+            if row[key] is not None and math.isfinite(row[key])
+        ]
+        if scored:
+            return min(scored, key=lambda pair: pair[0])[1], basis
+    return members[0], "its order (no member has finished an epoch)"
 
 
 # One epoch's checkpoints of every member are one step: each member's new files are written

@@ -4,13 +4,24 @@ and capture time apart), and the line of metrics.jsonl with the test pass."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
+
+import torch
 
 from vae_cli.config.settings import Config
 from vae_cli.model.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.model.vae import VAE
+from vae_cli.runs.best import LAST, VALIDATION
 from vae_cli.training.clock import TrainingClock
 from vae_cli.training.state import Progress
+
+
+class EvaluationImages(NamedTuple):
+    """Pixels in [0, 1] on the device, each set in its one fixed binarization: the validation
+    split ((0, 784) without one) and the test set."""
+
+    validation: torch.Tensor
+    test: torch.Tensor
 
 
 class EpochTimer:
@@ -43,7 +54,7 @@ class EpochTimer:
 
 def member_metrics(
     model: VAE,
-    test_x: Any,
+    evaluation: EvaluationImages,
     progress: Progress,
     settings: Config,
     phase: int,
@@ -51,8 +62,9 @@ def member_metrics(
     timing: dict[str, float],
     lr: float,
 ) -> dict[str, Any]:
-    """One line of metrics.jsonl: the epoch's training sums and the test pass."""
-    test = evaluate_elbo(model, test_x)
+    """One line of metrics.jsonl: the epoch's training sums, the validation pass (what best.pt
+    is chosen on) and the test pass (reported only)."""
+    test = evaluate_elbo(model, evaluation.test)
     metrics = {
         "epoch": progress.epoch,
         "step": progress.step,
@@ -70,11 +82,18 @@ def member_metrics(
         "bad_steps": int(train["bad_steps"]),
         "lr": lr,
         "phase": phase,
+        "chosen_on": VALIDATION if len(evaluation.validation) else LAST,
     }
-    if settings.train.objective == "iwae":
-        # The bound being trained, on the test set: what picks best.pt.
-        bound = importance_weighted_nll(model, test_x, settings.train.k)
+    iwae = settings.train.objective == "iwae"
+    if iwae:  # the bound being trained, reported on the test set
+        bound = importance_weighted_nll(model, evaluation.test, settings.train.k)
         metrics.update(test_iwae=bound.nll, test_iwae_k=settings.train.k)
+    if len(evaluation.validation):  # what picks best.pt: the same bound on validation
+        held_out = evaluate_elbo(model, evaluation.validation)
+        metrics.update(val_loss=held_out.loss, val_recon=held_out.recon, val_kl=held_out.kl)
+        if iwae:
+            bound = importance_weighted_nll(model, evaluation.validation, settings.train.k)
+            metrics["val_iwae"] = bound.nll
     metrics.update({key: value for key, value in timing.items() if key != "started"})
     metrics["epoch_seconds"] = time.perf_counter() - timing["started"]
     return metrics

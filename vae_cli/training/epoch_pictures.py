@@ -66,7 +66,7 @@ class EpochPictures(Callbacks):
         run = trainer.members[member]
         if member not in self.fixed_z:
             self.fixed_z[member] = sample_grid_noise(run.config)
-        originals = trainer.test_x[:RECONSTRUCTED]
+        originals = trainer.evaluation.test[:RECONSTRUCTED]
         save_epoch_pictures(model, run.folder, epoch, self.fixed_z[member], originals)
         plots.save_curves(trainer.states[member].history, run.folder.curves)
 

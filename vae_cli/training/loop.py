@@ -26,7 +26,7 @@ from vae_cli.device import flush_denormals, resolve_device
 from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, TrainingPruned
 from vae_cli.files import OrderedWriter
 from vae_cli.model.vae import VAE
-from vae_cli.runs.best import best_epoch, selection_loss
+from vae_cli.runs.best import best_epoch, chosen_on, selection_loss
 from vae_cli.runs.folder import RunFolder
 from vae_cli.runs.metrics import append_metrics
 from vae_cli.runs.status import write_status
@@ -35,7 +35,7 @@ from vae_cli.training.callbacks import CallbackGroup, Callbacks
 from vae_cli.training.checkpointer import Checkpointer, keep_best_of_earlier_phase
 from vae_cli.training.clock import TrainingClock
 from vae_cli.training.determinism import make_deterministic
-from vae_cli.training.epoch import EpochTimer, member_metrics
+from vae_cli.training.epoch import EpochTimer, EvaluationImages, member_metrics
 from vae_cli.training.epoch_pictures import EpochPictures
 from vae_cli.training.faults import check_bad_steps
 from vae_cli.training.graphs import CapturedStep, Graphs, build_step
@@ -142,7 +142,7 @@ def end_epoch(trainer: Trainer, phase: Phase) -> None:
     for member in trainer.members_training():
         settings = trainer.plans[member][phase.number - 1].settings
         metrics = member_metrics(
-            trainer.stack.member(member), trainer.test_x, progress, settings, phase.number,
+            trainer.stack.member(member), trainer.evaluation, progress, settings, phase.number,
             summarize(sums[member]), timing, trainer.lrs[member],
         )  # fmt: skip
         trainer.record(member, metrics, kept(sums[member], mid_epoch=False))
@@ -176,9 +176,11 @@ class Trainer:
         self.synchronous = self.device.type != "cuda" and graphs is None
         make_deterministic(self.device, compiling=config.train.compile)
         flush_denormals(self.device)
-        train_images, test_images = prepare_images(dataset, config.data.binarize)
-        self.batches = Batches(train_images, config.train.batch_size, self.device)
-        self.test_x = to_float(test_images).to(self.device)
+        pixels = prepare_images(dataset, config.data.binarize, config.data.validation)
+        self.batches = Batches(pixels.train, config.train.batch_size, self.device)
+        self.evaluation = EvaluationImages(
+            *(to_float(images).to(self.device) for images in (pixels.validation, pixels.test))
+        )
         self.plans = [build_plan(member.config) for member in members]
         self.plan = self.plans[0]  # lengths and objectives: the same for every member
         self.stack = Stack([build_model(member.config, self.device) for member in members])
@@ -302,7 +304,7 @@ class Trainer:
         state, folder = self.states[member], self.members[member].folder
         chosen = best_epoch([*state.history, metrics])
         if chosen is not None and chosen["epoch"] == metrics["epoch"]:
-            state.best = Best(selection_loss(chosen), metrics["epoch"])
+            state.best = Best(selection_loss(chosen), metrics["epoch"], chosen_on(chosen))
         state.history.append(metrics)
         self.callbacks.on_member_epoch(self, member, metrics)
         self.writer.submit(append_metrics, folder, dict(metrics))
@@ -326,6 +328,8 @@ class Trainer:
             "model": self.stack.member(0),
             "dataset": self.dataset,
             "steps_per_epoch": self.batches.steps_per_epoch,
+            "train_images": len(self.batches.images),
+            "validation_images": len(self.evaluation.validation),
             "resumed_epoch": self.progress.epoch,
             "resumed_position": self.progress.position,
             "plan": [phase.describe() for phase in self.plan],

@@ -63,8 +63,9 @@ class Progress:
 
 @dataclass
 class Best:
-    loss: float = math.inf
+    loss: float = math.inf  # the value it was chosen by (runs/best.py's selection_loss)
     epoch: int = 0
+    chosen_on: str = "test"  # runs/best.py's rule; checkpoints from before the split lack it
 
 
 @dataclass
@@ -81,7 +82,8 @@ class MemberState:
         return self.status == "running"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": {"loss": self.best.loss, "epoch": self.best.epoch}}
+        best = self.best
+        return {"best": {"loss": best.loss, "epoch": best.epoch, "chosen_on": best.chosen_on}}
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
         self.best = Best(**checkpoint["best"])

@@ -7,7 +7,7 @@ from typing import Any
 
 from vae_cli.config.settings import Config
 from vae_cli.errors import UserError
-from vae_cli.runs.best import best_epoch, selection_loss
+from vae_cli.runs.best import best_epoch, selection_loss, test_loss
 from vae_cli.runs.folder import RunFolder
 from vae_cli.runs.metrics import read_metrics
 from vae_cli.training.callbacks import Callbacks
@@ -22,6 +22,10 @@ SCALARS = {
     "test/kl": "test_kl",
     "test/active_units": "active_units",
     "test/iwae": "test_iwae",
+    "validation/loss": "val_loss",
+    "validation/recon": "val_recon",
+    "validation/kl": "val_kl",
+    "validation/iwae": "val_iwae",
     "train/lr": "lr",
     "train/clipped_fraction": "clipped_fraction",
     "train/images_per_s": "images_per_s",
@@ -75,11 +79,10 @@ class TensorBoardLogger(Callbacks):
         if best is not None:
             folder = self.paths.root / "tensorboard" / "hparams"
             earlier = list(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
-            self.writer.add_hparams(
-                hparams(self.config),
-                {"hparam/best_test_loss": selection_loss(best)},
-                run_name="hparams",
-            )
+            chosen = {"hparam/best_test_loss": test_loss(best)}  # at the chosen epoch
+            if "val_loss" in best:
+                chosen["hparam/best_val_loss"] = selection_loss(best)
+            self.writer.add_hparams(hparams(self.config), chosen, run_name="hparams")
             for path in earlier:
                 path.unlink(missing_ok=True)
         self.writer.close()
