@@ -17,15 +17,20 @@ import tomllib
 from pathlib import Path
 
 from vae_cli.cli.app import main as vae
+from vae_cli.config.settings import describe_model
+from vae_cli.config.toml import from_dict
 from vae_cli.runs.best import phases
+
+
+def load_config_dict(config: dict):
+    """A run's config.toml table as its settings (old keys folded into the lists)."""
+    return from_dict({k: v for k, v in config.items() if k != "manifest"}, "config.toml")
 
 
 def describe(config: dict, metrics: list[dict]) -> str:
     """Architecture, then the objective of each phase, e.g. "ELBO ×520, then IWAE k=10 ×60"."""
-    model = config["model"]
-    width = f"784-{model['hidden_dim']}-{model['hidden_dim']}-{model['latent_dim']}"
-    if model.get("stochastic_layers", 1) == 2:  # z1, then z2 above it
-        width += f"-{model['hidden2_dim']}-{model['hidden2_dim']}-{model['latent2_dim']}"
+    model = load_config_dict(config).model
+    width = "784-" + "-".join(f"{h}-{h}-{z}" for z, h in model.layer_sizes())
     runs = [
         (name.replace("iwae-", "IWAE k=").replace("elbo", "ELBO"), len(epochs))
         for name, epochs in phases(metrics)
@@ -35,7 +40,8 @@ def describe(config: dict, metrics: list[dict]) -> str:
     else:
         objective = ", then ".join(f"{name} ×{count}" for name, count in runs)
     dreg = any(t.get("dreg") for t in [config["train"], *config.get("phases", [])])
-    return f"{model['arch']} {width} {model['activation']}, {objective}" + (
+    shape = describe_model(model)
+    return f"{model.arch} {width} {model.activation} ({shape}), {objective}" + (
         " (DReG)" if dreg else ""
     )
 
@@ -62,10 +68,10 @@ def main() -> None:
     parser.add_argument("--iw-samples", type=int, default=None)
     args = parser.parse_args()
     print(
-        "| run | model | pixels | epochs | training time | test −ELBO | IW-NLL | "
+        "| run | model | pixels | checkpoint | epochs | training time | test −ELBO | IW-NLL | "
         "active units | eval time |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for run in args.runs:
         config = tomllib.loads((run / "config.toml").read_text())
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -76,8 +82,9 @@ def main() -> None:
             iw = f"{report['iw']['nll']:.2f} ± {report['iw']['stderr']:.2f} (K={args.iw_samples})"
         model = describe(config, metrics)
         print(
-            f"| {run.name} | {model} | {report['binarize']} | {report['epoch']} "
-            f"of {len(metrics)} | {minutes:.1f} min | {report['loss']:.2f} | {iw} | "
+            f"| {run.name} | {model} | {report['binarize']} | best.pt: {report['chosen']} | "
+            f"{report['epoch']} of {len(metrics)} | {minutes:.1f} min | {report['loss']:.2f} | "
+            f"{iw} | "
             f"{report['active_units']} / {len(report['kl_per_dim'])} | {seconds / 60:.1f} min |",
             flush=True,
         )

@@ -300,9 +300,9 @@ def poison_training_losses(
 ) -> None:
     """Pass the training step's n-th ELBO (counted from 1) through poison(n, parts); the test
     pass's ELBO, called with plain numbers for beta, is left alone."""
-    from vae_cli.model import vae as model_module
+    from vae_cli.model.vae import VAE
 
-    real, calls = model_module.elbo_loss, {"n": 0}
+    real, calls = VAE.elbo, {"n": 0}
 
     def poisoned(*args: object, **kwargs: object) -> object:
         parts = real(*args, **kwargs)
@@ -311,7 +311,27 @@ def poison_training_losses(
         calls["n"] += 1
         return poison(calls["n"], parts)
 
-    monkeypatch.setattr(model_module, "elbo_loss", poisoned)
+    monkeypatch.setattr(VAE, "elbo", poisoned)
+
+
+def one_layer_elbo(
+    x: torch.Tensor,
+    x_logits: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    *,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+) -> object:
+    """The negative ELBO of one layer under N(0, I), written out: the Bernoulli
+    reconstruction plus beta times the analytic KL (Kingma & Welling 2014, App. B)."""
+    from vae_cli.model.bounds import elbo_from_parts
+    from vae_cli.model.densities import bernoulli_log_likelihood, gaussian_kl
+    from vae_cli.model.priors import LayerKL
+
+    recon = -bernoulli_log_likelihood(x_logits, x)
+    layers = [LayerKL(gaussian_kl(mu, logvar))]
+    return elbo_from_parts(recon, layers, beta=beta, free_bits=free_bits)
 
 
 def nan_loss(parts: object) -> object:

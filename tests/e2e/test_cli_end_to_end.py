@@ -55,7 +55,7 @@ def test_config_toml_is_resolved_and_has_a_manifest(trained_run: Path) -> None:
     config = tomllib.loads((trained_run / "config.toml").read_text())
     assert config["data"]["limit"] == 512
     assert config["train"]["batch_size"] == 64
-    assert config["model"]["latent_dim"] == 32
+    assert config["model"]["latent_dims"] == [32] and "latent_dim" not in config["model"]
     manifest = config["manifest"]
     assert manifest["command"].startswith("vae ")
     assert manifest["torch_version"] == str(torch.__version__)
@@ -256,7 +256,7 @@ def test_runs_lists_the_run(trained_run: Path) -> None:
     result = run_vae("runs", "--runs-dir", trained_run.parent)
     assert result.code == 0
     row = next(line for line in result.stdout.splitlines() if "tiny" in line)
-    assert "2/2" in row and "finished" in row and "(none)" in row and "mlp" in row
+    assert "2/2" in row and "finished" in row and "(none)" in row and "1 layer 32" in row
 
 
 def test_sample_grid_refuses_latent_dim_not_two(trained_run: Path) -> None:

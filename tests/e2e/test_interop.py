@@ -145,7 +145,7 @@ def test_the_python_api_loads_each_kind_of_path(
         ".safetensors": exported,
     }[kind]
     vae = vae_cli.load(str(path))
-    assert not vae.training and vae.config.latent_dim == 32
+    assert not vae.training and vae.config.latent_dims == (32,)
     assert vae.run_config.data.binarize == "none"
     best = load_checkpoint(trained_run / "checkpoints/best.pt")["model"]
     assert all(torch.equal(t, best[name]) for name, t in vae.state_dict().items())
@@ -219,7 +219,7 @@ def test_the_hparams_record_holds_the_settings_and_the_true_best_after_a_resume(
     run = train_tiny(tmp_path, "r", data_dir, "--tensorboard", "--epochs", 1, "--beta", 0.5)
     ((settings, best),) = hparams_records(run)
     assert settings["train.beta"] == 0.5 and settings["train.lr"] == pytest.approx(1.2e-3)
-    assert settings["model.latent_dim"] == 32 and settings["data.binarize"] == "none"
+    assert settings["model.latent_dims"] == "32" and settings["data.binarize"] == "none"
     assert settings["phases"] == 1
     resumed = run_vae("train", "--resume", run, "--epochs", 3, "--data-dir", data_dir, "--quiet")
     assert resumed.code == 0, resumed.stderr

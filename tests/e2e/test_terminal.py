@@ -131,7 +131,7 @@ def test_runs_counts_every_phase_and_says_when_a_time_budget_ends_one(
     rows = {line.split()[1]: line for line in result.stdout.splitlines() if "│" in line}
     assert "3/3" in rows["phased"]
     assert "7 (time budget)" in rows["budget"] and "/5004" not in rows["budget"]
-    assert "z1 20, z2 6" in rows["layers"] and "10/10" in rows["layers"]
+    assert "2 layers 20-6, chain" in rows["layers"] and "10/10" in rows["layers"]
 
 
 def test_a_long_evaluation_shows_a_bar_on_a_terminal(trained_run: Path, data_dir: Path) -> None:

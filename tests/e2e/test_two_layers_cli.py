@@ -24,7 +24,7 @@ def two_layer_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> P
     runs = tmp_path_factory.mktemp("runs")
     result = run_vae(*train_args(runs, data_dir, *TWO[:-1], "--epochs", 2, name="two"))
     assert result.code == 0, result.stderr
-    assert "model       mlp, z1 8, z2 4, " in result.stdout  # the start panel: both layers
+    assert "model       2 layers 8-4, chain, " in result.stdout  # the start panel: both layers
     return runs / "two"
 
 
@@ -114,7 +114,7 @@ def test_iwae_with_dreg_resumes_bit_exactly(tmp_path: Path, data_dir: Path) -> N
     metrics = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").open()]
     assert all(m["test_iwae_k"] == 3 for m in metrics)
     saved = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")
-    assert saved["config"].train.dreg and saved["config"].model.stochastic_layers == 2
+    assert saved["config"].train.dreg and len(saved["config"].model.latent_dims) == 2
 
 
 def test_a_population_and_a_sweep_of_two_layer_models(tmp_path: Path, data_dir: Path) -> None:
@@ -125,8 +125,8 @@ def test_a_population_and_a_sweep_of_two_layer_models(tmp_path: Path, data_dir: 
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(
         '[data]\nlimit = 256\n[train]\nepochs = 1\nbatch_size = 64\ndevice = "cpu"\n'
-        "[model]\nlatent_dim = 4\nlatent2_dim = 2\nhidden_dim = 32\nhidden2_dim = 16\n"
-        "[search]\nstochastic_layers = { choices = [1, 2] }\n"
+        "[model]\nhidden_dims = [32]\n"
+        "[search]\nlatent_dims = { choices = [[4], [4, 2]] }\n"
     )
     result = run_vae(
         "tune", "--config", sweep, "--runs-dir", tmp_path / "runs", "--data-dir", data_dir,
@@ -134,7 +134,7 @@ def test_a_population_and_a_sweep_of_two_layer_models(tmp_path: Path, data_dir: 
     )  # fmt: skip
     assert result.code == 0, result.stderr
     layers = {
-        load_checkpoint(folder / "checkpoints/last.pt")["config"].model.stochastic_layers
+        load_checkpoint(folder / "checkpoints/last.pt")["config"].model.latent_dims
         for folder in (tmp_path / "runs/sweep").glob("trial-*")
     }
-    assert layers == {1, 2}
+    assert layers == {(4,), (4, 2)}

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_defaults_match_the_documented_model() -> None:
     config = Config()
-    assert (config.model.latent_dim, config.model.hidden_dim) == (32, 256)
+    assert (config.model.latent_dims, config.model.hidden_dims) == ((32,), (256,))
     assert (config.model.max_logvar, config.model.min_std) == (10.0, 1e-4)
     assert (config.train.epochs, config.train.batch_size, config.train.grad_clip) == (10, 128, 1.0)
     assert config.data.binarize == "none" and config.train.device == "auto"
@@ -31,7 +31,7 @@ def test_every_field_has_a_help_text() -> None:
 
 
 def test_help_texts_state_the_upper_bounds() -> None:
-    assert "At most 4096. (default: 32)" in help_for("latent_dim")
+    assert "At most 4096. (default: 32)" in help_for("latent_dims")
     assert "At most 4294967295." in help_for("seed")
     assert "At most" not in help_for("lr")  # unbounded above
 
@@ -64,7 +64,7 @@ def test_flag_beats_file_beats_default(tmp_path: Path) -> None:
     path.write_text("[train]\nepochs = 3\nlr = 0.01\n[model]\nlatent_dim = 8\n")
     config = apply_flags(load_config(path), {"epochs": 5, "latent_dim": None, "seed": None})
     assert config.train.epochs == 5  # flag
-    assert config.train.lr == 0.01 and config.model.latent_dim == 8  # file
+    assert config.train.lr == 0.01 and config.model.latent_dims == (8,)  # file
     assert config.train.batch_size == 128  # default
 
 

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import dataset_name
+from conftest import dataset_name, one_layer_elbo
 
 from vae_cli.commands.load import load_model
 from vae_cli.config.settings import Config, ModelConfig
 from vae_cli.data.dataset import load_dataset, to_float
-from vae_cli.model.bounds import elbo_loss, iwae_loss, iwae_noise
 from vae_cli.model.densities import bernoulli_log_likelihood, gaussian_log_density
 from vae_cli.model.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.model.reparameterize import reparameterize
@@ -22,6 +21,12 @@ from vae_cli.training.loop import kl_weight, learning_rate
 
 def tiny_model(latent_dim: int = 2) -> VAE:
     return VAE(ModelConfig(latent_dim=latent_dim, hidden_dim=16)).eval()
+
+
+def iwae_noise(x: torch.Tensor, model: VAE, k: int, seed: int) -> list[torch.Tensor]:
+    """k standard-normal draws per image of the model's one layer, (k, B, D)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(k, len(x), model.latent_dims[0], generator=generator)]
 
 
 def binary_images(n: int, seed: int = 0) -> torch.Tensor:
@@ -87,17 +92,18 @@ def test_iw_memory_bound_chunks_the_samples_without_biasing_the_estimate() -> No
     assert whole.bits_per_dim == pytest.approx(whole.nll / (784 * math.log(2)))
 
 
-class ConstructedEncoder(VAE):
+class ConstructedEncoder(torch.nn.Module):
     """mu_0 follows the first pixel, mu_1 follows it 20x weaker, mu_2 is constant."""
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         first = x[:, :1]
         mu = torch.cat([first, 0.05 * first, torch.full_like(first, 3.0)], dim=1)
         return mu, torch.zeros_like(mu)
 
 
 def test_active_units_on_a_constructed_example() -> None:
-    model = ConstructedEncoder(ModelConfig(latent_dim=3, hidden_dim=4))
+    model = VAE(ModelConfig(latent_dim=3, hidden_dim=4))
+    model.encoder = ConstructedEncoder()
     x = torch.zeros(1000, 784)
     x[::2, 0] = 1.0  # variance of the first pixel: 0.25
     result = evaluate_elbo(model, x)
@@ -109,8 +115,8 @@ def test_free_bits_floor_each_dimension_in_the_objective_only() -> None:
     x, logits = torch.zeros(2, 784), torch.zeros(2, 784)
     mu = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # KL per dim: 0.5 and 0
     logvar = torch.zeros(2, 2)
-    plain = elbo_loss(x, logits, mu, logvar)
-    floored = elbo_loss(x, logits, mu, logvar, free_bits=0.75)
+    plain = one_layer_elbo(x, logits, mu, logvar)
+    floored = one_layer_elbo(x, logits, mu, logvar, free_bits=0.75)
     assert floored.loss - plain.loss == pytest.approx((0.75 - 0.5) + 0.75)
     assert torch.equal(floored.kl, plain.kl)  # reported KL stays the true one
 
@@ -118,7 +124,7 @@ def test_free_bits_floor_each_dimension_in_the_objective_only() -> None:
 def test_beta_scales_the_kl_term() -> None:
     x, logits, logvar = torch.zeros(1, 784), torch.zeros(1, 784), torch.zeros(1, 2)
     mu = torch.tensor([[2.0, 0.0]])  # KL = 2
-    assert elbo_loss(x, logits, mu, logvar, beta=0.25).loss == pytest.approx(
+    assert one_layer_elbo(x, logits, mu, logvar, beta=0.25).loss == pytest.approx(
         784 * math.log(2) + 0.25 * 2.0
     )
 
@@ -140,9 +146,7 @@ def test_cosine_schedule_runs_from_lr_to_final_lr() -> None:
 def test_iwae_objective_with_one_sample_is_the_elbo_estimate() -> None:
     model, x = tiny_model(), binary_images(3)
     mu, logvar = model.encode(x)
-    parts = iwae_loss(
-        x, mu, logvar, model.decode, iwae_noise(mu, 1, torch.Generator().manual_seed(4))
-    )
+    parts = model.iwae(x, iwae_noise(x, model, 1, seed=4))
     z = reparameterize(
         mu, logvar, torch.Generator().manual_seed(4), max_logvar=math.inf, min_std=0.0
     )
@@ -156,13 +160,8 @@ def test_iwae_objective_with_one_sample_is_the_elbo_estimate() -> None:
 
 def test_iwae_objective_is_tighter_than_the_elbo() -> None:
     model, x = tiny_model(), binary_images(200)
-    mu, logvar = model.encode(x)
-    single = iwae_loss(
-        x, mu, logvar, model.decode, iwae_noise(mu, 1, torch.Generator().manual_seed(0))
-    )
-    many = iwae_loss(
-        x, mu, logvar, model.decode, iwae_noise(mu, 50, torch.Generator().manual_seed(0))
-    )
+    single = model.iwae(x, iwae_noise(x, model, 1, seed=0))
+    many = model.iwae(x, iwae_noise(x, model, 50, seed=0))
     assert many.loss < single.loss
 
 
@@ -179,10 +178,7 @@ def prior_matching_model() -> VAE:
 @pytest.mark.parametrize("k", [1, 5, 64])
 def test_the_iwae_objective_divides_by_k(k: int) -> None:
     model, x = prior_matching_model(), binary_images(6)
-    mu, logvar = model.encode(x)
-    parts = iwae_loss(
-        x, mu, logvar, model.decode, iwae_noise(mu, k, torch.Generator().manual_seed(0))
-    )
+    parts = model.iwae(x, iwae_noise(x, model, k, seed=0))
     assert parts.loss.item() == pytest.approx(784 * math.log(2), rel=1e-6)
 
 

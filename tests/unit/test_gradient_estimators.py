@@ -159,15 +159,15 @@ def test_a_draw_outside_the_graph_gives_exactly_zero() -> None:
 MODELS = {
     "normal": ModelConfig(latent_dim=4, hidden_dim=24),
     "vamp": ModelConfig(latent_dim=4, hidden_dim=24, prior="vamp", pseudo_inputs=5),
-    "two layers": ModelConfig(
-        latent_dim=4, hidden_dim=24, stochastic_layers=2, latent2_dim=3, hidden2_dim=8
-    ),
+    "two layers": ModelConfig(latent_dims=(4, 3), hidden_dims=(24, 8)),
     "two layers, vamp": ModelConfig(
-        latent_dim=4,
-        hidden_dim=24,
-        stochastic_layers=2,
-        latent2_dim=3,
-        hidden2_dim=8,
+        latent_dims=(4, 3), hidden_dims=(24, 8), prior="vamp", pseudo_inputs=5
+    ),
+    "three layers, skip": ModelConfig(latent_dims=(4, 3, 2), hidden_dims=(24, 8, 6), wiring="skip"),
+    "three layers, ladder, vamp": ModelConfig(
+        latent_dims=(4, 3, 2),
+        hidden_dims=(24, 8, 6),
+        wiring="ladder",
         prior="vamp",
         pseudo_inputs=5,
     ),
@@ -177,17 +177,19 @@ MODELS = {
 @pytest.mark.parametrize("kind", MODELS)
 def test_the_model_terms_are_the_models_own_log_weights(kind: str) -> None:
     """log p(x, z) - log q(z|x) of the terms `vae gradients` differentiates equals the
-    model's log w for the same noise, whatever its depth and prior; with the normal prior
-    and one layer the analytic KL is what the ELBO subtracts."""
+    model's log w for the same noise, whatever its depth, wiring and prior (a top-down
+    wiring's layers above z1 at their means: their noise zero); with the normal prior and one
+    layer the analytic KL is what the ELBO subtracts."""
     model = VAE(MODELS[kind])
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(1, 784, generator=generator).bernoulli(generator=generator)
     noise = [torch.randn(6, 1, size, generator=generator) for size in model.latent_dims]
+    if model.wiring.top_down:
+        noise[1:] = [torch.zeros_like(n) for n in noise[1:]]
     with torch.no_grad():
         log_w, _ = model.log_weights(x, noise)
         mu, logvar = (t[0] for t in model.encode(x))
-        upper = noise[1][:, 0] if len(noise) == 2 else None
-        terms = model_terms(model, x, upper)
+        terms = model_terms(model, x, [n[:, 0] for n in noise[1:]])
         z = mu + torch.exp(0.5 * logvar) * noise[0][:, 0]
         from_terms = terms.log_joint(z) - gaussian_log_density(z, mu, logvar)
     torch.testing.assert_close(from_terms, log_w[:, 0], rtol=1e-5, atol=1e-4)

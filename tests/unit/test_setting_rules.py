@@ -88,29 +88,47 @@ def test_the_memory_check_sizes_the_dummy_only_if_it_sizes_memory(
     assert largest_sizes(space) == {}
 
 
-def test_the_rules_of_the_real_settings() -> None:
-    """What the old lists said, now read from the fields."""
-    from vae_cli.config.settings import member_keys, phase_keys, resumable, rule
+def test_a_setting_that_shapes_the_model_is_never_resumable_nor_per_member() -> None:
+    """Whatever changes a model's parameters' shapes cannot change on resume (the checkpoint
+    could not load) nor differ between stacked members (one buffer holds them all)."""
+    import torch
 
-    assert set(member_keys()) == {
-        "seed", "lr", "final_lr", "beta", "kl_warmup_epochs", "free_bits", "grad_clip",
-        "adam_beta2",
+    from vae_cli.config.settings import resumable, rule
+    from vae_cli.model.vae import VAE
+
+    def shapes(config: Config) -> dict[str, tuple[int, ...]]:
+        with torch.device("meta"):
+            return {k: tuple(p.shape) for k, p in VAE(config.model).named_parameters()}
+
+    other = {
+        "arch": "conv", "latent_dims": (7, 3), "hidden_dims": (9,), "wiring": "skip",
+        "block": "gated", "activation": "tanh", "prior": "vamp", "pseudo_inputs": 7,
+        "latent_dim": 7, "hidden_dim": 9, "stochastic_layers": 2, "latent2_dim": 5,
+        "hidden2_dim": 6,
     }  # fmt: skip
-    assert set(phase_keys()) == {
-        "epochs", "time_budget", "objective", "k", "dreg", "lr", "lr_schedule", "final_lr",
-        "beta", "kl_warmup_epochs", "free_bits", "grad_clip", "adam_beta2",
-    }  # fmt: skip
-    runtime = {"device", "amp", "compile", "cuda_graph", "tensorboard", "max_bad_steps"}
-    assert {name for name in settings.FIELDS if resumable(name, phased=True)} == runtime
-    assert {name for name in settings.FIELDS if resumable(name, phased=False)} == runtime | set(
-        phase_keys()
+    base = Config().replace({"latent_dims": (4, 2), "hidden_dims": (8,), "prior": "vamp"})
+    shaping = {name for name, value in other.items() if shapes(base.replace({name: value}))
+               != shapes(base)}  # fmt: skip
+    assert {"latent_dims", "hidden_dims", "wiring", "block", "arch", "pseudo_inputs"} <= shaping
+    for name in shaping:
+        assert not resumable(name, phased=False) and not rule(name, "per_member"), name
+
+
+def test_a_setting_that_sizes_memory_grows_the_step_it_is_checked_with() -> None:
+    """Each sizes_memory setting, raised, raises the memory check's estimate: the sweep's
+    check of its largest values is then the most demanding step."""
+    from vae_cli.config.settings import rule
+    from vae_cli.training.memory import step_bytes
+
+    base = Config().replace(
+        {"latent_dims": (8, 4), "hidden_dims": (16, 8), "prior": "vamp", "objective": "iwae"}
     )
-    sizes = {name for name in settings.FIELDS if rule(name, "sizes_memory")}
-    assert sizes == {
-        "batch_size", "hidden_dim", "latent_dim", "k", "pseudo_inputs", "stochastic_layers",
-        "latent2_dim", "hidden2_dim",
+    raised = {
+        "batch_size": 256, "latent_dims": (16, 8), "hidden_dims": (32, 16), "k": 4,
+        "pseudo_inputs": 100, "latent_dim": 16, "hidden_dim": 32, "stochastic_layers": 3,
+        "latent2_dim": 8, "hidden2_dim": 16,
     }  # fmt: skip
-    assert {name for name in settings.FIELDS if rule(name, "unsearchable")} == {
-        "device", "amp", "compile", "cuda_graph", "max_bad_steps", "dataset", "limit",
-        "validation",
-    }  # fmt: skip
+    sizing = {name for name in settings.FIELDS if rule(name, "sizes_memory")}
+    assert sizing == set(raised)
+    for name, value in raised.items():
+        assert step_bytes(base.replace({name: value}), 60_000) > step_bytes(base, 60_000), name

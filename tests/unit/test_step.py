@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import dataset_name, make_step
+from conftest import dataset_name, make_step, one_layer_elbo
 from torch import nn
 
 from vae_cli.config.schedule import kl_weight
 from vae_cli.config.settings import Config
 from vae_cli.data.dataset import to_float
-from vae_cli.model.bounds import elbo_loss
 from vae_cli.training.loop import build_model
 
 BATCH, STEPS_PER_EPOCH = 16, 4
@@ -61,7 +60,7 @@ class PlainStep:
         mu, logvar = self.model.encode(x)
         eps = torch.randn(mu.shape, generator=self.noise)
         z = mu + torch.exp(0.5 * logvar) * eps
-        parts = elbo_loss(x, self.model.decode(z), mu, logvar, beta=beta)
+        parts = one_layer_elbo(x, self.model.decode(z), mu, logvar, beta=beta)
         parts.loss.backward()
         norm = torch.nn.utils.clip_grad_norm_([self.flat], self.config.train.grad_clip)
         finite = bool(torch.isfinite(norm) & torch.isfinite(parts.loss))

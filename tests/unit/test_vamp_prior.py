@@ -24,6 +24,10 @@ def vamp(k: int, latent_dim: int = 3, seed: int = 0, **model: object) -> VAE:
     return VAE(config).double().eval()
 
 
+def log_prior(model: VAE, z: torch.Tensor) -> torch.Tensor:
+    return model.prior.log_prob(z, model.context())
+
+
 def components(model: VAE) -> tuple[torch.Tensor, torch.Tensor]:
     """Each component's mu and sigma, computed here from the encoder at the pseudo-inputs."""
     with torch.no_grad():
@@ -41,7 +45,7 @@ def test_one_pseudo_input_is_the_gaussian_of_its_posterior() -> None:
     mu, sigma = components(model)
     expected = Normal(mu[0], sigma[0]).log_prob(z).sum(-1)
     with torch.no_grad():
-        torch.testing.assert_close(model.log_prior(z), expected)
+        torch.testing.assert_close(log_prior(model, z), expected)
 
 
 def test_two_pseudo_inputs_are_the_mixture_written_out() -> None:
@@ -53,7 +57,7 @@ def test_two_pseudo_inputs_are_the_mixture_written_out() -> None:
     joint = 0.5 * density[0].prod(-1) + 0.5 * density[1].prod(-1)  # probabilities, not logs
     marginal = 0.5 * density[0] + 0.5 * density[1]
     with torch.no_grad():
-        torch.testing.assert_close(model.log_prior(z), joint.log())
+        torch.testing.assert_close(log_prior(model, z), joint.log())
         logvar = (2 * sigma.log()).double()
         torch.testing.assert_close(mixture_log_density_per_dim(z, mu, logvar), marginal.log())
 
@@ -65,7 +69,7 @@ def test_the_kl_estimate_is_the_closed_form_for_one_pseudo_input() -> None:
     with torch.no_grad():
         mu_x, logvar_x = model.encode(x)
         z = mu_x + (0.5 * logvar_x).exp() * torch.randn(n, 3, 3, dtype=torch.float64)
-        _, joint = model.prior.kl(model, z, mu_x, logvar_x)  # (n, 3)
+        joint = model.prior.kl(z, mu_x, logvar_x, model.context()).total  # (n, 3)
     mu_u, sigma_u = components(model)
     q = Normal(mu_x, (0.5 * logvar_x).exp())
     closed = torch.distributions.kl_divergence(q, Normal(mu_u[0], sigma_u[0])).sum(-1)
@@ -84,7 +88,7 @@ def test_a_pseudo_input_whose_posterior_is_the_standard_normal_gives_its_kl() ->
                 parameter.zero_()
         z = torch.randn(4, 3, dtype=torch.float64)
         standard = Normal(0.0, 1.0).log_prob(z).sum(-1)
-        torch.testing.assert_close(model.log_prior(z), standard)
+        torch.testing.assert_close(log_prior(model, z), standard)
         mu, logvar = model.encode(x)
         noise = torch.randn(n * 2, 3, dtype=torch.float64)
         estimates = model.elbo(x.repeat(n, 1), [noise]).kl.view(n, 2)  # n draws per image
@@ -100,7 +104,7 @@ def test_the_iw_nll_converges_to_the_exact_likelihood_by_quadrature() -> None:
     with torch.no_grad():
         logits = model.decode(grid)  # log p(x|z) = Σ x·l - softplus(l), as one product:
         log_px_z = logits @ x.T - torch.nn.functional.softplus(logits).sum(-1, keepdim=True)
-        log_joint = log_px_z + model.log_prior(grid).unsqueeze(1)  # (grid, B)
+        log_joint = log_px_z + log_prior(model, grid).unsqueeze(1)  # (grid, B)
     cell = math.log((axis[1] - axis[0]).item() ** 2)
     exact = -(torch.logsumexp(log_joint, dim=0) + cell).mean().item()
     errors = [abs(importance_weighted_nll(model.float(), x.float(), k).nll - exact)
@@ -113,7 +117,7 @@ def test_prior_draws_follow_the_known_mixture() -> None:
     with torch.no_grad():  # two distinct pseudo-inputs: a dark and a bright image
         model.prior.pseudo_inputs[0] = 0.0
         model.prior.pseudo_inputs[1] = 1.0
-        noise = prior_noise(model.config, n, torch.Generator().manual_seed(0))
+        noise = prior_noise(model, n, torch.Generator().manual_seed(0))
         (z,) = model.prior_sample(noise)
     mu, sigma = components(model)
     share = (noise.component == 1).double().mean().item()
@@ -124,7 +128,9 @@ def test_prior_draws_follow_the_known_mixture() -> None:
         assert ((draws.std(0) / sigma[k] - 1).abs() < 0.05).all()
 
 
-def test_the_elbo_counts_the_joint_kl_and_free_bits_floor_the_marginals() -> None:
+def test_the_elbo_counts_the_joint_kl_and_free_bits_floor_the_layer() -> None:
+    """The ELBO's KL is the joint single-sample estimate; free bits floor the layer's whole
+    batch-mean estimate at free_bits per dimension (its dimensions' shares are not exact)."""
     model, x = vamp(4), binary_images(6)
     noise = [torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)]
     with torch.no_grad():
@@ -132,17 +138,69 @@ def test_the_elbo_counts_the_joint_kl_and_free_bits_floor_the_marginals() -> Non
         mu, logvar = model.encode(x)
         z = mu + (0.5 * logvar).exp() * noise[0]
         log_q = Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
-        joint = log_q - model.log_prior(z)
+        joint = log_q - log_prior(model, z)
         recon = -bernoulli_log_likelihood(model.decode(z), x)
         torch.testing.assert_close(parts.kl, joint)
         torch.testing.assert_close(parts.loss, (recon + joint).mean())
-    smallest = parts.kl_per_dim.sort().values
-    floor = (smallest[0] + smallest[1]).item() / 2  # lifts one dimension, not the others
-    lifted = parts.kl_per_dim.clamp(min=floor).sum() + (joint.mean() - parts.kl_per_dim.sum())
-    # In training (gradients on) the same objectives: the per-dimension estimates are left
-    # out without free bits, and computed with them.
-    torch.testing.assert_close(model.elbo(x, noise).loss, parts.loss)
-    torch.testing.assert_close(model.elbo(x, noise, free_bits=floor).loss, recon.mean() + lifted)
+    per_dim = joint.mean().item() / 3
+    torch.testing.assert_close(model.elbo(x, noise, free_bits=0.5 * per_dim).loss, parts.loss)
+    lifted = model.elbo(x, noise, free_bits=2 * per_dim).loss
+    torch.testing.assert_close(lifted, recon.mean() + 3 * 2 * per_dim)
+
+
+def written_out_vamp_elbo(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """-ELBO of a one-layer VampPrior model from the networks and torch.distributions: the
+    mixture's components the encoder at the clamped pseudo-inputs (Tomczak & Welling 2018,
+    eqs. 6 and 9), every term a function of every weight."""
+    mu, logvar = model.encoder(x)
+    logvar = logvar.clamp(-10, 10)
+    z = mu + (0.5 * logvar).exp() * eps
+    u_mu, u_logvar = model.encoder(model.prior.pseudo_inputs.clamp(0, 1))
+    u_logvar = u_logvar.clamp(-10, 10)
+    components = Normal(u_mu, (0.5 * u_logvar).exp()).log_prob(z.unsqueeze(-2)).sum(-1)
+    log_p = torch.logsumexp(components, -1) - math.log(len(u_mu))
+    log_q = Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+    recon = -bernoulli_log_likelihood(model.decoder(z), x)
+    return (recon + log_q - log_p).mean()
+
+
+def test_the_vamp_elbos_gradient_is_the_written_out_one() -> None:
+    """Not only the value: every weight's gradient, the pseudo-inputs' and the encoder's
+    through both q and the prior's components (a term computed at a detached z or with a
+    detached KL leaves the value and moves these)."""
+    model, x = vamp(4), binary_images(5)
+    eps = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    weights = list(model.parameters())
+    ours = torch.autograd.grad(model.elbo(x, [eps]).loss, weights)
+    expected = torch.autograd.grad(written_out_vamp_elbo(model, x, eps), weights)
+    for name, a, b in zip(dict(model.named_parameters()), ours, expected, strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+@pytest.mark.parametrize("prior", ["normal", "vamp"])
+@pytest.mark.parametrize("wiring", ["chain", "skip", "ladder"])
+def test_free_bits_above_every_layers_kl_leave_the_kl_no_gradient(prior: str, wiring: str) -> None:
+    """Free bits mean what they say: a layer whose KL is below its floor gets no KL gradient,
+    analytic or estimated, so the objective's gradient is the reconstruction's alone."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        latent_dims=(3, 2), hidden_dims=(16, 8), wiring=wiring, prior=prior, pseudo_inputs=4
+    )
+    model, x = VAE(config).double(), binary_images(5)
+    generator = torch.Generator().manual_seed(4)
+    noise = [torch.randn(5, d, generator=generator, dtype=torch.float64) for d in (3, 2)]
+    weights = list(model.parameters())
+    floored = model.elbo(x, noise, free_bits=50.0)
+    assert (floored.kl < 50.0 * 5).all()  # every layer below its floor
+    ours = torch.autograd.grad(floored.loss, weights, allow_unused=True, retain_graph=True)
+    recon_only = torch.autograd.grad(floored.recon.mean(), weights, allow_unused=True)
+    for weight, a, b in zip(weights, ours, recon_only, strict=True):
+        zero = torch.zeros_like(weight)
+        torch.testing.assert_close(zero if a is None else a, zero if b is None else b)
+    unfloored = torch.autograd.grad(model.elbo(x, noise).loss, weights, allow_unused=True)
+    assert any(
+        a is not None and not torch.allclose(a, b) for a, b in zip(unfloored, ours, strict=True)
+    )
 
 
 def test_dreg_with_a_vamp_prior_weights_the_sample_paths_squared_and_the_prior_once() -> None:
@@ -162,14 +220,14 @@ def test_dreg_with_a_vamp_prior_weights_the_sample_paths_squared_and_the_prior_o
     expected = [torch.zeros_like(p) for p in encoder]
     mu, logvar = model.encode(x)
     z = mu + (0.5 * logvar).exp() * noise[0]
-    prior_mu, prior_logvar = (t.detach() for t in model.prior.components(model))
+    prior_mu, prior_logvar = (t.detach() for t in model.prior.components(model.context()))
     fixed = Normal(prior_mu, (0.5 * prior_logvar).exp())
     path = (  # log w through z only: q's and the prior's parameters held constant
         bernoulli_log_likelihood(model.decode(z), x)
         + torch.logsumexp(fixed.log_prob(z.unsqueeze(-2)).sum(-1), -1) - math.log(3)
         - Normal(mu.detach(), (0.5 * logvar.detach()).exp()).log_prob(z).sum(-1)
     )  # fmt: skip
-    direct = model.log_prior(z.detach())  # the prior's dependence on the encoder, z fixed
+    direct = log_prior(model, z.detach())  # the prior's dependence on the encoder, z fixed
     for sample in range(k):
         for image in range(2):
             for term, power in ((path, 2), (direct, 1)):
@@ -189,14 +247,14 @@ def test_the_prior_of_a_stack_is_each_members_own(layers: int) -> None:
     model's."""
     from vae_cli.training.stack import Stack
 
-    extra = {"stochastic_layers": 2, "latent2_dim": 2} if layers == 2 else {}
+    extra = {"latent_dims": (3, 2)} if layers == 2 else {}
     models = [vamp(5, seed=seed, **extra).float() for seed in (0, 1)]
     stack = Stack(models)
     z = torch.randn(2, 4, models[0].latent_dims[-1])  # (M, B, D)
     with torch.no_grad():
-        together = stack.model.log_prior(z)
+        together = log_prior(stack.model, z)
         for member, model in enumerate(models):
-            torch.testing.assert_close(together[member], model.log_prior(z[member]))
+            torch.testing.assert_close(together[member], log_prior(model, z[member]))
 
 
 def test_the_expanded_quadratic_keeps_float32_accurate() -> None:

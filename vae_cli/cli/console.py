@@ -134,21 +134,16 @@ class TrainingDisplay(Callbacks):
 
 def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
     """The start panel: where it runs, the model, the data, the folder and the plan."""
+    from vae_cli.config.settings import describe_model
     from vae_cli.device import device_description
     from vae_cli.model.vae import count_parameters
 
     dataset, model, members = info["dataset"], info["model"], info["members"]
     per_member = " per member" if len(members) > 1 else ""
-    sizes = model.latent_dims
-    latent = (
-        f"z {sizes[0]}"
-        if len(sizes) == 1
-        else ", ".join(f"z{layer} {size}" for layer, size in enumerate(sizes, 1))
-    )
     lines = [
         f"device      {device_description(info['device'])}",
-        f"model       {model.config.arch}, {latent}{prior_words(model.config)}, "
-        f"{count_parameters(model):,} parameters" + per_member,
+        f"model       {describe_model(model.config)}, {count_parameters(model):,} parameters"
+        + per_member,
         f"data        {data_words(info, dataset)}, binarize={display.binarize}",
         f"best.pt     {choice_words(info)}",
         f"run folder  {display.run_dir}",
@@ -176,11 +171,6 @@ def choice_words(info: dict[str, Any]) -> str:
     if info["validation_images"]:
         return "the epoch with the best validation bound (the test set only reports)"
     return "the last epoch (no validation split: --validation N to choose on one)"
-
-
-def prior_words(config: Any) -> str:
-    """ ", VampPrior K=500" for a learned prior; nothing for the standard normal."""
-    return f", VampPrior K={config.pseudo_inputs}" if config.prior == "vamp" else ""
 
 
 class QuietControlKeys:

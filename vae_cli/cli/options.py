@@ -22,7 +22,8 @@ def config_option(name: str, **kwargs: Any) -> Any:
     return typer.Option(help=help_for(name), show_default=False, **kwargs)
 
 
-FLAG_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+# A per-layer list is typed as "64,32,16" and parsed with the other checks (config.values).
+FLAG_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple[int, ...]": str}
 PANELS = {"model": "Model settings", "data": "Data settings", "train": "Training settings"}
 
 
@@ -32,7 +33,9 @@ def setting_parameters() -> list[inspect.Parameter]:
     parameters = []
     for name, (section, field_) in FIELDS.items():
         kind = FLAG_TYPES[field_.type.replace(" | None", "")]
-        option = config_option(name, rich_help_panel=PANELS[section])
+        option = config_option(
+            name, rich_help_panel=PANELS[section], hidden=field_.metadata["hidden"]
+        )
         parameters.append(
             inspect.Parameter(
                 name,

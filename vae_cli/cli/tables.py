@@ -117,7 +117,7 @@ def runs_table(summaries: list[Any], runs_dir: str) -> None:
         console.print(f"no runs in {runs_dir}/ yet; start one with `vae train`")
         return
     table = Table(title=f"runs in {runs_dir}")
-    for column in ("name", "date", "epochs", "best test loss", "latent", "arch", "status"):
+    for column in ("name", "date", "epochs", "best test loss", "model", "status"):
         table.add_column(column)
     for s in summaries:
         loss = (
@@ -125,7 +125,7 @@ def runs_table(summaries: list[Any], runs_dir: str) -> None:
             if s.best_test_loss is not None
             else "-"
         )
-        table.add_row(s.name, s.date, s.epochs, loss, s.latent, s.arch, s.status)
+        table.add_row(s.name, s.date, s.epochs, loss, s.model, s.status)
     console.print(table)
     marks = {s.chosen_on for s in summaries if s.best_test_loss is not None}
     for basis in (LAST, TEST):

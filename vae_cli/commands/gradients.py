@@ -18,6 +18,7 @@ from vae_cli.model.gradient_estimators import (
     estimate_all,
     model_terms,
     naive_gradient,
+    upper_noise,
 )
 
 SAMPLES = 2000  # draws per estimator: a score function's std to about 3 %
@@ -50,9 +51,7 @@ def measure_gradients(
         mu, logvar = (t[0] for t in model.encode(image))
     generator = torch.Generator().manual_seed(seed)
     eps = torch.randn(samples, len(mu), generator=generator).to(mu.device)
-    upper = None
-    if model.config.stochastic_layers == 2:
-        upper = torch.randn(samples, model.latent_dims[1], generator=generator).to(mu.device)
+    upper = [noise.to(mu.device) for noise in upper_noise(model, samples, generator)]
     terms = model_terms(model, image, upper)
     estimates = estimate_all(terms, mu, logvar, eps)
     naive = naive_gradient(terms, mu, logvar, eps)
@@ -61,7 +60,7 @@ def measure_gradients(
         "index": index,
         "samples": samples,
         "latent_dim": len(mu),
-        "layer": "z1" if model.config.stochastic_layers == 2 else "z",
+        "layer": model.layer_names()[0],
         "kl": "analytic" if terms.analytic_kl is not None else "sampled",
         "estimators": summarize(estimates),
         "naive": {"grad_mu": naive[0].mean(0).tolist(), "grad_logvar": naive[1].mean(0).tolist()},

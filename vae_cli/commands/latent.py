@@ -42,7 +42,7 @@ def latent_view(
         *(loaded.model.encode(x[i : i + 1000]) for i in range(0, len(x), 1000)), strict=True
     )
     mu, logvar = torch.cat(mu_parts).cpu(), torch.cat(logvar_parts).cpu()
-    layer = "z" if len(loaded.model.latent_dims) == 1 else "z1"
+    layer = loaded.model.layer_names()[0]
     if mu.shape[1] == 2:
         dimensions = ("z1", "z2") if layer == "z" else ("z1[0]", "z1[1]")
         centre, basis, names = torch.zeros(2), torch.eye(2), dimensions

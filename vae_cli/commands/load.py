@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from vae_cli.checkpoint import load_checkpoint
-from vae_cli.config.settings import Config
+from vae_cli.config.settings import Config, describe_model
+from vae_cli.config.values import show_value
 from vae_cli.data.dataset import load_dataset, prepare_images, to_float
 from vae_cli.device import resolve_device
 from vae_cli.errors import UserError
@@ -84,8 +85,8 @@ def load_model(path: Path, device_name: str = "auto") -> Loaded:
     except RuntimeError:
         raise UserError(
             f"{path}: weights do not match the model its config describes "
-            f"(latent_dim {config.model.latent_dim}, hidden_dim "
-            f"{config.model.hidden_dim}, arch {config.model.arch})"
+            f"({describe_model(config.model)}, hidden {show_value(config.model.hidden_dims)}, "
+            f"arch {config.model.arch})"
         ) from None
     model.eval()
     return Loaded(model, config, checkpoint, path, device)

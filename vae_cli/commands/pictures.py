@@ -17,7 +17,7 @@ from vae_cli.pictures import grids
 def write_samples(loaded: Loaded, out: Path, *, n: int, seed: int, temperature: float) -> Path:
     """Ancestral samples: the top layer's prior, then each layer below given the one above;
     the prior's randomness is drawn on the CPU from `seed` (the same picture on every device)."""
-    noise = prior_noise(loaded.model.config, n, torch.Generator().manual_seed(seed))
+    noise = prior_noise(loaded.model, n, torch.Generator().manual_seed(seed))
     pixels = torch.sigmoid(loaded.model.generate_from(noise, temperature))
     return save_picture(lambda: grids.save_grid(pixels, out, nrow=8), out)
 
@@ -30,11 +30,9 @@ def write_manifold(loaded: Loaded, out: Path, *, side: int) -> Path:
     if top != 2:
         raise UserError(
             f"--grid needs a model whose top latent is 2-D; {loaded.path} has {top} dimensions "
-            "(train one with --latent-dim 2, or --latent2-dim 2 with two stochastic layers)"
+            "(train one with --latent-dims 2, or ending in 2 for several layers: 64,2)"
         )
-    model, z = loaded.model, grids.latent_grid(side).to(loaded.device)
-    if model.prior is not None:
-        z = model.prior.grid(model, z)
+    z = loaded.model.prior_grid(grids.latent_grid(side).to(loaded.device))
     pixels = torch.sigmoid(loaded.model.generate(z))
     return save_picture(lambda: grids.save_grid(pixels, out, nrow=side), out)
 
@@ -64,8 +62,9 @@ def write_interpolation(
     seed: int,
     steps: int,
 ) -> tuple[Path, int, int]:
-    """Decoded points on the straight line between the mu of two test images, originals at
-    both ends. Without indices, the seed picks the two images."""
+    """Decoded points on the straight line between the posterior means of two test images
+    (every layer's, where the decoder reads them), originals at both ends. Without indices,
+    the seed picks the two images."""
     x, _ = test_images(loaded, data_dir, None)
     if (from_index is None) != (to_index is None):
         raise UserError("give both --from-index and --to-index, or neither (then --seed picks)")
@@ -76,13 +75,13 @@ def write_interpolation(
     for flag, index in (("--from-index", from_index), ("--to-index", to_index)):
         if not 0 <= index < len(x):
             raise UserError(f"{flag} {index}: the test set has images 0 to {len(x) - 1}")
-    mu, _ = loaded.model.encode(x[[from_index, to_index]])
+    ends = loaded.model.encode_layers(x[[from_index, to_index]])
     weights = torch.linspace(0, 1, steps, device=loaded.device).unsqueeze(1)
-    path_z = (1 - weights) * mu[0] + weights * mu[1]  # (steps, D)
+    path = [(1 - weights) * mu[0] + weights * mu[1] for mu, _ in ends]  # (steps, D_l) each
     row = torch.cat(
         [
             x[from_index : from_index + 1],
-            torch.sigmoid(loaded.model.decode(path_z)),
+            torch.sigmoid(loaded.model.decode(*path)),
             x[to_index : to_index + 1],
         ]
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from vae_cli.config.plan import build_plan
-from vae_cli.config.settings import Config, flag_name, resumable
-from vae_cli.config.values import apply_flags, count, show_value
+from vae_cli.config.settings import Config, flag_name, resumable, rule
+from vae_cli.config.values import count, given_flags, show_value
 from vae_cli.errors import UserError
 from vae_cli.runs.folder import RunFolder
 from vae_cli.training.loop import Member
@@ -39,8 +39,8 @@ def resume_target(target: Path) -> tuple[Path, Path]:
 
 def resumed_config(stored: Config, flags: dict[str, Any]) -> Config:
     """The checkpoint's config with the flags a resume may change; others must agree."""
-    given = {key: value for key, value in flags.items() if value is not None}
-    changed = {key: value for key, value in given.items() if value != stored.value(key)}
+    given = given_flags(flags)
+    changed = {key: value for key, value in given.items() if stored.replace({key: value}) != stored}
     for key, value in changed.items():
         if stored.phases and resumable(key, phased=False) and not resumable(key, phased=True):
             raise UserError(
@@ -48,18 +48,19 @@ def resumed_config(stored: Config, flags: dict[str, Any]) -> Config:
                 "continues them as written (start a new run to change them)"
             )
         if not resumable(key, phased=False):
-            current = stored.value(key)
+            setting = rule(key, "alias") or key  # an older name: the setting it is part of
+            current = stored.value(setting)
             trained = (
-                f"without {flag_name(key)}"
+                f"without {flag_name(setting)}"
                 if current is None
-                else f"with {flag_name(key)} {show_value(current)}"
+                else f"with {flag_name(setting)} {show_value(current)}"
             )
             raise UserError(
                 f"{flag_name(key)} {show_value(value)}: the resumed run was trained {trained}, "
                 "and a resumed run keeps its model and data settings (start a new run with "
                 "--name instead)"
             )
-    return apply_flags(stored, {key: given[key] for key in given if resumable(key, phased=False)})
+    return stored.replace({key: given[key] for key in given if resumable(key, phased=False)})
 
 
 def update_run_config(root: Path, config: Config, command: str, notes: list[str]) -> None:

@@ -28,6 +28,7 @@ from vae_cli.commands.study import (
 from vae_cli.commands.trials import AskedTrials, TrialReporter
 from vae_cli.config.search import Dimension, format_param, largest_sizes
 from vae_cli.config.settings import Config, rule
+from vae_cli.config.values import show_value
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
 from vae_cli.files import make_folder
 from vae_cli.runs.best import best_epoch, selection_loss
@@ -52,6 +53,10 @@ class Sweep:
 
 
 def suggest(trial: optuna.Trial, dimension: Dimension) -> Any:
+    if dimension.kind == "choice" and isinstance(dimension.choices[0], tuple):
+        # Optuna's choices are plain values: a per-layer list goes as "64,32" and back.
+        shown = [show_value(choice) for choice in dimension.choices]
+        return dimension.choices[shown.index(trial.suggest_categorical(dimension.name, shown))]
     if dimension.kind == "choice":
         return trial.suggest_categorical(dimension.name, list(dimension.choices))
     if dimension.kind == "int":

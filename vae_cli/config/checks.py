@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from vae_cli.config.settings import Config
+from vae_cli.config.values import count, show_value
 from vae_cli.errors import UserError
 
 
@@ -42,6 +43,25 @@ def check_posterior_bounds(config: Config) -> None:
         )
 
 
+def check_layers(config: Config) -> None:
+    """One hidden width per stochastic layer (or one for all); wirings the networks support."""
+    model = config.model
+    layers = len(model.latent_dims)
+    if len(model.hidden_dims) not in (1, layers):
+        raise UserError(
+            f"--hidden-dims {show_value(model.hidden_dims)}: {len(model.hidden_dims)} widths "
+            f"for {count(layers, 'layer')} (--latent-dims {show_value(model.latent_dims)}); "
+            "give one width per layer, or one for all"
+        )
+    if model.wiring == "skip" and model.arch == "conv" and layers > 1:
+        raise UserError(
+            "--wiring skip joins x with the layer above in z1's posterior, and every layer in "
+            "the decoder, which the conv networks do not take; use --arch mlp, or --wiring "
+            "chain or ladder with --arch conv"
+        )
+
+
 def check_settings(config: Config) -> None:
     check_training_settings(config)
     check_posterior_bounds(config)
+    check_layers(config)

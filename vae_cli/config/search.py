@@ -120,12 +120,13 @@ def kind_name(kind: str) -> str:
 
 
 def as_field_value(name: str, value: Any, where: str) -> Any:
-    """`value` as field `name` takes it (TOML's 1 is 1.0 for a float field), or a UserError."""
+    """`value` as field `name` takes it (TOML's 1 is 1.0 for a float field, a list is a
+    per-layer tuple), or a UserError."""
     if FIELDS[name][1].type.startswith("float") and type(value) is int:
         value = float(value)
     if (problem := check_value(name, value)) is not None:
         raise UserError(f"{where}: {problem}")
-    return value
+    return tuple(value) if isinstance(value, list) else value
 
 
 def check_objective_space(config: Config, space: list[Dimension], path: Path) -> None:
@@ -166,12 +167,21 @@ def check_schedule_space(config: Config, space: list[Dimension], path: Path) -> 
 
 def format_param(value: Any) -> str:
     """A searched value as a sweep's output shows it: floats to 4 significant digits."""
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else show_value(value).strip("'")
 
 
 def largest_sizes(space: list[Dimension]) -> dict[str, Any]:
-    """The largest value a sweep may draw of each setting that sizes a step's memory: together
-    they make the most demanding trial."""
+    """The largest value a sweep may draw of each setting that sizes a step's memory (of a
+    per-layer list, the one with the most units): together they make the most demanding
+    trial."""
     return {
-        d.name: max(d.choices or (d.low, d.high)) for d in space if rule(d.name, "sizes_memory")
+        d.name: max(d.choices or (d.low, d.high), key=units)
+        for d in space
+        if rule(d.name, "sizes_memory")
     }
+
+
+def units(value: Any) -> float:
+    return sum(value) if isinstance(value, tuple) else value

@@ -18,6 +18,7 @@ UNBOUNDED_EPOCHS = 1_000_000  # a phase bounded by its time budget alone
 # The VampPrior's default K (docs/quality.md: step cost against IW-NLL), and its bound: every
 # step encodes all K, so past a few thousand the prior costs more than the batch.
 PSEUDO_INPUTS, MAX_PSEUDO_INPUTS = 50, 5000
+MAX_LAYERS = 8  # stochastic layers of a hierarchy
 
 RUNTIME = "it sets how a trial runs, not what it learns"
 
@@ -37,6 +38,8 @@ def setting(
     per_member: bool = False,
     unsearchable: str | None = None,
     sizes_memory: bool = False,
+    alias: str | None = None,
+    hidden: bool = False,
 ) -> Any:
     """A config field: its default, a one-line help text, the values it accepts, and its rules:
 
@@ -47,7 +50,10 @@ def setting(
     - per_member: the members of one stacked step may differ in it (it changes numbers, not
       tensor shapes or the code a step runs);
     - unsearchable: why a sweep may not search it (None: it may);
-    - sizes_memory: its largest value makes the most demanding step (the memory check).
+    - sizes_memory: its largest value makes the most demanding step (the memory check);
+    - alias: the setting this key is an older name for (a part of it): old files and flags
+      still read, the key is folded into that setting on construction and never stored;
+    - hidden: its flag works but `--help` does not list it.
     """
     meta = {
         "help": help,
@@ -62,41 +68,51 @@ def setting(
         "per_member": per_member,
         "unsearchable": unsearchable,
         "sizes_memory": sizes_memory,
+        "alias": alias,
+        "hidden": hidden,
     }
     return field(default=default, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
-    arch: str = setting("mlp", "Encoder/decoder family.", choices=("mlp", "conv"))
+    arch: str = setting(
+        "mlp",
+        "Networks of the bottom layer (x <-> z1); the layers above are MLPs.",
+        choices=("mlp", "conv"),
+    )
     # Upper bounds keep absurd sizes a one-line error instead of an allocation failure.
-    latent_dim: int = setting(
-        32, "Size of the latent code z.", minimum=1, maximum=4096, sizes_memory=True
-    )
-    hidden_dim: int = setting(
-        256, "Width of the hidden layers.", minimum=1, maximum=8192, sizes_memory=True
-    )
-    activation: str = setting("relu", "Hidden-layer nonlinearity.", choices=("relu", "tanh"))
-    stochastic_layers: int = setting(
-        1,
-        "Stochastic layers: 1 (z), or 2 (z1 and z2 above it, Burda et al. 2016's hierarchy).",
-        minimum=1,
-        maximum=2,
-        sizes_memory=True,
-    )
-    latent2_dim: int = setting(
-        50,
-        "Size of z2, the top latent of a two-layer model.",
+    latent_dims: tuple[int, ...] = setting(
+        (32,),
+        "Size of each stochastic layer's latent code, bottom (z1) first: 32, or 64,32,16 for "
+        "three layers.",
         minimum=1,
         maximum=4096,
         sizes_memory=True,
     )
-    hidden2_dim: int = setting(
-        100,
-        "Width of the layers between z1 and z2 (two-layer model).",
+    hidden_dims: tuple[int, ...] = setting(
+        (256,),
+        "Width of each layer's hidden layers, bottom first; one value serves every layer.",
         minimum=1,
         maximum=8192,
         sizes_memory=True,
+    )
+    wiring: str = setting(
+        "chain",
+        "How the layers connect (the same for one layer): chain = q(z1|x) q(z2|z1)..., "
+        "p(x|z1) (Burda et al. 2016); skip = q(zL|x) ... q(z1|x,z2), p(x|z1..zL) (Tomczak & "
+        "Welling 2018's HVAE); ladder = a deterministic pass up, then inference down merging "
+        "each layer's Gaussians by precision (Sønderby et al. 2016).",
+        choices=("chain", "skip", "ladder"),
+    )
+    block: str = setting(
+        "mlp",
+        "The MLPs' hidden layers: mlp = linear then activation; gated = (W1 h + b1) * "
+        "sigmoid(W2 h + b2), the VampPrior code's gated dense layer.",
+        choices=("mlp", "gated"),
+    )
+    activation: str = setting(
+        "relu", "Hidden-layer nonlinearity (mlp blocks).", choices=("relu", "tanh")
     )
     prior: str = setting(
         "normal",
@@ -114,6 +130,96 @@ class ModelConfig:
     )
     max_logvar: float = setting(10.0, "logvar is clamped to [-max, +max].", above=0)
     min_std: float = setting(1e-4, "Floor on the posterior std sigma (0 disables).", minimum=0)
+    # The keys of one- and two-layer models before latent_dims: read from old files and flags,
+    # folded into the lists on construction, never stored (see fold_legacy_sizes).
+    latent_dim: int | None = setting(
+        None,
+        "Size of the bottom latent z1 (the first of --latent-dims).",
+        minimum=1,
+        maximum=4096,
+        sizes_memory=True,
+        alias="latent_dims",
+    )
+    hidden_dim: int | None = setting(
+        None,
+        "Width of the bottom layer's hidden layers (the first of --hidden-dims).",
+        minimum=1,
+        maximum=8192,
+        sizes_memory=True,
+        alias="hidden_dims",
+    )
+    stochastic_layers: int | None = setting(
+        None,
+        "Number of stochastic layers (the length of --latent-dims); a second layer gets "
+        "latent2_dim 50 and hidden2_dim 100 unless given.",
+        minimum=1,
+        maximum=MAX_LAYERS,
+        sizes_memory=True,
+        alias="latent_dims",
+        hidden=True,
+    )
+    latent2_dim: int | None = setting(
+        None,
+        "Size of z2 (the second of --latent-dims).",
+        minimum=1,
+        maximum=4096,
+        sizes_memory=True,
+        alias="latent_dims",
+        hidden=True,
+    )
+    hidden2_dim: int | None = setting(
+        None,
+        "Width of the layers between z1 and z2 (the second of --hidden-dims).",
+        minimum=1,
+        maximum=8192,
+        sizes_memory=True,
+        alias="hidden_dims",
+        hidden=True,
+    )
+
+    def __post_init__(self) -> None:
+        self.latent_dims, self.hidden_dims = fold_legacy_sizes(self)
+        for name in LEGACY_SIZES:
+            setattr(self, name, None)
+
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """(latent size, hidden width) of each stochastic layer, bottom (z1) first; a single
+        width serves every layer."""
+        widths = self.hidden_dims
+        if len(widths) == 1:
+            widths = widths * len(self.latent_dims)
+        return list(zip(self.latent_dims, widths, strict=False))
+
+
+LEGACY_SIZES = ("latent_dim", "hidden_dim", "stochastic_layers", "latent2_dim", "hidden2_dim")
+# What a second layer had when stochastic_layers = 2 named no sizes for it.
+LEGACY_SECOND_LAYER = (50, 100)
+
+
+def fold_legacy_sizes(model: ModelConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """latent_dims and hidden_dims with the legacy keys applied: stochastic_layers sets how
+    many layers (a new second one gets size 50 and width 100, as it always did), latent_dim and
+    hidden_dim the bottom layer's, latent2_dim and hidden2_dim the second's (ignored by a
+    one-layer model, as they always were: old files store them for every model)."""
+    latents, hiddens = list(model.latent_dims), list(model.hidden_dims)
+    one_width = len(hiddens) == 1
+    if one_width:
+        hiddens = hiddens * len(latents)
+    layers = model.stochastic_layers or len(latents)
+    while len(latents) < layers:
+        grown = LEGACY_SECOND_LAYER if len(latents) == 1 else (latents[-1], hiddens[-1])
+        latents.append(grown[0])
+        hiddens.append(grown[1])
+    del latents[layers:], hiddens[layers:]
+    legacy = ((model.latent_dim, model.hidden_dim), (model.latent2_dim, model.hidden2_dim))
+    for index, (latent, hidden) in enumerate(legacy[:layers]):
+        if latent is not None:
+            latents[index] = latent
+        if hidden is not None and index < len(hiddens):
+            hiddens[index] = hidden
+    if one_width and len(set(hiddens)) == 1:  # one width given stays one width
+        hiddens = hiddens[:1]
+    return tuple(latents), tuple(hiddens)
 
 
 @dataclass
@@ -302,9 +408,13 @@ class Config:
     phases: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (None values left out, as TOML has no null)."""
+        """Plain nested dict (None values left out, as TOML has no null; lists as lists)."""
         tables: dict[str, Any] = {
-            name: {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
+            name: {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(section).items()
+                if v is not None
+            }
             for name, section in self.sections()
         }
         if self.phases:
@@ -374,3 +484,19 @@ def member_keys() -> list[str]:
 
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def describe_model(model: ModelConfig) -> str:
+    """A model's shape in words: "1 layer 32", "3 layers 64-32-16, ladder, gated, VampPrior
+    K=50" (the wiring is named where there is more than one layer)."""
+    layers = len(model.latent_dims)
+    words = [f"{layers} layer{'s' if layers > 1 else ''} {'-'.join(map(str, model.latent_dims))}"]
+    if layers > 1:
+        words.append(model.wiring)
+    if model.arch != "mlp":
+        words.append(model.arch)
+    if model.block != "mlp":
+        words.append(model.block)
+    if model.prior == "vamp":
+        words.append(f"VampPrior K={model.pseudo_inputs}")
+    return ", ".join(words)

@@ -106,7 +106,7 @@ def checked_value(key: str, value: Any, where: str) -> Any:
         value = float(value)
     if (problem := check_value(key, value)) is not None:
         raise UserError(f"{where}: {problem}")
-    return value
+    return tuple(value) if isinstance(value, list) else value
 
 
 def parse_phases(entries: Any, source: str) -> tuple[dict[str, Any], ...]:
@@ -163,7 +163,7 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
@@ -174,6 +174,8 @@ def to_toml(config: Config, manifest: dict[str, Any] | None = None) -> str:
     for name, section in config.sections():
         lines.append(f"[{name}]")
         for f in dataclasses.fields(section):
+            if f.metadata["alias"]:  # folded into the list it names
+                continue
             value = getattr(section, f.name)
             lines.append(f"# {help_for(f.name)}")
             lines.append(

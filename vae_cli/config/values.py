@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from vae_cli.config.settings import FIELDS, Config, flag_name
+from vae_cli.config.settings import FIELDS, MAX_LAYERS, Config, flag_name
 from vae_cli.errors import UserError
 
 
@@ -18,23 +18,37 @@ def help_for(name: str) -> str:
     choices = (
         f" One of: {', '.join(field_.metadata['choices'])}." if field_.metadata["choices"] else ""
     )
-    default = (
-        "not set"
-        if field_.default is None
-        else str(field_.default).lower()
-        if isinstance(field_.default, bool)
-        else repr(field_.default)
-    )
     maximum = field_.metadata["maximum"]
     limit = f" At most {bound(maximum)}." if maximum is not None else ""
-    return f"{field_.metadata['help']}{choices}{limit} (default: {default.strip(chr(39))})"
+    if field_.metadata["alias"]:  # folded into the list it names: no default of its own
+        return f"{field_.metadata['help']}{limit}"
+    default = show_value(field_.default).strip("'")
+    return f"{field_.metadata['help']}{choices}{limit} (default: {default})"
+
+
+LIST = "tuple[int, ...]"  # the type of a per-layer list (latent_dims, hidden_dims)
 
 
 def type_words(annotation: str) -> str:
     base = annotation.replace(" | None", "")
-    return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}[
-        base
-    ]
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "bool": "true or false",
+        LIST: "integers separated by commas like 64,32,16",
+    }[base]
+
+
+def parse_list(name: str, text: str) -> tuple[int, ...]:
+    """A per-layer list as typed on the command line ("64,32,16"), or a UserError."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip():
+        raise UserError(f"{flag_name(name)}: expected at least one layer, got none")
+    try:
+        return tuple(int(item) for item in items)
+    except ValueError:
+        raise UserError(f"{flag_name(name)}: expected {type_words(LIST)}, got {text!r}") from None
 
 
 def bound(value: float) -> str:
@@ -50,6 +64,8 @@ def show_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, tuple | list):
+        return ",".join(map(show_value, value))
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -73,6 +89,8 @@ def check_value(name: str, value: Any) -> str | None:
     base = f.type.replace(" | None", "")
     if value is None:
         return None if "None" in f.type else f"expected {wanted}"
+    if base == LIST:
+        return check_list(value, meta)
     type_ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
@@ -92,6 +110,23 @@ def check_value(name: str, value: Any) -> str | None:
     return None
 
 
+def check_list(value: Any, meta: dict[str, Any]) -> str | None:
+    """Why a per-layer list is not acceptable: not integers, empty, too long, out of bounds."""
+    if not isinstance(value, tuple | list) or not all(
+        isinstance(item, int) and not isinstance(item, bool) for item in value
+    ):
+        return f"expected {type_words(LIST)}, got {show_value(value)}"
+    if not value:
+        return "expected at least one layer, got none"
+    if len(value) > MAX_LAYERS:
+        return f"expected at most {MAX_LAYERS} layers, got {len(value)} ({show_value(value)})"
+    for key, words in (("minimum", ">="), ("maximum", "<=")):
+        limit = meta[key]
+        if limit is not None and not all(COMPARE[key](item, limit) for item in value):
+            return f"expected integers {words} {bound(limit)}, got {show_value(value)}"
+    return None
+
+
 COMPARE = {
     "minimum": lambda value, limit: value >= limit,
     "maximum": lambda value, limit: value <= limit,
@@ -100,10 +135,18 @@ COMPARE = {
 }
 
 
-def apply_flags(config: Config, flags: dict[str, Any]) -> Config:
-    """Override `config` with the flags the user gave (None = not given), validating each."""
+def given_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags the user gave (None = not given), each validated; a per-layer list comes as
+    typed ("64,32,16")."""
     given = {name: value for name, value in flags.items() if value is not None}
     for name, value in given.items():
+        if FIELDS[name][1].type == LIST and isinstance(value, str):
+            given[name] = value = parse_list(name, value)
         if (problem := check_value(name, value)) is not None:
             raise UserError(f"{flag_name(name)}: {problem}")
-    return config.replace(given)
+    return given
+
+
+def apply_flags(config: Config, flags: dict[str, Any]) -> Config:
+    """Override `config` with the flags the user gave, validating each."""
+    return config.replace(given_flags(flags))

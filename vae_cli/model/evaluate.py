@@ -57,13 +57,14 @@ def layer_noise(
 def evaluate_elbo(
     model: VAE, x: torch.Tensor, *, batch_size: int = 1000, seed: int = EVAL_SEED
 ) -> ElboResult:
-    """Negative ELBO, its parts, each layer's KL per dimension and active units over images x
-    (M, 784). Active units (Burda et al. 2016): dimensions whose posterior mean varies over
-    the images with variance above 0.01; for z2, the mean of q(z2|z1) at z1's mean."""
+    """Negative ELBO, its parts, each layer's KL (and each dimension's share) and active units
+    over images x (M, 784). Active units (Burda et al. 2016): dimensions whose posterior mean
+    varies over the images with variance above 0.01, each layer's with the others at their
+    means."""
     model.eval()
     generator = sampling_generator(x.device, seed)
     totals = torch.zeros(3, dtype=torch.float64, device=x.device)  # loss, recon, kl sums
-    kl_dims = mu_sum = mu_square_sum = None
+    kl_dims = kl_layers = mu_sum = mu_square_sum = None
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
         parts = model.elbo(batch, layer_noise(model, (len(batch),), generator, batch))
@@ -71,8 +72,10 @@ def evaluate_elbo(
             [(parts.recon + parts.kl).sum(), parts.recon.sum(), parts.kl.sum()]
         ).double()
         batch_kl = parts.kl_per_dim.double() * len(batch)
+        batch_layers = parts.kl_per_layer.double() * len(batch)
         mu64 = torch.cat(posterior_means(model, batch), dim=-1).double()
         kl_dims = batch_kl if kl_dims is None else kl_dims + batch_kl
+        kl_layers = batch_layers if kl_layers is None else kl_layers + batch_layers
         mu_sum = mu64.sum(0) if mu_sum is None else mu_sum + mu64.sum(0)
         mu_square_sum = (
             mu64.pow(2).sum(0) if mu_square_sum is None else mu_square_sum + mu64.pow(2).sum(0)
@@ -85,11 +88,6 @@ def evaluate_elbo(
     active = (mu_variance > ACTIVE_UNIT_THRESHOLD).tolist()
     bounds = [0, *itertools.accumulate(model.latent_dims)]
     layers = list(itertools.pairwise(bounds))
-    kl_per_layer = [sum(per_dim[a:b]) for a, b in layers]
-    # A VampPrior's per-dimension KLs are marginal estimates, which do not add up to its
-    # joint KL: the top layer's is the joint estimate, so the layers add up to the KL.
-    if model.prior is not None:
-        kl_per_layer[-1] += kl - sum(kl_per_layer)
     return ElboResult(
         loss=loss,
         recon=recon,
@@ -97,18 +95,15 @@ def evaluate_elbo(
         kl_per_dim=sorted(per_dim, reverse=True),
         active_units=sum(active),
         images=n,
-        kl_per_layer=kl_per_layer,
+        kl_per_layer=(kl_layers / n).tolist(),
         active_units_per_layer=[sum(active[a:b]) for a, b in layers],
     )
 
 
 def posterior_means(model: VAE, x: torch.Tensor) -> list[torch.Tensor]:
-    """E_q[z1] = mu1 and, for a two-layer model, mu2 of q(z2|z1) at z1 = mu1."""
-    mu, _ = model.encode(x)
-    means = [mu]
-    if len(model.latent_dims) == 2:
-        means.append(model.encode_top(mu)[0])
-    return means
+    """E_q[z_l] of every layer with the others at their means (chain: mu2 of q(z2|z1) at
+    z1 = mu1, and so on up)."""
+    return [mu for mu, _ in model.encode_layers(x)]
 
 
 @torch.no_grad()
@@ -131,8 +126,8 @@ def importance_weighted_nll(
     """
     model.eval()
     generator = sampling_generator(x.device, seed)
-    # Per decoded sample: its pixels, or a VampPrior's (K, D) mixture terms if those are more.
-    width = max(IMAGE_PIXELS, model.prior.width(model) if model.prior is not None else 0)
+    # Per decoded sample: its pixels, or the prior's terms (a VampPrior's K·D) if those are more.
+    width = max(IMAGE_PIXELS, model.prior.width(model.latent_dims[-1]))
     batch_size = max(1, min(len(x), max_elements // width))
     nll_per_image = []
     for start in range(0, len(x), batch_size):

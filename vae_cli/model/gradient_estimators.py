@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from vae_cli.model.densities import bernoulli_log_likelihood, gaussian_kl, gaussian_log_density
+from vae_cli.model.wirings import posterior_name, prior_name
 
 if TYPE_CHECKING:
     from vae_cli.model.vae import VAE
@@ -170,26 +171,64 @@ def estimate_all(
     return results
 
 
-def model_terms(model: VAE, x: torch.Tensor, upper_noise: torch.Tensor | None) -> ElboTerms:
+def upper_noise(model: VAE, samples: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """The noise of the layers above z1 where they are drawn given z1 (a chain: q(z2|z1), ...),
+    (S, D_l) each; a top-down wiring draws them before z1, and holds them at their means."""
+    if model.wiring.top_down:
+        return []
+    return [torch.randn(samples, size, generator=generator) for size in model.latent_dims[1:]]
+
+
+def model_terms(model: VAE, x: torch.Tensor, upper: list[torch.Tensor]) -> ElboTerms:
     """The single-sample ELBO of image x (1, 784) as a function of the bottom layer's draw z
-    (S, D). One layer with the normal prior: log p(x|z) and the analytic KL. A VampPrior:
-    log p(x|z) + log p(z), its learned density. Two layers: z is z1, and z2 is drawn from
-    q(z2|z1) with `upper_noise` (S, D2), so data(z1) = log p(x|z1) + log p(z1|z2) + log p(z2)
-    - log q(z2|z1)."""
+    (S, D). One layer under N(0, I): log p(x|z) and the analytic KL; another prior: log p(x|z)
+    + log p(z). A chain: the layers above drawn from q given z with `upper` (draw s, noise s),
+    so data(z) = log p(x, z, z2, ...) - log q(z2, ... | z). A top-down wiring: the layers
+    above at their posterior means, which z1's posterior reads: data(z) = log p(x, z, z2*, ...)
+    - log q(z2*, ... | x)."""
+    context = model.context()
 
-    def log_likelihood(z: torch.Tensor) -> torch.Tensor:
-        return bernoulli_log_likelihood(model.decode(z), x)
+    def log_likelihood(z: torch.Tensor, *above: torch.Tensor) -> torch.Tensor:
+        return bernoulli_log_likelihood(model.decode(z, *above), x)
 
-    if model.config.stochastic_layers == 1:
-        if model.prior is None:
+    layers = len(model.latent_dims)
+    if layers == 1:
+        if model.prior.exact_kl:
             return ElboTerms(log_likelihood, standard_normal_kl, standard_normal_log_density)
-        return ElboTerms(lambda z: log_likelihood(z) + model.log_prior(z), None)
+        return ElboTerms(lambda z: log_likelihood(z) + model.prior.log_prob(z, context), None)
+    if model.wiring.top_down:
+        return ElboTerms(held_above(model, x, log_likelihood), None)
 
-    def two_layers(z1: torch.Tensor) -> torch.Tensor:
-        mu2, logvar2 = model.encode_top(z1)
-        z2 = mu2 + torch.exp(0.5 * logvar2) * upper_noise[: len(z1)]  # draw s, noise s
-        below, below_logvar = model.prior_below(z2)
-        upper = model.log_prior(z2) - gaussian_log_density(z2, mu2, logvar2)
-        return log_likelihood(z1) + gaussian_log_density(z1, below, below_logvar) + upper
+    def chain(z1: torch.Tensor) -> torch.Tensor:
+        draws, log_q = [z1], 0.0
+        for layer in range(1, layers):
+            mu, logvar = model.clamped(*model.net(posterior_name(layer))(draws[-1]))
+            z = mu + torch.exp(0.5 * logvar) * upper[layer - 1][: len(z1)]
+            log_q = log_q + gaussian_log_density(z, mu, logvar)
+            draws.append(z)
+        return log_likelihood(z1) + log_generative(model, draws) - log_q
 
-    return ElboTerms(two_layers, None)
+    return ElboTerms(chain, None)
+
+
+def log_generative(model: VAE, draws: list[torch.Tensor]) -> torch.Tensor:
+    """log p(z1 | z2) + ... + log p(zL) of draws, bottom first."""
+    total = model.prior.log_prob(draws[-1], model.context())
+    for layer in range(len(draws) - 1):
+        mu, logvar = model.clamped(*model.net(prior_name(layer))(draws[layer + 1]))
+        total = total + gaussian_log_density(draws[layer], mu, logvar)
+    return total
+
+
+def held_above(model: VAE, x: torch.Tensor, log_likelihood: Data) -> Data:
+    """data(z1) of a top-down wiring with the layers above at their posterior means."""
+    with torch.no_grad():
+        posteriors = model.encode_layers(x)
+    above = [mu for mu, _ in posteriors[1:]]
+    log_q_above = sum(gaussian_log_density(mu, mu, logvar) for mu, logvar in posteriors[1:])
+
+    def data(z1: torch.Tensor) -> torch.Tensor:
+        held = [mu.expand(len(z1), -1) for mu in above]
+        return log_likelihood(z1, *held) + log_generative(model, [z1, *held]) - log_q_above
+
+    return data

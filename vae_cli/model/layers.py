@@ -67,58 +67,114 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         )
 
 
-def with_constant_weights(module: nn.Module, x: torch.Tensor) -> Any:
-    """module(x) with its weights detached: gradients reach x only."""
+def with_constant_weights(module: nn.Module, *inputs: torch.Tensor) -> Any:
+    """module(*inputs) with its weights detached: gradients reach the inputs only."""
     from torch.func import functional_call
 
     weights = {name: p.detach() for name, p in module.named_parameters()}
-    return functional_call(module, weights, (x,))
+    return functional_call(module, weights, inputs)
 
 
 def _activation(name: str) -> nn.Module:
     return nn.ReLU() if name == "relu" else nn.Tanh()
 
 
-class GaussianMLP(nn.Module):
-    """in -> hidden -> hidden -> (mu, logvar) of a diagonal Gaussian: the MLP encoder of x, and
-    in a two-layer model q(z2|z1) and p(z1|z2) (Burda et al. 2016, App. C)."""
+class GatedDense(nn.Module):
+    """h = (W1 x + b1) * sigmoid(W2 x + b2): the gated dense layer of the VampPrior code
+    (Tomczak & Welling 2018, after Dauphin et al. 2017's gated linear units)."""
 
-    def __init__(self, *, in_dim: int, hidden_dim: int, out_dim: int, activation: str) -> None:
+    def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            Linear(in_dim, hidden_dim),
-            _activation(activation),
-            Linear(hidden_dim, hidden_dim),
-            _activation(activation),
+        self.h = Linear(in_dim, out_dim)
+        self.g = Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+def hidden_layer(in_dim: int, out_dim: int, *, block: str, activation: str) -> list[nn.Module]:
+    """One hidden layer of an MLP: linear then the activation, or a gated dense layer."""
+    if block == "gated":
+        return [GatedDense(in_dim, out_dim)]
+    return [Linear(in_dim, out_dim), _activation(activation)]
+
+
+def joined_layers(
+    in_dims: list[int], hidden_dim: int, *, block: str, activation: str
+) -> tuple[nn.ModuleList | None, list[nn.Module]]:
+    """An MLP's hidden layers over one input or several: one input goes through two hidden
+    layers; several each through a hidden layer of their own (the branches), then together
+    through a joint one (the VampPrior code's q(z1|x,z2) and p(x|z1,z2))."""
+    sizes = dict(block=block, activation=activation)
+    if len(in_dims) == 1:
+        return None, [
+            *hidden_layer(in_dims[0], hidden_dim, **sizes),
+            *hidden_layer(hidden_dim, hidden_dim, **sizes),
+        ]
+    branches = nn.ModuleList(
+        nn.Sequential(*hidden_layer(size, hidden_dim, **sizes)) for size in in_dims
+    )
+    return branches, hidden_layer(len(in_dims) * hidden_dim, hidden_dim, **sizes)
+
+
+def join(branches: nn.ModuleList | None, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The input of an MLP's body: its one input, or its branches' outputs side by side
+    (broadcast over leading dimensions: x (B, 784) beside K samples of z (K, B, D))."""
+    if branches is None:
+        return inputs[0]
+    parts = [branch(x) for branch, x in zip(branches, inputs, strict=True)]
+    shape = torch.broadcast_shapes(*(part.shape[:-1] for part in parts))
+    return torch.cat([part.expand(*shape, -1) for part in parts], dim=-1)
+
+
+class GaussianMLP(nn.Module):
+    """inputs -> hidden -> hidden -> (mu, logvar) of a diagonal Gaussian: a posterior q(z_l|.)
+    or a conditional prior p(z_l|z_l+1) (Burda et al. 2016, App. C). A one-input MLP keeps
+    the parameter names older checkpoints hold (body.0, body.2, mu, logvar)."""
+
+    def __init__(
+        self,
+        *,
+        in_dim: int | list[int],
+        hidden_dim: int,
+        out_dim: int,
+        activation: str,
+        block: str = "mlp",
+    ) -> None:
+        super().__init__()
+        in_dims = [in_dim] if isinstance(in_dim, int) else in_dim
+        self.branches, layers = joined_layers(
+            in_dims, hidden_dim, block=block, activation=activation
         )
+        self.body = nn.Sequential(*layers)
         self.mu = Linear(hidden_dim, out_dim)
         self.logvar = Linear(hidden_dim, out_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(x)  # (B, H)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(join(self.branches, inputs))  # (B, H)
         return self.mu(h), self.logvar(h)
 
 
-class MLPEncoder(GaussianMLP):
-    def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
-        super().__init__(
-            in_dim=IMAGE_PIXELS, hidden_dim=hidden_dim, out_dim=latent_dim, activation=activation
-        )
-
-
 class MLPDecoder(nn.Module):
-    def __init__(self, *, latent_dim: int, hidden_dim: int, activation: str) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            Linear(latent_dim, hidden_dim),
-            _activation(activation),
-            Linear(hidden_dim, hidden_dim),
-            _activation(activation),
-            Linear(hidden_dim, IMAGE_PIXELS),
-        )
+    """z (one layer, or every layer of the skip wiring) -> Bernoulli logits (B, 784)."""
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(z)  # (B, 784) logits
+    def __init__(
+        self,
+        *,
+        latent_dim: int | list[int],
+        hidden_dim: int,
+        activation: str,
+        block: str = "mlp",
+    ) -> None:
+        super().__init__()
+        in_dims = [latent_dim] if isinstance(latent_dim, int) else latent_dim
+        self.branches, layers = joined_layers(
+            in_dims, hidden_dim, block=block, activation=activation
+        )
+        self.body = nn.Sequential(*layers, Linear(hidden_dim, IMAGE_PIXELS))
+
+    def forward(self, *z: torch.Tensor) -> torch.Tensor:
+        return self.body(join(self.branches, z))  # (B, 784) logits
 
 
 class ConvEncoder(nn.Module):

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vae_cli.config.settings import Config
+from vae_cli.config.settings import Config, describe_model
 from vae_cli.config.toml import load_config
 from vae_cli.errors import UserError
 from vae_cli.files import json_object, read_lines
@@ -25,8 +25,7 @@ class RunSummary:
     best_test_loss: float | None  # the test bound at the epoch best.pt holds
     chosen_on: str | None  # how that epoch was chosen (runs/best.py), None before one
     binarize: str
-    latent_dims: list[int]  # each stochastic layer's size, bottom (z1) first
-    arch: str  # e.g. "mlp", or "mlp, VampPrior K=500"
+    model: str  # its shape in words, e.g. "2 layers 100-50, skip, VampPrior K=500"
     status: str
 
     @property
@@ -35,13 +34,6 @@ class RunSummary:
         if self.epochs_planned is None:
             return f"{self.epochs_done} (time budget)"
         return f"{self.epochs_done}/{self.epochs_planned}"
-
-    @property
-    def latent(self) -> str:
-        """z's size, or "z1 100, z2 50" for a two-layer model."""
-        if len(self.latent_dims) == 1:
-            return str(self.latent_dims[0])
-        return ", ".join(f"z{layer} {size}" for layer, size in enumerate(self.latent_dims, 1))
 
 
 def planned_epochs(config: Config) -> int | None:
@@ -68,8 +60,6 @@ def summarize_run(root: Path) -> RunSummary | None:
     metrics = [m for m in map(json_object, lines) if m and isinstance(m.get("epoch"), int)]
     scored = [m for m in metrics if isinstance(m.get("test_loss"), float)]
     best = best_epoch(scored)
-    model = config.model
-    layers = [model.latent_dim] + ([model.latent2_dim] if model.stochastic_layers == 2 else [])
     return RunSummary(
         name=root.name,
         date=time.strftime(
@@ -80,9 +70,7 @@ def summarize_run(root: Path) -> RunSummary | None:
         best_test_loss=test_loss(best) if best else None,
         chosen_on=chosen_on(best) if best else None,
         binarize=config.data.binarize,
-        latent_dims=layers,
-        arch=config.model.arch
-        + (f", VampPrior K={model.pseudo_inputs}" if model.prior == "vamp" else ""),
+        model=describe_model(config.model),
         status=read_status(root),
     )
 

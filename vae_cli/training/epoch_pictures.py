@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from vae_cli.config.settings import Config
 from vae_cli.model.priors import PriorNoise
 from vae_cli.model.vae import VAE, prior_noise
 from vae_cli.pictures import grids, plots
@@ -65,15 +64,15 @@ class EpochPictures(Callbacks):
     def draw(self, trainer: Any, member: int, epoch: int, model: VAE) -> None:
         run = trainer.members[member]
         if member not in self.fixed_z:
-            self.fixed_z[member] = sample_grid_noise(run.config)
+            self.fixed_z[member] = sample_grid_noise(model, run.config.train.seed)
         originals = trainer.evaluation.test[:RECONSTRUCTED]
         save_epoch_pictures(model, run.folder, epoch, self.fixed_z[member], originals)
         plots.save_curves(trainer.states[member].history, run.folder.curves)
 
 
-def sample_grid_noise(config: Config) -> PriorNoise:
+def sample_grid_noise(model: VAE, seed: int) -> PriorNoise:
     """The fixed prior noise of the per-epoch sample pictures, from the run's seed."""
-    return prior_noise(config.model, SAMPLE_GRID, torch.Generator().manual_seed(config.train.seed))
+    return prior_noise(model, SAMPLE_GRID, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -93,6 +92,6 @@ def save_epoch_pictures(
         folder.reconstruction_picture(epoch),
         nrow=8,
     )
-    if model.prior is not None:
-        pseudo_inputs = model.prior.inputs()[:PSEUDO_INPUTS_SHOWN]
-        grids.save_grid(pseudo_inputs, folder.pseudo_inputs, nrow=10)
+    learned = model.prior.learned_inputs()
+    if learned is not None:  # a VampPrior's pseudo-inputs
+        grids.save_grid(learned[:PSEUDO_INPUTS_SHOWN], folder.pseudo_inputs, nrow=10)

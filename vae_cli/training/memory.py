@@ -11,9 +11,10 @@ import os
 import torch
 
 from vae_cli.config.settings import Config
+from vae_cli.config.values import show_value
 from vae_cli.errors import UserError
 from vae_cli.model.layers import IMAGE_PIXELS
-from vae_cli.model.vae import VAE, latent_dims
+from vae_cli.model.vae import VAE
 
 FLOAT_BYTES = 4
 # The conv layers' outputs (32 x 14 x 14 and 64 x 7 x 7), before and after the nonlinearity.
@@ -33,17 +34,18 @@ def step_bytes(config: Config, n_train: int) -> int:
     the activations autograd keeps for backward and their gradients."""
     with torch.device("meta"):  # counts the parameters without allocating them
         parameters = sum(p.numel() for p in VAE(config.model).parameters())
-    hidden, latent = config.model.hidden_dim, config.model.latent_dim
+    (latent, hidden), *above = config.model.layer_sizes()
+    gates = 2 if config.model.block == "gated" else 1  # a gated layer keeps two products
     batch = min(config.train.batch_size, n_train)
-    per_image = IMAGE_PIXELS + 4 * hidden + 4 * latent  # encoder: x, hidden layers, mu, logvar
-    per_sample = latent + 4 * hidden + LOSS_TEMPORARIES * IMAGE_PIXELS  # decoder and loss
+    per_image = IMAGE_PIXELS + 4 * gates * hidden + 4 * latent  # q(z1|x): x, hidden, mu, logvar
+    per_sample = latent + 4 * gates * hidden + LOSS_TEMPORARIES * IMAGE_PIXELS  # decoder, loss
     if config.model.arch == "conv":
         per_image, per_sample = per_image + CONV_FEATURES, per_sample + CONV_FEATURES
-    if config.model.stochastic_layers == 2:  # q(z2|z1) and p(z1|z2): two hidden layers each
-        per_sample += 2 * (4 * config.model.hidden2_dim + 2 * config.model.latent2_dim)
+    for size, width in above:  # q and p of each layer above: two hidden layers each
+        per_sample += 2 * (4 * gates * width + 2 * size)
     activations = 2 * (batch * per_image + batch * largest_k(config) * per_sample)
     if config.model.prior == "vamp":  # K pseudo-inputs through the encoder, and the mixture's
-        k, top = config.model.pseudo_inputs, latent_dims(config.model)[-1]  # (k, B, K, D) terms
+        k, top = config.model.pseudo_inputs, config.model.latent_dims[-1]  # (k, B, K, D) terms
         activations += 2 * (k * per_image + 3 * batch * largest_k(config) * k * top)
     return FLOAT_BYTES * (4 * parameters + activations)
 
@@ -72,12 +74,13 @@ def check_step_fits(
     k = largest_k(config)
     samples = f" x k {k}" if k > 1 else ""
     stacked = f" x {members} members" if members > 1 else ""
-    culprits = "--batch-size, --k or --hidden-dim" if k > 1 else "--batch-size or --hidden-dim"
+    culprits = "--batch-size, --k or --hidden-dims" if k > 1 else "--batch-size or --hidden-dims"
     if members > 1:
         culprits += f" or the number of {members_flag}"
     raise UserError(
         f"one training step needs at least {need / 2**30:,.0f} GiB (batch "
-        f"{min(config.train.batch_size, n_train)}{samples}, hidden {config.model.hidden_dim}"
+        f"{min(config.train.batch_size, n_train)}{samples}, hidden "
+        f"{show_value(config.model.hidden_dims)}"
         f"{stacked}), more than the {have / 2**30:,.0f} GiB of {device.type} memory here; "
         f"lower {culprits}"
     )

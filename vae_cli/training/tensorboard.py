@@ -90,8 +90,8 @@ class TensorBoardLogger(Callbacks):
 
 def hparams(config: Config) -> dict[str, Any]:
     """The run's settings as TensorBoard hparams (`section.field`; unset ones left out)."""
-    settings = {
-        f"{section}.{key}": value
+    settings = {  # TensorBoard takes numbers and strings: a per-layer list as "64,32"
+        f"{section}.{key}": ",".join(map(str, value)) if isinstance(value, list) else value
         for section, values in config.to_dict().items()
         if section != "phases"
         for key, value in values.items()
