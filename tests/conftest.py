@@ -248,7 +248,7 @@ def make_step(
 
     device = torch.device(device)
     configs = [config] if seeds is None else [config.replace({"seed": s}) for s in seeds]
-    population = Stack([build_model(c, device) for c in configs])
+    population = Stack([build_model(c, device) for c in configs], average=bool(config.train.ema))
     generators = [make_generators(c.train.seed, device) for c in configs]
     return build_step(population, configs, generators, graphs=graphs)
 

@@ -109,3 +109,21 @@ def test_a_one_and_a_two_layer_model_keep_their_checkpoints_parameter_names() ->
     modules = [name for name, _ in two.named_children()]
     assert modules == ["encoder", "decoder", "encoder2", "decoder2", "prior"]
     assert two.decoder.body[4].out_features == 784 and two.encoder2.mu.out_features == 50
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_output_bias_data_starts_the_decoder_at_the_pixel_means(arch: str) -> None:
+    """With the last layer's weights at zero, the decoder gives every pixel its mean over
+    the training images (a conv decoder, which has one bias: their overall mean)."""
+    from vae_cli.model.vae import start_at_the_data_mean
+
+    model = VAE(ModelConfig(arch=arch, latent_dims=(2,), hidden_dims=(8,)))
+    means = torch.linspace(0.0, 1.0, 784)
+    start_at_the_data_mean(model, means)
+    with torch.no_grad():
+        for parameter in model.decoder.parameters():
+            if parameter is not model.decoder.output_bias():
+                parameter.zero_()
+        pixels = torch.sigmoid(model.decode(torch.zeros(1, 2)))[0]
+    expected = means.clamp(1e-3, 1 - 1e-3) if arch == "mlp" else means.mean().expand(784)
+    torch.testing.assert_close(pixels, expected)

@@ -46,8 +46,19 @@ def show_help_without_command(ctx: typer.Context) -> None:
 
 def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:
     """Run the CLI and return its exit code; the one place user errors are reported."""
+    wait_passively()
     with TerminationHandler() as termination:
         return run_command(argv, prog_name, termination)
+
+
+def wait_passively() -> None:
+    """torch's OpenMP threads sleep between parallel regions instead of spinning, unless the
+    user chose otherwise. Spinning threads of two processes on the same cores take turns
+    busy-waiting for each other: with a second process training on these 2 cores a run fell
+    from 27,000 to 350 images/s (docs/performance.md). Read once, when torch first loads."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class TerminationHandler:

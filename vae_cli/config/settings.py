@@ -128,6 +128,13 @@ class ModelConfig:
         maximum=MAX_PSEUDO_INPUTS,
         sizes_memory=True,
     )
+    output_bias: str = setting(
+        "zero",
+        "Initial bias of the decoder's output logits: zero = as initialised; data = the logit "
+        "of each pixel's mean over the training images (Burda et al.'s IWAE code), so a new "
+        "model starts at the data's marginal.",
+        choices=("zero", "data"),
+    )
     max_logvar: float = setting(10.0, "logvar is clamped to [-max, +max].", above=0)
     min_std: float = setting(1e-4, "Floor on the posterior std sigma (0 disables).", minimum=0)
     # The keys of one- and two-layer models before latent_dims: read from old files and flags,
@@ -347,6 +354,14 @@ class TrainConfig:
         resumable=True,
         per_phase=True,
         per_member=True,
+    )
+    ema: float = setting(
+        0.0,
+        "Decay of an exponential moving average of the weights, e.g. 0.999 (0: none). With "
+        "it, evaluation, best.pt, the pictures, export and every command use the averaged "
+        "weights; training goes on from its own.",
+        minimum=0,
+        below=1,
     )
     objective: str = setting(
         "elbo", "Training bound.", choices=("elbo", "iwae"), resumable=True, per_phase=True

@@ -176,6 +176,10 @@ class MLPDecoder(nn.Module):
     def forward(self, *z: torch.Tensor) -> torch.Tensor:
         return self.body(join(self.branches, z))  # (B, 784) logits
 
+    def output_bias(self) -> torch.Tensor:
+        """The bias of the output logits, one per pixel."""
+        return self.body[-1].bias
+
 
 class ConvEncoder(nn.Module):
     """Two strided convolutions 28 -> 14 -> 7, then a linear bottleneck."""
@@ -217,3 +221,7 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.body(z)
+
+    def output_bias(self) -> torch.Tensor:
+        """The bias of the output logits: one for the image's single channel."""
+        return self.body[-2].bias

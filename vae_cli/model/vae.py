@@ -137,19 +137,6 @@ class VAE(nn.Module):
         noise = NoiseSource(generator)
         return self.wiring.reconstruct(self, self.images(x), noise, mean_only=mean_only)
 
-    def layer_kls(self, walk: Walk, dtype: torch.dtype) -> list[LayerKL]:
-        """Each layer's KL at the walk's draws, bottom first: below the top, the single-sample
-        log q(z_l|.) - log p(z_l|z_l+1) of each dimension (both diagonal, so the dimensions'
-        shares add up exactly); the top's, the prior's (analytic for N(0, I))."""
-        kls = []
-        for layer in walk.draws[:-1]:
-            log_q = gaussian_log_density_per_dim(layer.term, layer.mu, layer.logvar)
-            log_p = gaussian_log_density_per_dim(layer.term, layer.prior_mu, layer.prior_logvar)
-            kls.append(LayerKL(log_q - log_p))
-        top = walk.draws[-1]
-        kls.append(self.prior.kl(top.term, top.mu.to(dtype), top.logvar.to(dtype), self.context()))
-        return kls
-
     def elbo(
         self,
         x: torch.Tensor,
@@ -165,7 +152,7 @@ class VAE(nn.Module):
         walk = self.wiring.walk(self, x, noise)
         x_logits = walk.x_logits.to(x.dtype)  # float32 (or the pixels' dtype) under autocast
         recon = -bernoulli_log_likelihood(x_logits, x)
-        kls = self.layer_kls(walk, x.dtype)
+        kls = layer_kls(self, walk, x.dtype)
         return elbo_from_parts(recon, kls, beta=beta, free_bits=free_bits)
 
     def importance_walk(
@@ -224,6 +211,32 @@ class VAE(nn.Module):
             return LossParts(-bound.mean(-1), recon, kl_dims.sum(-1), kl_dims.mean(-2))
         kl = (log_px_z - log_w).mean(-2)  # E_q[log q(z|x) - log p(z)] per image
         return LossParts(-bound.mean(-1), recon, kl, kl.mean(-1, keepdim=True))
+
+
+def layer_kls(model: VAE, walk: Walk, dtype: torch.dtype) -> list[LayerKL]:
+    """Each layer's KL at the walk's draws, bottom first: below the top, the single-sample
+    log q(z_l|.) - log p(z_l|z_l+1) of each dimension (both diagonal, so the dimensions'
+    shares add up exactly); the top's, the prior's (analytic for N(0, I))."""
+    kls = []
+    for layer in walk.draws[:-1]:
+        log_q = gaussian_log_density_per_dim(layer.term, layer.mu, layer.logvar)
+        log_p = gaussian_log_density_per_dim(layer.term, layer.prior_mu, layer.prior_logvar)
+        kls.append(LayerKL(log_q - log_p))
+    top = walk.draws[-1]
+    kls.append(model.prior.kl(top.term, top.mu.to(dtype), top.logvar.to(dtype), model.context()))
+    return kls
+
+
+@torch.no_grad()
+def start_at_the_data_mean(model: VAE, pixel_means: torch.Tensor) -> None:
+    """The decoder's output bias set to the logit of each pixel's mean over the training
+    images (784,) (Burda et al.'s IWAE code): before it has learned anything the model gives
+    every image the data's marginal likelihood. A conv decoder has one bias: the logit of the
+    mean over all pixels."""
+    bias = model.decoder.output_bias()
+    means = pixel_means.clamp(1e-3, 1 - 1e-3).to(bias)
+    means = means if bias.numel() == means.numel() else means.mean().expand_as(bias)
+    bias.copy_(torch.logit(means))
 
 
 def count_parameters(model: nn.Module) -> int:

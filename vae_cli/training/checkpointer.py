@@ -15,7 +15,6 @@ import torch
 
 from vae_cli.checkpoint import load_checkpoint, serialize_checkpoint
 from vae_cli.files import OrderedWriter, write_atomically
-from vae_cli.model.vae import VAE
 from vae_cli.runs.best import criterion, selection_criterion
 from vae_cli.runs.folder import RunFolder
 from vae_cli.runs.metrics import read_metrics, truncate_metrics
@@ -36,13 +35,12 @@ class Checkpointer:
         instead). Returns what it saves, or None."""
         stack = trainer.stack
         if not torch.isfinite(stack.flat[member]).all():  # one check for all weights
-            trainer.fail_member(member, non_finite_weights(stack.member(member)))
+            trainer.fail_member(member, non_finite_weights(stack.training_weights(member)))
             return None
         settings = trainer.plans[member][trainer.progress.phase].settings.train
         parts = stack.member_state_dict(member, lr=trainer.lrs[member], beta2=settings.adam_beta2)
         state = {
-            "model": snapshot(parts["model"]),
-            "optimizer": snapshot(parts["optimizer"]),
+            **snapshot(parts),  # weights and Adam state (and a moving average's)
             "config": trainer.members[member].config.to_dict(),
             "rng": trainer.streams[member].state_dict(mid_epoch=trainer.progress.mid_epoch),
             **trainer.progress.state_dict(),
@@ -93,9 +91,9 @@ def snapshot(value: Any) -> Any:
     return value
 
 
-def non_finite_weights(model: VAE) -> str:
+def non_finite_weights(weights: dict[str, torch.Tensor]) -> str:
     """Why a model's weights may not be saved: the first parameter that is not finite."""
-    name = next(n for n, p in model.named_parameters() if not torch.isfinite(p).all())
+    name = next(n for n, p in weights.items() if not torch.isfinite(p).all())
     return f"parameter {name} is not finite; refusing to save it (try a lower --lr)"
 
 

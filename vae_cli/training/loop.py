@@ -25,7 +25,7 @@ from vae_cli.data.dataset import Dataset, prepare_images, to_float
 from vae_cli.device import flush_denormals, resolve_device
 from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, TrainingPruned
 from vae_cli.files import OrderedWriter
-from vae_cli.model.vae import VAE
+from vae_cli.model.vae import VAE, start_at_the_data_mean
 from vae_cli.runs.best import best_epoch, chosen_on, selection_loss
 from vae_cli.runs.folder import RunFolder
 from vae_cli.runs.metrics import append_metrics
@@ -183,7 +183,11 @@ class Trainer:
         )
         self.plans = [build_plan(member.config) for member in members]
         self.plan = self.plans[0]  # lengths and objectives: the same for every member
-        self.stack = Stack([build_model(member.config, self.device) for member in members])
+        pixel_means = pixels.train.sum(0, dtype=torch.float64) / (255 * len(pixels.train))
+        self.stack = Stack(
+            [build_model(member.config, self.device, pixel_means) for member in members],
+            average=bool(config.train.ema),  # before a resume restores the average
+        )
         self.streams = [RandomStreams(member.config.train.seed, self.device) for member in members]
         first = members[0].checkpoint
         self.progress = Progress() if first is None else Progress.from_state_dict(first)
@@ -338,9 +342,14 @@ class Trainer:
         }
 
 
-def build_model(config: Config, device: torch.device) -> VAE:
-    """The VAE with weights drawn from the config's seed, without touching global RNG state."""
+def build_model(
+    config: Config, device: torch.device, pixel_means: torch.Tensor | None = None
+) -> VAE:
+    """The VAE with weights drawn from the config's seed, without touching global RNG state;
+    with output_bias = "data", its decoder starts at the training images' pixel means."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         model = VAE(config.model)
+    if config.model.output_bias == "data" and pixel_means is not None:
+        start_at_the_data_mean(model, pixel_means)
     return model.to(device)

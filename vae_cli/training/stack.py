@@ -64,12 +64,12 @@ def member_weights(stacked: VAE, member: int) -> dict[str, torch.Tensor]:
     }
 
 
-def member_view(stacked: VAE, member: int) -> VAE:
-    """Member m as an ordinary VAE whose weights are views of the stack (no copy): for the
-    test pass, pictures and checkpoints, through the single-model code."""
+def member_view(stacked: VAE, weights: dict[str, torch.Tensor]) -> VAE:
+    """A member as an ordinary VAE whose weights are the given views of the stack (no copy):
+    for the test pass, pictures and checkpoints, through the single-model code."""
     with torch.device("meta"):
         model = VAE(stacked.config)
-    model.load_state_dict(member_weights(stacked, member), assign=True)
+    model.load_state_dict(weights, assign=True)
     return model.eval()
 
 
@@ -78,7 +78,7 @@ class Stack:
     gradients (M, P), the Adam moments, the running statistics, and which members are frozen
     (failed, pruned or done: they still ride along in the products but are never updated)."""
 
-    def __init__(self, models: list[VAE]) -> None:
+    def __init__(self, models: list[VAE], *, average: bool = False) -> None:
         self.model, self.flat = stack_models(models)
         transposed = transposed_when_stacked(self.model)
         # (shape in the stack, transposed?) of each parameter's segment of a row, in order.
@@ -88,6 +88,13 @@ class Stack:
         self.flat_grad = torch.zeros_like(self.flat)
         self.parameters = list(self.model.parameters())
         self.adam = AdamState.zeros_like(self.flat.detach())
+        # The exponential moving average of the weights (the `ema` setting), what every
+        # evaluation and command reads, and each member's count of averaged steps (its
+        # warm-up); None without one.
+        self.average: torch.Tensor | None = None
+        self.averaged_steps: torch.Tensor | None = None
+        if average:
+            self.keep_average()
         self.stats = Statistics(len(models), self.flat.device)
         self.frozen = torch.zeros(len(models), device=self.flat.device)
 
@@ -95,16 +102,42 @@ class Stack:
     def size(self) -> int:
         return len(self.flat)
 
+    def keep_average(self) -> None:
+        """Start the moving average of the weights at the weights as they are."""
+        self.average = self.flat.detach().clone()
+        self.averaged_steps = torch.zeros(self.size, dtype=torch.float64, device=self.flat.device)
+
     def member(self, member: int) -> VAE:
-        return member_view(self.model, member)
+        """Member m as the model every evaluation and command reads: its averaged weights
+        with a moving average, else its weights (views, no copy)."""
+        return member_view(self.model, self.member_weights(member))
 
     def member_weights(self, member: int) -> dict[str, torch.Tensor]:
+        """The weights of `member` that every evaluation and command reads, in the single
+        model's layout (views)."""
+        if self.average is None:
+            return self.training_weights(member)
+        return self.row_weights(self.average[member])
+
+    def training_weights(self, member: int) -> dict[str, torch.Tensor]:
+        """The weights the optimiser updates, in the single model's layout (views)."""
         return member_weights(self.model, member)
+
+    def row_weights(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A (P,) row of the stack's layout as named views in the single model's layout."""
+        weights, offset = {}, 0
+        for (name, _), (shape, transposed) in zip(
+            self.model.named_parameters(), self.segments, strict=True
+        ):
+            view = row[offset : offset + shape.numel()].view(shape)
+            weights[name] = view.t() if transposed else view
+            offset += shape.numel()
+        return weights
 
     @torch.no_grad()
     def load_member_weights(self, member: int, state: dict[str, torch.Tensor]) -> None:
-        """Member m's weights from a state_dict in the single model's layout."""
-        for name, view in self.member_weights(member).items():
+        """Member m's training weights from a state_dict in the single model's layout."""
+        for name, view in self.training_weights(member).items():
             view.copy_(state[name])
 
     def single_layout(self, row: torch.Tensor) -> torch.Tensor:
@@ -129,17 +162,28 @@ class Stack:
 
     def member_state_dict(self, member: int, *, lr: float, beta2: float) -> dict[str, Any]:
         """Member m's weights and Adam state, in a single model's and torch.optim.Adam's layout
-        (views: the checkpointer copies them)."""
-        return {
+        (views: the checkpointer copies them). "model" holds the weights every command reads
+        (the averaged ones with a moving average, whose training weights are then kept as
+        "training_weights" for a resume)."""
+        state = {
             "model": self.member_weights(member),
             "optimizer": self.adam.member_state_dict(
                 member, lr=lr, beta2=beta2, layout=self.single_layout
             ),
         }
+        if self.average is not None:
+            state["training_weights"] = self.training_weights(member)
+            state["averaged_steps"] = self.averaged_steps[member]
+        return state
 
+    @torch.no_grad()
     def load_member_state_dict(self, member: int, checkpoint: dict[str, Any]) -> None:
-        self.load_member_weights(member, checkpoint["model"])
+        self.load_member_weights(member, checkpoint.get("training_weights", checkpoint["model"]))
         self.adam.load_member(member, checkpoint["optimizer"], self.stack_layout)
+        if self.average is not None:
+            for name, view in self.row_weights(self.average[member]).items():
+                view.copy_(checkpoint["model"][name])
+            self.averaged_steps[member] = checkpoint["averaged_steps"]
 
     def freeze(self, member: int) -> None:
         self.frozen[member] = 1.0

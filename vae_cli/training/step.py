@@ -69,6 +69,7 @@ class Step:
             lr=self.lr,
             beta2=self.beta2,
         )
+        self.ema = self.shared.train.ema if stack.average is not None else None
         self.noise = [g["noise"] for g in generators]
         self.binarize = [g["binarize"] for g in generators]
         self.amp = self.shared.train.amp and device.type == "cuda"
@@ -176,7 +177,21 @@ class Step:
         # its weights stay those of the step that hit the limit until the host reads it.
         skip = ((~finite) | stack.stats.halted() | (stack.frozen > 0)).float()
         self.adam.step(skip)
+        if self.ema is not None:
+            self.update_average(1.0 - skip)
         self.accumulate(parts, grad_norm, finite, x.shape[1])
+
+    def update_average(self, updated: torch.Tensor) -> None:
+        """average = d·average + (1 - d)·weights for the members whose weights were updated,
+        d = min(ema, (1 + n) / (10 + n)) after n averaged steps: a short memory at first, so
+        the average is not the initial weights for the first thousand steps (TensorFlow's
+        ExponentialMovingAverage with num_updates). Device work only, as the step is."""
+        stack = self.stack
+        count = stack.averaged_steps
+        decay = torch.clamp((1 + count) / (10 + count), max=self.ema)
+        weight = ((1 - decay) * updated).to(stack.flat.dtype).unsqueeze(1)  # (M, 1)
+        stack.average.lerp_(stack.flat.detach(), weight)
+        count += updated
 
     def accumulate(
         self, parts: LossParts, grad_norm: torch.Tensor, finite: torch.Tensor, batch: int
