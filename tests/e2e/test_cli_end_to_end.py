@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import png_pixels, png_size, run_vae, train_args, train_tiny
+from conftest import REPO, png_pixels, png_size, run_vae, train_args, train_tiny
 
 from vae_cli.pictures.grids import grid_size
 
@@ -385,7 +385,8 @@ CHEAP_CHECK = """
 import sys
 from vae_cli.cli.app import main
 code = main({args!r})
-print("torch imported" if "torch" in sys.modules else "torch not imported", code)
+heavy = [name for name in ("torch", "optuna") if name in sys.modules]
+print(" and ".join(heavy) + " imported" if heavy else "torch not imported", code)
 """
 
 
@@ -396,19 +397,30 @@ print("torch imported" if "torch" in sys.modules else "torch not imported", code
         (["reconstruct", "--out", "folder/"], "name it *.png"),
         (["export", "--out", "m.pt"], "name it *.safetensors"),
         (["sample", "--checkpoint", "runs/no-such-run"], "checkpoint not found"),
-        (["eval", "--device", "gpu"], "--device gpu"),
+        (["eval", "--device", "gpu"], "--device: expected one of auto, cpu, cuda, mps"),
+        (["gradients", "--k", "0"], "--k: expected sizes from 1 to 10000"),
+        (["train", "--device", "gpu"], "--device: expected one of auto, cpu, cuda, mps"),
+        (["train", "--latent-dims", "64,x"], "--latent-dims: expected integers"),
+        (["train", "--batch-size", "0"], "--batch-size: expected an integer >= 1"),
+        (["train", "--config", "no-such.toml"], "config file not found"),
+        (["train", "--resume", "no-such-run", "--epochs", "0"], "--epochs: expected an"),
+        (["train", "--resume", "no-such-run"], "no such run folder"),
+        (["tune", "--config", "no-such.toml"], "config file not found"),
+        (["tune", "--config", "configs/tune.toml", "--pruner", "x"], "--pruner: expected"),
     ],
 )
 def test_cheap_checks_come_before_torch_loads(
     args: list[str], fragment: str, trained_run: Path
 ) -> None:
+    """Every command refuses a bad value before torch (or Optuna) loads: in a fraction of a
+    second, not after the seconds torch's import takes."""
     import subprocess
     import sys
 
-    if "--checkpoint" not in args:
+    if args[0] not in ("train", "tune") and "--checkpoint" not in args:
         args = [*args, "--checkpoint", str(trained_run)]
     script = CHEAP_CHECK.format(args=args)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert done.stdout.strip() == "torch not imported 2", done.stderr
     assert fragment in done.stderr and done.stderr.startswith("Error: ")
 

@@ -199,9 +199,14 @@ def load_parts(data: Path) -> tuple[torch.Tensor, ...]:
             ("--validation", 50, "--limit", 50),
             "--validation 50: expected fewer than the 50 training images --limit 50 holds",
         ),
+        (("--batch-size", 601), "--batch-size 601: expected at most the 600 training images"),
+        (
+            ("--batch-size", 550, "--validation", 100),
+            "--batch-size 550: expected at most the 500 training images",
+        ),
     ],
 )
-def test_a_split_that_leaves_nothing_to_train_on_is_one_error(
+def test_a_split_or_batch_that_leaves_nothing_to_train_on_is_one_error(
     flags: tuple, message: str, datasets: dict[str, Path], tmp_path: Path
 ) -> None:
     result = run_vae(

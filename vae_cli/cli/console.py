@@ -114,9 +114,9 @@ class TrainingDisplay(Callbacks):
             line += f"iwae-{metrics['test_iwae_k']} {held_out}test {metrics['test_iwae']:.2f}  "
         per_member = " per member" if self.members > 1 else ""
         line += f"[{metrics['binarize']}]  {metrics['images_per_s']:,.0f} img/s{per_member}"
-        if self.epoch_bar is not None:
-            self.epoch_bar.update(1)
-            self.batch_bar.reset()
+        if self.epoch_bar is not None and metrics["epoch"] > self.epoch_bar.n:
+            self.epoch_bar.update(metrics["epoch"] - self.epoch_bar.n)  # once per epoch,
+            self.batch_bar.reset()  # however many members the stack trains
         self.write(line)
 
     def on_warning(self, message: str) -> None:
@@ -145,6 +145,7 @@ def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
         f"model       {describe_model(model.config)}, {count_parameters(model):,} parameters"
         + per_member,
         f"data        {data_words(info, dataset)}, binarize={display.binarize}",
+        f"batch       {info['batch_size']:,} images, {info['steps_per_epoch']:,} steps per epoch",
         f"best.pt     {choice_words(info)}",
         f"run folder  {display.run_dir}",
     ]

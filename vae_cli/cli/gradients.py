@@ -10,6 +10,7 @@ import typer
 from vae_cli.cli.app import app
 from vae_cli.cli.options import Checkpoint, DataDir, Device, Out, RunsDir, load, seed_option
 from vae_cli.cli.options import write_picture as write_and_say
+from vae_cli.errors import UserError
 
 GRADIENTS_HELP = (
     "The ELBO's gradient with respect to one test image's posterior mu and log sigma², "
@@ -23,6 +24,17 @@ GRADIENTS_HELP = (
     "with respect to the encoder's weights, plain and DReG, as a signal-to-noise ratio "
     "|E g| / std g per weight, averaged. Writes RUN/gradients.png unless --out."
 )
+
+
+def parse_ks(text: str) -> list[int]:
+    """`--k 1,8,64` -> [1, 8, 64]: sizes from 1 to 10,000, each once, in increasing order."""
+    try:
+        ks = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UserError(f"--k: expected sizes like 8 or 1,8,64, got {text!r}") from None
+    if any(not 1 <= k <= 10_000 for k in ks):
+        raise UserError(f"--k: expected sizes from 1 to 10000, got {text}")
+    return sorted(set(ks))
 
 
 @app.command(help=GRADIENTS_HELP)
@@ -44,8 +56,6 @@ def gradients(
     device: Device = "auto",
 ) -> None:
     """How noisy each gradient estimator is, on a trained model."""
-    from vae_cli.commands.gradients import parse_ks
-
     ks = parse_ks(k) if k is not None else []
     loaded = load(checkpoint, runs_dir, device, announce=not json_output, out=out)
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from vae_cli.config.settings import FIELDS, MAX_SEED
-from vae_cli.config.values import help_for
+from vae_cli.config.values import check_value, help_for
 from vae_cli.errors import UserError
 
 
@@ -113,8 +113,8 @@ def load(
     from vae_cli.commands.outputs import check_output_name
     from vae_cli.runs.locate import resolve_checkpoint
 
-    if device not in ("auto", "cpu", "cuda", "mps"):
-        raise UserError(f"--device {device}: expected auto, cpu, cuda or mps")
+    if (problem := check_value("device", device)) is not None:  # as `vae train` says it
+        raise UserError(f"--device: {problem}")
     if out is not None:
         check_output_name(out, suffix)
     path = resolve_checkpoint(checkpoint, runs_dir)

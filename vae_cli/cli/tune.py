@@ -55,7 +55,7 @@ def tune(
 ) -> None:
     """Search hyperparameters with Optuna; every trial is a run folder in RUNS_DIR/STUDY/."""
     from vae_cli.cli import console, tables
-    from vae_cli.commands.tune import start_sweep
+    from vae_cli.commands.sweep import start_sweep
 
     result = start_sweep(
         config_file,

@@ -26,17 +26,6 @@ SNR_DRAWS = 500  # IWAE gradients per k and estimator: each is a backward pass
 MAX_SAMPLES = 1_000_000
 
 
-def parse_ks(text: str) -> list[int]:
-    """`--k 1,8,64` -> [1, 8, 64]: sizes from 1 to 10,000, each once, in increasing order."""
-    try:
-        ks = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise UserError(f"--k: expected sizes like 8 or 1,8,64, got {text!r}") from None
-    if any(not 1 <= k <= 10_000 for k in ks):
-        raise UserError(f"--k: each size must be 1 to 10000, got {text}")
-    return sorted(set(ks))
-
-
 def measure_gradients(
     loaded: Loaded, data_dir: Path, *, index: int, samples: int, ks: list[int], seed: int
 ) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from vae_cli.config.settings import Config, flag_name, resumable, rule
 from vae_cli.config.values import count, given_flags, show_value
 from vae_cli.errors import UserError
 from vae_cli.runs.folder import RunFolder
-from vae_cli.training.loop import Member
+from vae_cli.training.member import Member
 
 
 def resume_target(target: Path) -> tuple[Path, Path]:
@@ -131,9 +131,10 @@ def check_unfinished(
 def resume_member(target: Path, flags: dict[str, Any]) -> Member:
     """One run to continue from its last.pt (or the checkpoint given), with the flags a resume
     may change."""
+    given_flags(flags)  # every flag's value checked before torch loads
+    root, checkpoint_path = resume_target(target)
     from vae_cli.checkpoint import load_checkpoint
 
-    root, checkpoint_path = resume_target(target)
     checkpoint = load_checkpoint(checkpoint_path)
     config = resumed_config(checkpoint["config"], flags)
     check_unfinished(target, config, checkpoint, flags)
@@ -143,9 +144,11 @@ def resume_member(target: Path, flags: dict[str, Any]) -> Member:
 def resume_population(root: Path, flags: dict[str, Any]) -> list[Member]:
     """Every member still training when the population stopped; members that failed or were
     pruned stay as they ended."""
-    from vae_cli.checkpoint import load_checkpoint
     from vae_cli.runs.population import member_folders
     from vae_cli.runs.status import read_status
+
+    given_flags(flags)  # every flag's value checked before torch loads
+    from vae_cli.checkpoint import load_checkpoint
 
     members = []
     for folder in member_folders(root):

@@ -12,7 +12,7 @@ from vae_cli.config.checks import check_settings
 from vae_cli.errors import UserError
 from vae_cli.runs.lock import RunLocks
 from vae_cli.training.callbacks import CallbackGroup, Callbacks
-from vae_cli.training.loop import Member
+from vae_cli.training.member import Member
 from vae_cli.training.state import MemberState
 
 
@@ -31,7 +31,7 @@ def train_members(
     checked before any folder is made."""
     from vae_cli.data.dataset import load_dataset
     from vae_cli.data.folders import resolve_data_dir
-    from vae_cli.data.split import check_validation
+    from vae_cli.data.split import check_batch_size, check_validation
     from vae_cli.device import flush_denormals, resolve_device
     from vae_cli.training.memory import check_step_fits
 
@@ -47,6 +47,7 @@ def train_members(
     if dataset is None:
         dataset = load_dataset(resolve_data_dir(data_dir), first.data.dataset, first.data.limit)
     check_validation(first.data.validation, len(dataset.train_images), first.data.limit)
+    check_batch_size(first.train.batch_size, len(dataset.train_images) - first.data.validation)
     for member in members:
         check_same_split(member, dataset)
     check_step_fits(first, device, len(dataset.train_images), members=len(members))

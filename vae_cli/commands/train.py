@@ -19,7 +19,7 @@ from vae_cli.config.values import apply_flags
 from vae_cli.errors import UserError
 from vae_cli.runs.folder import RunFolder
 from vae_cli.training.callbacks import Callbacks
-from vae_cli.training.loop import Member
+from vae_cli.training.member import Member
 
 
 @dataclass
@@ -32,11 +32,12 @@ class TrainResult:
     population: dict[str, Any] | None = None
 
     def written(self) -> list[str]:
-        if self.population is not None:
-            return [str(self.members[0].folder.root.parent / "population.json")]
-        folder = self.members[0].folder
-        files = (folder.config, folder.last, folder.best, folder.metrics, folder.curves)
-        return [str(p) for p in files if p.exists()]
+        if self.population is not None:  # its members' folders, each a run's
+            root = self.members[0].folder.root.parent
+            return [str(root / "population.json"), *(f"{m.folder.root}/" for m in self.members)]
+        return [
+            f"{path}/" if path.is_dir() else str(path) for path in self.members[0].folder.written()
+        ]
 
 
 def train_command(

@@ -26,15 +26,15 @@ from vae_cli.commands.study import (
     summarize_study,
 )
 from vae_cli.commands.trials import AskedTrials, TrialReporter
-from vae_cli.config.search import Dimension, format_param, largest_sizes
+from vae_cli.config.search import Dimension, format_param
 from vae_cli.config.settings import Config, rule
 from vae_cli.config.values import show_value
 from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
 from vae_cli.files import make_folder
 from vae_cli.runs.best import best_epoch, selection_loss
-from vae_cli.runs.folder import RunFolder, check_folder_name
+from vae_cli.runs.folder import RunFolder
 from vae_cli.training.callbacks import Callbacks
-from vae_cli.training.loop import Member
+from vae_cli.training.member import Member
 
 
 @dataclass
@@ -260,89 +260,3 @@ def check_trial_folders(study: optuna.Study, study_dir: Path) -> None:
                 "(a study of the same name in another --storage?); pick another --study or "
                 "--runs-dir, or remove the old trial folders"
             )
-
-
-def check_fixed_settings(config: Config, space: list[Dimension]) -> None:
-    """The settings every trial shares must be valid before the study is touched: a trial
-    that failed on them would be left in the study for nothing."""
-    from vae_cli.config.checks import check_settings
-
-    check_settings(config)
-
-
-def check_largest_trial_fits(
-    config: Config, space: list[Dimension], n_train: int, parallel: int = 1
-) -> None:
-    """The memory check of `vae train`, for a stack of `parallel` of the largest trial the
-    space can draw (before any trial is asked: a stack that cannot fit would leave them)."""
-    from vae_cli.device import resolve_device
-    from vae_cli.training.memory import check_step_fits
-
-    largest = largest_sizes(space)
-    device = resolve_device(config.train.device)
-    check_step_fits(
-        config.replace(largest), device, n_train, members=parallel, members_flag="--parallel"
-    )
-
-
-def start_sweep(
-    config_file: Path,
-    *,
-    study: str | None,
-    trials: int,
-    storage: str | None,
-    runs_dir: Path,
-    data_dir: Path | None,
-    timeout: float | None,
-    pruner: str,
-    seed: int | None,
-    command: str,
-    parallel: int = 1,
-    display: Callable[..., Callbacks] = lambda label, **_: Callbacks(),
-    notify: Callable[[str], None] = lambda line: None,
-) -> dict[str, Any]:
-    """Check every flag, the search space and the data before the study is touched; then run
-    `trials` trials (0: only the summary), `parallel` at a time in stacks. A sweep chooses on
-    a validation split, never on the test set: a config without one gets SWEEP_VALIDATION
-    images, said through `notify`."""
-    from vae_cli.config.search import load_tune_config
-    from vae_cli.data.dataset import load_dataset
-    from vae_cli.data.folders import resolve_data_dir
-    from vae_cli.data.split import check_validation, sweep_validation
-    from vae_cli.device import flush_denormals, resolve_device
-
-    if pruner not in ("median", "none"):
-        raise UserError(f"--pruner: expected median or none, got {pruner!r}")
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise UserError(f"--timeout: expected minutes > 0, got {timeout}")
-    name = config_file.stem if study is None else study
-    check_folder_name(name, "--study")
-    config, space = load_tune_config(config_file)
-    dataset = None
-    if trials:
-        check_fixed_settings(config, space)
-        flush_denormals(resolve_device(config.train.device))  # before torch's worker threads
-        resolved = resolve_data_dir(data_dir)
-        dataset = load_dataset(resolved, config.data.dataset, config.data.limit)
-        data_dir = resolved
-        if not config.data.validation:
-            held_out = sweep_validation(len(dataset.train_images))
-            config = config.replace({"validation": held_out})
-            notify(
-                f"{config_file} sets no [data] validation: trials are chosen and pruned on "
-                f"{held_out:,} held-out training images (set validation to change it)"
-            )
-        check_validation(config.data.validation, len(dataset.train_images), config.data.limit)
-        check_largest_trial_fits(config, space, len(dataset.train_images), parallel)
-    sweep = Sweep(config, space, runs_dir / name, data_dir, command, display, dataset)
-    return tune(
-        sweep,
-        storage,
-        name,
-        trials=trials,
-        timeout_minutes=timeout,
-        pruner=pruner,
-        seed=seed,
-        summary_only=trials == 0,
-        parallel=parallel,
-    )

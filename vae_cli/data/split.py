@@ -54,3 +54,11 @@ def check_validation(validation: int, train_images: int, limit: int | None) -> N
         f"--validation {validation}: expected fewer than the {train_images:,} training images "
         f"{source} holds, leaving some to train on"
     )
+
+
+def check_batch_size(batch_size: int, train_images: int) -> None:
+    """A batch fits in the training set (a larger one would silently train full-batch)."""
+    if batch_size > train_images:
+        raise UserError(
+            f"--batch-size {batch_size}: expected at most the {train_images:,} training images"
+        )

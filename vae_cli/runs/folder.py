@@ -54,6 +54,13 @@ class RunFolder:
     def pseudo_inputs(self) -> Path:
         return self.root / "pseudo_inputs.png"
 
+    def written(self) -> list[Path]:
+        """What training wrote into the folder, as a user looks for it: the files, then the
+        picture folders (each epoch's samples and reconstructions) and TensorBoard's."""
+        files = [self.config, self.last, self.best, self.metrics, self.curves, self.pseudo_inputs]
+        folders = [self.root / name for name in ("samples", "reconstructions", "tensorboard")]
+        return [path for path in [*files, *folders] if path.exists()]
+
     def sample_picture(self, epoch: int) -> Path:
         return self.root / "samples" / f"epoch_{epoch:03d}.png"
 

@@ -12,7 +12,6 @@ epoch_pictures.py), faults (faults.py).
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, Trai
 from vae_cli.files import OrderedWriter
 from vae_cli.model.vae import VAE, start_at_the_data_mean
 from vae_cli.runs.best import best_epoch, chosen_on, selection_loss
-from vae_cli.runs.folder import RunFolder
 from vae_cli.runs.metrics import append_metrics
 from vae_cli.runs.status import write_status
 from vae_cli.training.batches import Batches
@@ -39,6 +37,7 @@ from vae_cli.training.epoch import EpochTimer, EvaluationImages, member_metrics
 from vae_cli.training.epoch_pictures import EpochPictures
 from vae_cli.training.faults import check_bad_steps
 from vae_cli.training.graphs import CapturedStep, Graphs, build_step
+from vae_cli.training.member import Member
 from vae_cli.training.signals import InterruptFlag
 from vae_cli.training.stack import Stack
 from vae_cli.training.state import Best, MemberState, Progress
@@ -47,19 +46,6 @@ from vae_cli.training.step import Step
 from vae_cli.training.streams import RandomStreams
 
 PROGRESS_EVERY = 25  # steps between reads of the on-device statistics (each read is a sync)
-
-
-@dataclass
-class Member:
-    """One run to train in a stack: its settings, its folder, the checkpoint it resumes from
-    (None: a new run), its own callbacks (TensorBoard, a sweep's reporter) and its name among
-    the stack's members."""
-
-    config: Config
-    folder: RunFolder
-    checkpoint: dict[str, Any] | None = None
-    callbacks: Callbacks = field(default_factory=Callbacks)
-    label: str = ""
 
 
 def train(
@@ -333,6 +319,7 @@ class Trainer:
             "dataset": self.dataset,
             "steps_per_epoch": self.batches.steps_per_epoch,
             "train_images": len(self.batches.images),
+            "batch_size": self.batches.batch_size,
             "validation_images": len(self.evaluation.validation),
             "resumed_epoch": self.progress.epoch,
             "resumed_position": self.progress.position,
