@@ -232,6 +232,30 @@ def png_pixels(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.array(image.convert("L")))
 
 
+def png_rgb(path: Path) -> torch.Tensor:
+    """The colours of a PNG as an (H, W, 3) uint8 tensor."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return torch.from_numpy(np.array(image.convert("RGB")))
+
+
+def assert_labelled_rows(path: Path, *, rows: int, grid_width: int, scale: int) -> None:
+    """A labelled grid: `rows` rows of tiles `scale` times larger right of a label margin, and
+    in the margin beside each row of tiles, light text (the margin is black elsewhere)."""
+    from vae_cli.pictures.grids import GRID_PADDING
+
+    picture = png_rgb(path).max(dim=-1).values  # (H, W) brightest channel
+    height, width = picture.shape
+    step = (28 + GRID_PADDING) * scale
+    margin = width - grid_width * scale
+    assert margin > 20 and height == (rows * 30 + GRID_PADDING) * scale
+    for row in range(rows):
+        band = picture[GRID_PADDING * scale + row * step :][: step - GRID_PADDING * scale, :margin]
+        assert (band > 150).sum() > 20, f"no label beside row {row}"
+
+
 def make_step(
     config: object,
     device: str | torch.device = "cpu",

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, png_pixels, png_size, run_vae, train_args, train_tiny
+from conftest import (
+    REPO,
+    assert_labelled_rows,
+    png_pixels,
+    png_rgb,
+    png_size,
+    run_vae,
+    train_args,
+    train_tiny,
+)
 
 from vae_cli.pictures.grids import grid_size
 
@@ -26,7 +35,8 @@ def test_train_writes_the_run_layout(trained_run: Path) -> None:
         assert (trained_run / name).is_file(), name
     # A tiny run is far shorter than the redraw interval: only the last epoch is drawn.
     assert png_size(trained_run / "samples/epoch_002.png") == grid_size(64, 8)
-    assert png_size(trained_run / "reconstructions/epoch_002.png") == grid_size(32, 8)
+    reconstructions = trained_run / "reconstructions/epoch_002.png"
+    assert_labelled_rows(reconstructions, rows=4, grid_width=grid_size(32, 8)[0], scale=2)
     assert not (trained_run / "samples/epoch_001.png").exists()
     assert json.loads((trained_run / "status.json").read_text())["status"] == "finished"
 
@@ -167,7 +177,8 @@ def test_reconstruct_mean_only_is_deterministic(
         assert result.code == 0, result.stderr
         pictures.append((tmp_path / name).read_bytes())
     assert pictures[0] == pictures[1]
-    assert png_size(tmp_path / "a.png") == grid_size(64, 8)  # 32 originals over 32 reconstructions
+    # 32 originals over 32 reconstructions, each row named, three times larger
+    assert_labelled_rows(tmp_path / "a.png", rows=8, grid_width=grid_size(64, 8)[0], scale=3)
 
 
 def test_reconstruct_sampled_depends_on_seed(
@@ -215,7 +226,18 @@ def test_interpolate_writes_a_row(trained_run: Path, data_dir: Path, tmp_path: P
     )
     assert result.code == 0, result.stderr
     assert "0 -> 1" in result.stdout
-    assert png_size(out) == grid_size(8, 8)  # original, 6 steps, original
+    # Original, 6 steps, original, three times larger with a caption under each end ...
+    width, height = (3 * side for side in grid_size(8, 8))
+    picture = png_rgb(out)
+    assert picture.shape[1] == width and picture.shape[0] > height + 10
+    captions = picture[height:].max(dim=-1).values
+    step = 3 * 30
+    assert (captions[:, :step] > 150).any() and (captions[:, -step:] > 150).any()
+    assert not (captions[:, 3 * step : 4 * step] > 150).any()
+    # ... and a coloured frame around each end, none around the steps between.
+    orange = (picture[..., 0] > 200) & (picture[..., 1] > 100) & (picture[..., 2] < 60)
+    framed = [bool(orange[:height, i * step + 20 : i * step + 70].any()) for i in range(8)]
+    assert framed == [True, False, False, False, False, False, False, True]
 
 
 def test_latent_picture_has_the_expected_size(

@@ -65,6 +65,15 @@ def test_the_json_report_has_every_estimator_per_dimension(runs: dict[str, Path]
     assert png_size(runs["normal"] / "gradients.png") == (1400, 450)  # three panels
 
 
+def test_each_stage_of_a_long_measurement_says_when_it_is_done(runs: dict[str, Path]) -> None:
+    result = run_vae("gradients", "--checkpoint", runs["normal"], "--samples", 40, "--k", "1,2")
+    assert result.code == 0, result.stderr
+    stages = [line for line in result.stdout.splitlines()
+              if line.startswith(("estimators:", "encoder SNR"))]  # fmt: skip
+    assert stages[0] == "estimators: reparam, score, score_baseline, stl and naive, 40 draws each"
+    assert [line.split(":")[0] for line in stages[1:]] == ["encoder SNR k=1", "encoder SNR k=2"]
+
+
 def test_the_same_seed_gives_the_same_numbers(runs: dict[str, Path]) -> None:
     first, again = (gradients_json(runs["normal"], "--samples", 50, "--seed", 7) for _ in "ab")
     other = gradients_json(runs["normal"], "--samples", 50, "--seed", 8)
@@ -100,7 +109,10 @@ def test_the_table_says_how_much_noisier_the_score_function_is(
     assert result.code == 0, result.stderr
     for name in ("reparam", "score_baseline", "stl", "naive", "of z1"):
         assert name in result.stdout, name
-    assert "as noisy as the reparameterization gradient" in result.stdout
+    said = " ".join(result.stdout.split())
+    assert "flows through z to mu and log sigma² (reparam, what training uses)" in said
+    assert "the score function, which needs no path through z, is" in said
+    assert "naive: the data term's gradient through a z drawn outside the graph" in said
     assert "encoder gradient SNR" not in result.stdout  # no --k
     assert f"wrote {out}" in " ".join(result.stdout.split())
     assert png_size(out) == (1400, 450)  # two panels at the same size
@@ -132,3 +144,12 @@ def test_bad_values_are_one_error_line_and_change_nothing(
     assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], lines
     assert "Traceback" not in result.stdout + result.stderr
     assert snapshot(run) == before and not (run / "gradients.png").exists()
+
+
+def test_every_panel_of_the_gradients_picture_has_its_legend(runs: dict[str, Path]) -> None:
+    from vae_cli.pictures.plots import gradients_figure
+
+    report = gradients_json(runs["normal"], "--samples", 50, "--k", "1,2")
+    figure = gradients_figure(report)
+    assert len(figure.axes) == 3
+    assert all(axis.get_legend() is not None for axis in figure.axes)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same_training_state, png_size, run_vae, train_args
+from conftest import assert_same_training_state, png_pixels, png_size, run_vae, train_args
 
 from vae_cli.checkpoint import load_checkpoint
 from vae_cli.cli import console
@@ -42,8 +42,12 @@ def test_a_run_keeps_its_pseudo_inputs_and_draws_them(vamp_run: Path) -> None:
     initial = build_model(saved["config"], torch.device("cpu")).prior.pseudo_inputs.detach()
     assert (initial.mean() - 0.05).abs() < 1e-3 and (initial.std() - 0.01).abs() < 1e-3
     assert (pseudo_inputs - initial).abs().max() > 1e-3  # trained
-    # Seven 28-pixel tiles in one row of a grid of ten columns, with 2-pixel padding.
-    assert png_size(vamp_run / "pseudo_inputs.png") == (2 + 7 * 30, 32)
+    # Seven 28-pixel tiles in one row of a grid of ten columns, with 2-pixel padding, twice
+    # as large; each pseudo-input stretched from black to white (they sit near 0.05).
+    assert png_size(vamp_run / "pseudo_inputs.png") == (2 * (2 + 7 * 30), 2 * 32)
+    tiles = png_pixels(vamp_run / "pseudo_inputs.png")[4:60, 4:].unfold(1, 56, 60)  # (56, 7, 56)
+    assert tiles.amin(dim=(0, 2)).tolist() == [0] * 7
+    assert tiles.amax(dim=(0, 2)).tolist() == [255] * 7
     listing = run_vae("runs", "--runs-dir", vamp_run.parent).stdout
     assert "VampPrior" in listing and "K=7" in listing  # a table cell, wrapped
 

@@ -40,6 +40,7 @@ class TrainingDisplay(Callbacks):
     ) -> None:
         self.run_dir, self.epochs, self.binarize, self.label = run_dir, epochs, binarize, label
         self.panel = panel and not quiet
+        self.quiet = quiet
         self.bars = not quiet and sys.stdout.isatty()
         self.epoch_bar = self.batch_bar = None
         self.members = 1
@@ -51,6 +52,9 @@ class TrainingDisplay(Callbacks):
             stdout().print(
                 Panel("\n".join(start_lines(info, self)), title="vae train", expand=False)
             )
+        elif self.quiet:  # one line, so that a log says what the epoch lines are of
+            resumed = " ".join(line.split(maxsplit=1)[1] for line in resumed_lines(info))
+            print(f"training {self.run_dir}" + (f", {resumed}" if resumed else ""), flush=True)
         if self.bars:
             from tqdm import tqdm
 
@@ -207,8 +211,8 @@ class SampleProgress:
     """A tqdm bar over a long evaluation (the IW estimate's decoded samples), shown on a
     terminal only; called as progress(done, total)."""
 
-    def __init__(self, description: str) -> None:
-        self.description, self.bar = description, None
+    def __init__(self, description: str, unit: str = "sample") -> None:
+        self.description, self.unit, self.bar = description, unit, None
         self.shown = sys.stderr.isatty()
 
     def __call__(self, done: int, total: int) -> None:
@@ -218,10 +222,17 @@ class SampleProgress:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=total, desc=self.description, unit="sample", unit_scale=True, leave=False
+                total=total, desc=self.description, unit=self.unit, unit_scale=True, leave=False
             )
         self.bar.n = done
         self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        """A line for each stage: above the bar on a terminal, plain otherwise."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -59,12 +59,22 @@ def gradients(
     ks = parse_ks(k) if k is not None else []
     loaded = load(checkpoint, runs_dir, device, announce=not json_output, out=out)
 
+    from vae_cli.cli.console import SampleProgress
     from vae_cli.commands.gradients import measure_gradients
     from vae_cli.pictures.plots import save_gradients_figure
 
+    bar = SampleProgress("encoder gradients", unit="gradient")
     report = measure_gradients(
-        loaded, loaded.data_dir(data_dir), index=index, samples=samples, ks=ks, seed=seed
+        loaded,
+        loaded.data_dir(data_dir),
+        index=index,
+        samples=samples,
+        ks=ks,
+        seed=seed,
+        progress=bar,
+        stage=(lambda line: None) if json_output else bar.write,
     )
+    bar.close()
     path = out or loaded.run_dir / "gradients.png"
     if json_output:
         import json

@@ -4,6 +4,7 @@ signal-to-noise ratio under the IWAE bound, plain and DReG (model/encoder_snr.py
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,19 @@ MAX_SAMPLES = 1_000_000
 
 
 def measure_gradients(
-    loaded: Loaded, data_dir: Path, *, index: int, samples: int, ks: list[int], seed: int
+    loaded: Loaded,
+    data_dir: Path,
+    *,
+    index: int,
+    samples: int,
+    ks: list[int],
+    seed: int,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+    stage: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """The `vae gradients` report of test image `index` (see the command's help)."""
+    """The `vae gradients` report of test image `index` (see the command's help);
+    `progress(done, total)` hears of each encoder gradient of --k, `stage(line)` of each
+    stage finished."""
     x, _ = test_images(loaded, data_dir, None)
     if not 0 <= index < len(x):
         raise UserError(f"--index {index}: the test set has images 0 to {len(x) - 1}")
@@ -44,6 +55,7 @@ def measure_gradients(
     terms = model_terms(model, image, upper)
     estimates = estimate_all(terms, mu, logvar, eps)
     naive = naive_gradient(terms, mu, logvar, eps)
+    stage(f"estimators: {', '.join(ESTIMATORS)} and naive, {samples:,} draws each")
     report: dict[str, Any] = {
         "checkpoint": str(loaded.path),
         "index": index,
@@ -55,7 +67,18 @@ def measure_gradients(
         "naive": {"grad_mu": naive[0].mean(0).tolist(), "grad_logvar": naive[1].mean(0).tolist()},
     }
     if ks:
-        per_k = {str(k): encoder_snr(model, image, k, min(samples, SNR_DRAWS), seed) for k in ks}
+        draws, done = min(samples, SNR_DRAWS), [0]
+        total = 2 * draws * len(ks)
+
+        def counted() -> None:
+            done[0] += 1
+            progress(done[0], total)
+
+        per_k = {}
+        for k in ks:
+            per_k[str(k)] = encoder_snr(model, image, k, draws, seed, counted)
+            snr = per_k[str(k)]
+            stage(f"encoder SNR k={k}: IWAE {snr['iwae']:.3g}, DReG {snr['dreg']:.3g}")
         report["encoder_snr"] = per_k[str(ks[-1])]
         report["encoder_snr_per_k"] = per_k
         report["snr_draws"] = min(samples, SNR_DRAWS)

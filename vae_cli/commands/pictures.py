@@ -48,7 +48,11 @@ def write_reconstructions(
     pixels = torch.sigmoid(loaded.model(x, generator, mean_only=mean_only)[0])
     nrow = min(n, 8)
     grid = grids.interleave_rows(grids.pad_to_rows(x, nrow), grids.pad_to_rows(pixels, nrow), nrow)
-    return save_picture(lambda: grids.save_grid(grid, out, nrow=nrow), out)
+    how = "mean of z" if mean_only else f"sampled, seed {seed}"
+    labels = ["test image", f"reconstructed ({how})"]
+    return save_picture(
+        lambda: grids.save_labelled_grid(grid, out, nrow=nrow, row_labels=labels), out
+    )
 
 
 @torch.no_grad()
@@ -85,5 +89,11 @@ def write_interpolation(
             x[to_index : to_index + 1],
         ]
     )
-    save_picture(lambda: grids.save_grid(row, out, nrow=len(row)), out)
+    ends = {0: f"test #{from_index}", len(row) - 1: f"test #{to_index}"}
+    save_picture(
+        lambda: grids.save_labelled_grid(
+            row, out, nrow=len(row), captions=ends, marked=(0, len(row) - 1)
+        ),
+        out,
+    )
     return out, from_index, to_index

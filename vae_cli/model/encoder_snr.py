@@ -4,7 +4,7 @@ grows; Tucker et al. 2019: DReG's does not)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -51,8 +51,23 @@ def signal_to_noise(gradients: Iterable[torch.Tensor]) -> float:
     return (mean[varies].abs() / std[varies]).mean().item()
 
 
-def encoder_snr(model: VAE, x: torch.Tensor, k: int, draws: int, seed: int) -> dict[str, float]:
+def encoder_snr(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    draws: int,
+    seed: int,
+    counted: Callable[[], None] = lambda: None,
+) -> dict[str, float]:
+    """The SNR of the plain IWAE-k gradient and of DReG's; `counted()` hears of each of the
+    2 x `draws` gradients as it is taken (each is a backward pass)."""
+
+    def each(gradients: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for gradient in gradients:
+            counted()
+            yield gradient
+
     return {
-        name: signal_to_noise(encoder_gradients(model, x, k, draws, seed, dreg=dreg))
+        name: signal_to_noise(each(encoder_gradients(model, x, k, draws, seed, dreg=dreg)))
         for name, dreg in (("iwae", False), ("dreg", True))
     }

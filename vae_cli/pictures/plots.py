@@ -199,19 +199,20 @@ def gradients_figure(report: dict[str, Any]) -> Any:
         axis.set_xlabel("latent dimension (by reparam's spread)")
         axis.set_ylabel(f"std over {report['samples']:,} draws")
         axis.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8, loc="upper right")
+        axis.legend(fontsize=8, loc="best")  # every panel says which line is which
     if per_k:
         ks = [int(k) for k in per_k]
         for estimator, style in (("iwae", "o-"), ("dreg", "s-")):
             axes[2].plot(ks, [per_k[str(k)][estimator] for k in ks], style, label=estimator)
         axes[2].set_xscale("log")
         axes[2].set_xticks(ks, [str(k) for k in ks])
+        axes[2].minorticks_off()  # the k given, not 2×10⁰
         axes[2].set_ylim(bottom=0)
         axes[2].set_title("encoder gradient SNR, |E g| / std g")
         axes[2].set_xlabel("k (IWAE samples)")
         axes[2].set_ylabel(f"mean over weights ({report['snr_draws']} draws)")
         axes[2].grid(alpha=0.3, which="both")
-        axes[2].legend()
+        axes[2].legend(["IWAE", "DReG"], fontsize=8)
     figure.suptitle(f"test image {report['index']}: how noisy each gradient estimator is")
     figure.tight_layout()
     return figure

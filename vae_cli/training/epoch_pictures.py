@@ -87,11 +87,14 @@ def save_epoch_pictures(
     grids.save_grid(samples, folder.sample_picture(epoch), nrow=8)
     originals = originals.to(device)
     reconstructions = torch.sigmoid(model(originals, mean_only=True)[0])
-    grids.save_grid(
+    grids.save_labelled_grid(
         grids.interleave_rows(originals, reconstructions, 8),
         folder.reconstruction_picture(epoch),
         nrow=8,
+        row_labels=["test image", "reconstructed"],
+        scale=2,
     )
     learned = model.prior.learned_inputs()
     if learned is not None:  # a VampPrior's pseudo-inputs
-        grids.save_grid(learned[:PSEUDO_INPUTS_SHOWN], folder.pseudo_inputs, nrow=10)
+        shown = grids.contrast_stretched(learned[:PSEUDO_INPUTS_SHOWN])
+        grids.save_grid(shown, folder.pseudo_inputs, nrow=10, scale=2)
