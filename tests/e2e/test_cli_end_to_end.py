@@ -278,7 +278,7 @@ def test_runs_lists_the_run(trained_run: Path) -> None:
     result = run_vae("runs", "--runs-dir", trained_run.parent)
     assert result.code == 0
     row = next(line for line in result.stdout.splitlines() if "tiny" in line)
-    assert "2/2" in row and "finished" in row and "(none)" in row and "1 layer 32" in row
+    assert "2/2" in row and "finished" in row and "none, 1 layer 32" in row
 
 
 def test_sample_grid_refuses_latent_dim_not_two(trained_run: Path) -> None:

@@ -72,14 +72,14 @@ def test_runs_table_shows_finished_and_interrupted(
     result = run_vae("runs", "--runs-dir", runs)
     assert result.code == 0
     rows = {
-        line.split()[1]: line
+        line.split()[0]: line
         for line in result.stdout.splitlines()
-        if line.startswith("│") and line.split()[1] in ("done", "stopped")
+        if line.split() and line.split()[0] in ("done", "stopped")
     }
     assert "2/2" in rows["done"] and "finished" in rows["done"]
     assert "1/2" in rows["stopped"] and "interrupted" in rows["stopped"]
     last = json.loads(lines[-1])["test_loss"]  # no validation split: best.pt is the last epoch
-    assert f"{last:.2f}† (none)" in rows["done"]
+    assert f"{last:.2f}†  none, 1 layer 32" in rows["done"]
     assert "not-a-run" not in result.stdout
 
 
@@ -128,7 +128,7 @@ def test_runs_counts_every_phase_and_says_when_a_time_budget_ends_one(
     layers = "[model]\nstochastic_layers = 2\nlatent_dim = 20\nlatent2_dim = 6\n"
     write_run(tmp_path / "layers", layers, 10, "finished")
     result = run_vae("runs", "--runs-dir", tmp_path)
-    rows = {line.split()[1]: line for line in result.stdout.splitlines() if "│" in line}
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()}
     assert "3/3" in rows["phased"]
     assert "7 (time budget)" in rows["budget"] and "/5004" not in rows["budget"]
     assert "2 layers 20-6, chain" in rows["layers"] and "10/10" in rows["layers"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import dataset_name, png_size, run_vae, train_args
+from conftest import assert_labelled_rows, dataset_name, run_vae, train_args
 
 from vae_cli.data.dataset import binarize_fixed, load_dataset, prepare_images
 from vae_cli.data.folders import resolve_data_dir
@@ -99,7 +99,7 @@ def test_fashion_mnist_end_to_end_on_synthetic_files(tmp_path: Path) -> None:
         ).code
         == 0
     )
-    assert png_size(out) == grid_size(16, 8)
+    assert_labelled_rows(out, rows=2, grid_width=grid_size(16, 8)[0], scale=3)
 
 
 def test_the_idx_reader_gives_torchvisions_tensors(data_dir: Path) -> None:

@@ -28,8 +28,20 @@ class App(typer.Typer):
         sys.exit(main(kwargs.get("args"), prog_name=kwargs.get("prog_name", "vae")))
 
 
+class InOrderOfUse(typer.core.TyperGroup):
+    """`vae --help` lists the commands in the order a user meets them, not alphabetically."""
+
+    ORDER = ("train", "eval", "sample", "reconstruct", "interpolate", "latent", "encode",
+             "score", "gradients", "runs", "export", "tune")  # fmt: skip
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        known = [name for name in self.ORDER if name in self.commands]
+        return known + sorted(set(self.commands) - set(known))
+
+
 app = App(
     name="vae",
+    cls=InOrderOfUse,
     help="Train, evaluate and look at variational autoencoders on MNIST.",
     invoke_without_command=True,
     add_completion=True,

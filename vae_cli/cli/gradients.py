@@ -37,7 +37,7 @@ def parse_ks(text: str) -> list[int]:
     return sorted(set(ks))
 
 
-@app.command(help=GRADIENTS_HELP)
+@app.command(help=GRADIENTS_HELP, short_help="How noisy each estimator of the ELBO's gradient is.")
 def gradients(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),

@@ -23,6 +23,7 @@ from vae_cli.cli.options import (
     RunsDir,
     load,
     seed_option,
+    with_default,
     write_picture,
     wrote,
 )
@@ -40,7 +41,9 @@ EVAL_HELP = (
 )
 
 
-@app.command("eval", help=EVAL_HELP)
+@app.command(
+    "eval", help=EVAL_HELP, short_help="Test-set -ELBO, KL, active units; --iw-samples: -log p(x)."
+)
 def evaluate(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
@@ -57,7 +60,10 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N test images.")] = None,
     binarize: Annotated[
         str | None,
-        typer.Option(help="Test pixels: none, static or dynamic (default: as trained)."),
+        typer.Option(
+            help=with_default("Test pixels: none, static or dynamic.", "as trained"),
+            show_default=False,
+        ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
@@ -91,7 +97,7 @@ def evaluate(
         evaluation_table(result)
 
 
-@app.command()
+@app.command(short_help="Samples from the prior as a PNG grid.")
 def sample(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
@@ -129,7 +135,7 @@ def sample(
         )
 
 
-@app.command()
+@app.command(short_help="Test images over their reconstructions.")
 def reconstruct(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
@@ -155,7 +161,7 @@ def reconstruct(
     )
 
 
-@app.command()
+@app.command(short_help="Decode the straight line between two images' codes.")
 def interpolate(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
@@ -191,7 +197,7 @@ def interpolate(
     wrote(path, replaced=existed, detail=f" (test images {first} -> {second})")
 
 
-@app.command()
+@app.command(short_help="q(z|x) of a few test images, beside the test set's codes.")
 def latent(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
@@ -227,13 +233,16 @@ def latent(
     )
 
 
-@app.command()
+@app.command(short_help="Write the weights as .safetensors, with their config.")
 def export(
     checkpoint: Checkpoint = None,
     runs_dir: RunsDir = Path("runs"),
     out: Annotated[
         Path | None,
-        typer.Option(help="The .safetensors file to write (default: RUN/model.safetensors)."),
+        typer.Option(
+            help=with_default("The .safetensors file to write.", "RUN/model.safetensors"),
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Write a model's weights as safetensors, its config and provenance in the metadata."""

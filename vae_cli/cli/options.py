@@ -13,13 +13,37 @@ from typing import Annotated, Any
 import typer
 
 from vae_cli.config.settings import FIELDS, MAX_SEED
-from vae_cli.config.values import check_value, help_for
+from vae_cli.config.values import bound, check_value, flag_help, show_value
 from vae_cli.errors import UserError
 
 
+def with_default(help_text: str, default: str) -> str:
+    """An option's help with its default written as typer writes one ("[default: runs]"),
+    for a default that is a description ("a timestamp"), which typer would parenthesise; the
+    bracket escaped, so that rich does not read it as markup."""
+    return f"{help_text} \\[default: {default}]"
+
+
 def config_option(name: str, **kwargs: Any) -> Any:
-    """A train option whose help text comes from the config field of the same name."""
-    return typer.Option(help=help_for(name), show_default=False, **kwargs)
+    """A train option from the config field of the same name, in the style of every other
+    option's help: its text and choices, "[default: …]", and an inclusive range as typer
+    shows it ("[1<=x<=4096]", checked by typer in the same words as a TOML key); a strict
+    bound, which typer cannot check, in the same brackets."""
+    field_ = FIELDS[name][1]
+    meta, numeric = field_.metadata, field_.type.replace(" | None", "") in ("int", "float")
+    help_text, bounds = flag_help(name), {}
+    if numeric:
+        bounds = {"min": meta["minimum"], "max": meta["maximum"]}
+        bounds = {key: value for key, value in bounds.items() if value is not None}
+        strict = [f"x{op}{bound(meta[key])}" for key, op in (("above", ">"), ("below", "<"))
+                  if meta[key] is not None]  # fmt: skip
+        if strict:
+            help_text += f" \\[{', '.join(strict)}]"
+    elif field_.type.startswith("tuple") and meta["maximum"] is not None:
+        help_text += f" \\[{bound(meta['minimum'])}<=each<={bound(meta['maximum'])}]"
+    if not meta["alias"]:
+        help_text = with_default(help_text, show_value(field_.default).strip("'"))
+    return typer.Option(help=help_text, show_default=False, **bounds, **kwargs)
 
 
 # A per-layer list is typed as "64,32,16" and parsed with the other checks (config.values).
@@ -86,17 +110,26 @@ SAMPLES, RECONSTRUCTED, STEPS, LATENT_INPUTS, LATENT_SAMPLES = 64, 32, 10, 6, 20
 Checkpoint = Annotated[
     Path | None,
     typer.Option(
-        help="A .pt or .safetensors file, or a run folder (its best.pt); default: the latest "
-        "run in --runs-dir."
+        help=with_default(
+            "A .pt or .safetensors file, or a run folder (its best.pt).",
+            "the latest run in --runs-dir",
+        ),
+        show_default=False,
     ),
 ]
 RunsDir = Annotated[Path, typer.Option(help="Folder that holds the runs.")]
 DataDir = Annotated[
     Path | None,
-    typer.Option(help="Folder holding MNIST/raw/ (default: $VAE_DATA_DIR, else ./data)."),
+    typer.Option(
+        help=with_default("Folder holding MNIST/raw/.", "$VAE_DATA_DIR, else ./data"),
+        show_default=False,
+    ),
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
-Out = Annotated[Path | None, typer.Option(help="PNG to write (default: inside the run folder).")]
+Out = Annotated[
+    Path | None,
+    typer.Option(help=with_default("PNG to write.", "inside the run folder"), show_default=False),
+]
 
 
 def load(

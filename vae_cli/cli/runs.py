@@ -8,7 +8,7 @@ from vae_cli.cli.app import app
 from vae_cli.cli.options import RunsDir
 
 
-@app.command()
+@app.command(short_help="List the runs: epochs, test loss, model and status.")
 def runs(runs_dir: RunsDir = Path("runs")) -> None:
     """List the runs: epochs, best test loss, model and status."""
     from vae_cli.cli.tables import runs_table

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from vae_cli.cli.console import stdout
@@ -116,26 +117,36 @@ def runs_table(summaries: list[Any], runs_dir: str) -> None:
     if not summaries:
         console.print(f"no runs in {runs_dir}/ yet; start one with `vae train`")
         return
-    table = Table(title=f"runs in {runs_dir}")
-    for column in ("name", "date", "epochs", "best test loss", "model", "status"):
-        table.add_column(column)
+    # Fits 80 columns: no vertical rules, and only the model's words wrap (a name, a date or
+    # a status cut in the middle reads as another one).
+    table = Table(
+        title=f"runs in {runs_dir}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    for column in ("name", "when", "epochs", "test", "pixels, model", "status"):
+        wraps = column == "pixels, model"
+        table.add_column(column, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis",
+                         justify="right" if column == "test" else "left")  # fmt: skip
     for s in summaries:
         loss = (
-            f"{s.best_test_loss:.2f}{CHOICE_MARKS[s.chosen_on]} ({s.binarize})"
+            f"{s.best_test_loss:.2f}{CHOICE_MARKS[s.chosen_on]}"
             if s.best_test_loss is not None
             else "-"
         )
-        table.add_row(s.name, s.date, s.epochs, loss, s.model, s.status)
+        table.add_row(s.name, s.when, s.epochs, loss, f"{s.binarize}, {s.model}", s.status)
     console.print(table)
+    notes = [
+        "when: the time a run started today, else its day; test: -ELBO (or the IWAE bound "
+        "trained) of best.pt on the test set, nats per image"
+    ]
     marks = {s.chosen_on for s in summaries if s.best_test_loss is not None}
-    for basis in (LAST, TEST):
-        if basis in marks:
-            console.print(f"{CHOICE_MARKS[basis]} best.pt is {DESCRIPTIONS[basis]}")
+    notes += [f"{CHOICE_MARKS[b]} best.pt is {DESCRIPTIONS[b]}" for b in (LAST, TEST) if b in marks]
     if any(s.status == "died" for s in summaries):
-        console.print(
+        notes.append(
             "died: the run says it is training, but no trainer holds its folder (killed, or "
             "its machine went down); `vae train --resume RUN` continues it from its last.pt"
         )
+    for note in notes:  # wrapped at the terminal's width, between words
+        console.print(note, soft_wrap=False)
 
 
 def tune_summary(summary: dict[str, Any]) -> None:

@@ -9,11 +9,11 @@ from typing import Annotated, Any
 import typer
 
 from vae_cli.cli.app import app
-from vae_cli.cli.options import DataDir, RunsDir, SettingFlags, command_line
+from vae_cli.cli.options import DataDir, RunsDir, SettingFlags, command_line, with_default
 from vae_cli.config.run_options import SEEDS_HELP
 
 
-@app.command()
+@app.command(short_help="Train a VAE, or one per seed with --seeds.")
 @SettingFlags
 def train(
     ctx: typer.Context,
@@ -24,7 +24,8 @@ def train(
     data_dir: DataDir = None,
     runs_dir: RunsDir = Path("runs"),
     name: Annotated[
-        str | None, typer.Option(help="Run folder name (default: a timestamp).")
+        str | None,
+        typer.Option(help=with_default("Run folder name.", "a timestamp"), show_default=False),
     ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder (or from this checkpoint).")

@@ -8,23 +8,29 @@ from typing import Annotated
 import typer
 
 from vae_cli.cli.app import app
-from vae_cli.cli.options import DataDir, RunsDir, command_line, seed_option
+from vae_cli.cli.options import DataDir, RunsDir, command_line, seed_option, with_default
 from vae_cli.config.settings import MAX_MEMBERS
 
 
-@app.command()
+@app.command(short_help="Search hyperparameters with Optuna, each trial a run.")
 def tune(
     ctx: typer.Context,
     config_file: Annotated[
         Path, typer.Option("--config", help="TOML with fixed settings and a [search] table.")
     ],
     study: Annotated[
-        str | None, typer.Option(help="Study name (default: the config file's name).")
+        str | None,
+        typer.Option(
+            help=with_default("Study name.", "the config file's name"), show_default=False
+        ),
     ] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials this worker adds.")] = 10,
     storage: Annotated[
         str | None,
-        typer.Option(help="SQLAlchemy URL of the study (default: RUNS_DIR/STUDY/study.db)."),
+        typer.Option(
+            help=with_default("SQLAlchemy URL of the study.", "RUNS_DIR/STUDY/study.db"),
+            show_default=False,
+        ),
     ] = None,
     runs_dir: RunsDir = Path("runs"),
     data_dir: DataDir = None,

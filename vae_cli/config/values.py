@@ -26,6 +26,14 @@ def help_for(name: str) -> str:
     return f"{field_.metadata['help']}{choices}{limit} (default: {default})"
 
 
+def flag_help(name: str) -> str:
+    """A setting's help for `--help`: its text and choices (the default and range are shown
+    the way typer shows every option's)."""
+    meta = FIELDS[name][1].metadata
+    choices = f" One of: {', '.join(meta['choices'])}." if meta["choices"] else ""
+    return f"{meta['help']}{choices}"
+
+
 LIST = "tuple[int, ...]"  # the type of a per-layer list (latent_dims, hidden_dims)
 
 

@@ -19,7 +19,7 @@ from vae_cli.runs.folder import POPULATION_FILE
 @dataclass
 class RunSummary:
     name: str
-    date: str
+    started: float  # when config.toml was written (seconds since the epoch)
     epochs_done: int
     epochs_planned: int | None  # every phase's epochs; None when a time budget ends a phase
     best_test_loss: float | None  # the test bound at the epoch best.pt holds
@@ -27,6 +27,13 @@ class RunSummary:
     binarize: str
     model: str  # its shape in words, e.g. "2 layers 100-50, skip, VampPrior K=500"
     status: str
+
+    @property
+    def when(self) -> str:
+        """ "23:45" for a run started today, "12-06" for an older one (as `ls -l` shortens)."""
+        started, today = time.localtime(self.started), time.localtime()
+        same_day = started[:3] == today[:3]
+        return time.strftime("%H:%M" if same_day else "%m-%d", started)
 
     @property
     def epochs(self) -> str:
@@ -62,9 +69,7 @@ def summarize_run(root: Path) -> RunSummary | None:
     best = best_epoch(scored)
     return RunSummary(
         name=root.name,
-        date=time.strftime(
-            "%Y-%m-%d %H:%M", time.localtime((root / "config.toml").stat().st_mtime)
-        ),
+        started=(root / "config.toml").stat().st_mtime,
         epochs_done=max((m["epoch"] for m in metrics), default=0),
         epochs_planned=planned_epochs(config),
         best_test_loss=test_loss(best) if best else None,
