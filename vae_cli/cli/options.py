@@ -126,6 +126,30 @@ DataDir = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+# A user's own images, the same for every command that reads images (data/images.py).
+Images = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--images",
+        help="Your images instead of the test set: image files (PNG, JPEG, ...), folders of "
+        "them, .npy arrays (N, 28, 28) or (N, 784), IDX files; give it once per path.",
+        show_default=False,
+    ),
+]
+Invert = Annotated[
+    str,
+    typer.Option(
+        help="Your images: white ink on black as MNIST's (auto: when the border is "
+        "light). One of: auto, yes, no."
+    ),
+]
+Fit = Annotated[
+    str,
+    typer.Option(
+        help="Your images: mnist = the ink's box into 20x20, centred by mass in "
+        "28x28, as MNIST was made; resize = squeezed whole. One of: mnist, resize."
+    ),
+]
 Out = Annotated[
     Path | None,
     typer.Option(help=with_default("PNG to write.", "inside the run folder"), show_default=False),

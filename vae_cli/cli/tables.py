@@ -3,6 +3,7 @@ the runs in a folder, a sweep's best trials."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -109,7 +110,7 @@ def evaluation_table(result: dict[str, Any]) -> None:
     )
     console.print(table)
     if "caveat" in result:
-        console.print(f"Note: {result['caveat']}")
+        console.print(f"Note: {result['caveat']}", soft_wrap=False)  # wrapped between words
 
 
 def runs_table(summaries: list[Any], runs_dir: str) -> None:
@@ -228,3 +229,34 @@ def gradients_table(report: dict[str, Any]) -> None:
         for k, values in report["encoder_snr_per_k"].items():
             snr.add_row(k, f"{values['iwae']:.4f}", f"{values['dreg']:.4f}")
         console.print(snr)
+
+
+def score_table(report: dict[str, Any]) -> None:
+    """One row per image: -log p(x), bits/dim, reconstruction error, and against the test set."""
+    console = stdout()
+    if report["read"]:
+        console.print(report["read"], soft_wrap=False)
+    reference = report["test_set"]
+    how = "cached" if reference["cached"] else "computed, cached"
+    console.print(
+        f"test set: {reference['images']:,} images, median -log p(x) "
+        f"{reference['median_nll']:.2f} nats ({how} in {reference['cache']})"
+    )
+    table = Table(title=f"-log p(x), K={report['samples']} (nats per image)")
+    for column in ("image", "-log p(x)", "bits/dim", "recon", "higher than"):
+        table.add_column(column, justify="left" if column == "image" else "right")
+    for row in report["images"]:
+        table.add_row(
+            Path(row["image"]).name if "/" in row["image"] else row["image"],
+            f"{row['nll']:.2f}",
+            f"{row['bits_per_dim']:.4f}",
+            f"{row['recon']:.2f}",
+            f"{row['higher_than_test']:.1f} % of test",
+        )
+    console.print(table)
+    if not report["likelihood"]:
+        console.print(
+            "continuous pixels: these are cross-entropies, not -log p(x); compare them with "
+            "each other only",
+            soft_wrap=False,
+        )

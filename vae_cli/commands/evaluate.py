@@ -12,10 +12,8 @@ from vae_cli.model.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.runs.best import describe_checkpoint
 
 CONTINUOUS_CAVEAT = (
-    "continuous pixels (binarize=none): the Bernoulli decoder's log-likelihood of non-binary "
-    "pixels is a cross-entropy, not log p(x), so the loss, IW NLL and bits/dim are not "
-    "likelihoods and do not compare with binarized-MNIST results (evaluate with --binarize "
-    "static or dynamic, or train with --binarize dynamic)"
+    "continuous pixels: a cross-entropy, not -log p(x); for likelihoods that compare with "
+    "the literature, train (or evaluate) with --binarize dynamic"
 )
 
 

@@ -112,3 +112,15 @@ def test_images(
     dataset = load_dataset(data_dir, loaded.config.data.dataset, limit)
     test = prepare_images(dataset, binarize or loaded.config.data.binarize).test
     return to_float(test).to(loaded.device), dataset.test_labels
+
+
+def dataset_images(loaded: Loaded, data_dir: Path, split: str) -> tuple[torch.Tensor, ...]:
+    """The test or train images of the checkpoint's dataset, as floats on its device in its
+    pixels (a binarized model's training images: one fixed draw, as its test set has), and
+    their labels."""
+    if split == "test":
+        return test_images(loaded, data_dir, None)
+    dataset = load_dataset(data_dir, loaded.config.data.dataset, None)
+    binarize = "none" if loaded.config.data.binarize == "none" else "static"
+    train = prepare_images(dataset, binarize).train
+    return to_float(train).to(loaded.device), dataset.train_labels

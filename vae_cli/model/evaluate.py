@@ -116,8 +116,27 @@ def importance_weighted_nll(
     max_elements: int = 1 << 24,
     progress: Callable[[int, int], None] | None = None,
 ) -> IwResult:
-    """-log p(x) ≈ -log (1/K) Σ_k p(x, z_k) / q(z_k|x) (Burda et al. 2016), per image, over
-    every stochastic layer.
+    """The mean over images of `nll_per_image`, with its standard error and bits/dim."""
+    nll = nll_per_image(model, x, samples, seed=seed, max_elements=max_elements, progress=progress)
+    mean = nll.mean().item()
+    stderr = (nll.std(unbiased=True) / math.sqrt(len(nll))).item() if len(nll) > 1 else 0.0
+    return IwResult(
+        nll=mean, stderr=stderr, bits_per_dim=mean / (IMAGE_PIXELS * math.log(2)), samples=samples
+    )
+
+
+@torch.no_grad()
+def nll_per_image(
+    model: VAE,
+    x: torch.Tensor,
+    samples: int,
+    *,
+    seed: int = EVAL_SEED,
+    max_elements: int = 1 << 24,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """-log p(x) ≈ -log (1/K) Σ_k p(x, z_k) / q(z_k|x) (Burda et al. 2016) of each image (N,),
+    float64, over every stochastic layer.
 
     Vectorised over samples: each forward pass decodes a (chunk, batch) block of z, sized so
     that the (chunk, batch, 784) logits stay under `max_elements`; a running logsumexp merges
@@ -129,7 +148,7 @@ def importance_weighted_nll(
     # Per decoded sample: its pixels, or the prior's terms (a VampPrior's K·D) if those are more.
     width = max(IMAGE_PIXELS, model.prior.width(model.latent_dims[-1]))
     batch_size = max(1, min(len(x), max_elements // width))
-    nll_per_image = []
+    nll = []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
         chunk = max(1, min(samples, max_elements // (len(batch) * width)))
@@ -141,11 +160,6 @@ def importance_weighted_nll(
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
             if progress is not None:  # samples decoded: earlier batches', then this one's
                 progress(start * samples + (first + k) * len(batch), len(x) * samples)
-        nll_per_image.append(-(running - math.log(samples)))
+        nll.append(-(running - math.log(samples)))
     model.train()
-    nll = torch.cat(nll_per_image)
-    mean = nll.mean().item()
-    stderr = (nll.std(unbiased=True) / math.sqrt(len(nll))).item() if len(nll) > 1 else 0.0
-    return IwResult(
-        nll=mean, stderr=stderr, bits_per_dim=mean / (IMAGE_PIXELS * math.log(2)), samples=samples
-    )
+    return torch.cat(nll)
