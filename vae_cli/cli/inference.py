@@ -19,6 +19,9 @@ from vae_cli.cli.options import (
     Checkpoint,
     DataDir,
     Device,
+    Fit,
+    Images,
+    Invert,
     Out,
     RunsDir,
     load,
@@ -26,8 +29,10 @@ from vae_cli.cli.options import (
     with_default,
     write_picture,
     wrote,
+    your_images,
 )
 from vae_cli.config.values import check_value
+from vae_cli.data.images import check_image_options
 from vae_cli.errors import UserError
 
 EVAL_HELP = (
@@ -65,6 +70,9 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    images: Images = None,
+    invert: Invert = "auto",
+    fit: Fit = "mnist",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Test-set loss, reconstruction, KL (nats per image) and posterior-collapse diagnostics."""
@@ -72,7 +80,9 @@ def evaluate(
 
     if binarize is not None and (problem := check_value("binarize", binarize)):
         raise UserError(f"--binarize: {problem}")
+    check_image_options(images or [], invert, fit)
     loaded = load(checkpoint, runs_dir, device, announce=not json_output)
+    read = your_images(loaded, images, invert=invert, fit=fit, say=not json_output)
 
     from vae_cli.cli.console import SampleProgress
     from vae_cli.commands.evaluate import evaluate_checkpoint
@@ -86,6 +96,7 @@ def evaluate(
             limit=limit,
             binarize=binarize,
             progress=progress,
+            images=read,
         )
     finally:
         progress.close()
@@ -143,20 +154,29 @@ def reconstruct(
     n: Annotated[int, typer.Option(min=1, max=1024, help="Number of test images.")] = RECONSTRUCTED,
     mean_only: Annotated[bool, typer.Option(help="Decode z = mu (deterministic).")] = False,
     seed: Annotated[int, seed_option("Seed of z's draw without --mean-only.")] = 0,
+    images: Images = None,
+    invert: Invert = "auto",
+    fit: Fit = "mnist",
     out: Out = None,
     device: Device = "auto",
 ) -> None:
-    """Test images over their reconstructions, as a PNG."""
+    """Test images over their reconstructions, as a PNG; with --images, each of your images
+    over what the model read of it and its reconstruction."""
+    check_image_options(images or [], invert, fit)
     loaded = load(checkpoint, runs_dir, device, out=out)
 
     from vae_cli.commands.outputs import picture_name
     from vae_cli.commands.pictures import write_reconstructions
 
-    stem = "reconstruct_mean" if mean_only else f"reconstruct_seed{seed}"
+    read = your_images(loaded, images, invert=invert, fit=fit)
+    stem = "reconstruct_images" if read else "reconstruct"
+    stem += "_mean" if mean_only else f"_seed{seed}"
     default = loaded.run_dir / picture_name(stem, ("n", n, RECONSTRUCTED))
     data = loaded.data_dir(data_dir)
     write_picture(
-        lambda path: write_reconstructions(loaded, data, path, n=n, seed=seed, mean_only=mean_only),
+        lambda path: write_reconstructions(
+            loaded, data, path, n=n, seed=seed, mean_only=mean_only, images=read
+        ),
         out or default,
     )
 
@@ -170,16 +190,24 @@ def interpolate(
     to_index: Annotated[int | None, typer.Option(min=0, help="Second test image.")] = None,
     seed: Annotated[int, seed_option("Picks the images when no index given.")] = 0,
     steps: Annotated[int, typer.Option(min=2, max=100, help="Decoded points on the line.")] = STEPS,
+    images: Images = None,
+    invert: Invert = "auto",
+    fit: Fit = "mnist",
     out: Out = None,
     device: Device = "auto",
 ) -> None:
-    """A row of images decoded along the line between the mu of two test images."""
+    """A row of images decoded along the line between the mu of two test images (or of your
+    two --images)."""
+    check_image_options(images or [], invert, fit)
     loaded = load(checkpoint, runs_dir, device, out=out)
 
     from vae_cli.commands.outputs import picture_name
     from vae_cli.commands.pictures import write_interpolation
 
-    if from_index is not None and to_index is not None:
+    read = your_images(loaded, images, invert=invert, fit=fit)
+    if read is not None:
+        stem = "interpolate_images"
+    elif from_index is not None and to_index is not None:
         stem = f"interpolate_{from_index}-{to_index}"
     else:
         stem = f"interpolate_seed{seed}"
@@ -193,8 +221,9 @@ def interpolate(
         to_index=to_index,
         seed=seed,
         steps=steps,
+        images=read,
     )
-    wrote(path, replaced=existed, detail=f" (test images {first} -> {second})")
+    wrote(path, replaced=existed, detail=f" ({first} -> {second})")
 
 
 @app.command(short_help="q(z|x) of a few test images, beside the test set's codes.")
@@ -209,17 +238,23 @@ def latent(
         int, typer.Option(min=1, max=10000, help="z samples per image.")
     ] = LATENT_SAMPLES,
     seed: Annotated[int, seed_option("Picks the images and draws z.")] = 0,
+    images: Images = None,
+    invert: Invert = "auto",
+    fit: Fit = "mnist",
     out: Out = None,
     device: Device = "auto",
 ) -> None:
-    """Picture of q(z|x): mu, sigma and samples for a few test images, and the test set's mu."""
+    """Picture of q(z|x): mu, sigma and samples for a few test images (or your --images), and
+    the test set's mu."""
+    check_image_options(images or [], invert, fit)
     loaded = load(checkpoint, runs_dir, device, out=out)
 
     from vae_cli.commands.latent import write_latent_figure
     from vae_cli.commands.outputs import picture_name
 
+    read = your_images(loaded, images, invert=invert, fit=fit)
     default = picture_name(
-        "latent",
+        "latent_images" if read else "latent",
         ("seed", seed, 0),
         ("n", n_inputs, LATENT_INPUTS),
         ("s", samples_per_input, LATENT_SAMPLES),
@@ -227,7 +262,13 @@ def latent(
     data = loaded.data_dir(data_dir)
     write_picture(
         lambda path: write_latent_figure(
-            loaded, data, path, n_inputs=n_inputs, samples_per_input=samples_per_input, seed=seed
+            loaded,
+            data,
+            path,
+            n_inputs=n_inputs,
+            samples_per_input=samples_per_input,
+            seed=seed,
+            images=read,
         ),
         out or loaded.run_dir / default,
     )

@@ -189,6 +189,23 @@ def load(
     return loaded
 
 
+def your_images(
+    loaded: Any, paths: list[Path] | None, *, invert: str, fit: str, say: bool = True
+) -> Any:
+    """The user's --images as the model reads them (None without any), and the line that says
+    what was done to them."""
+    if not paths:
+        return None
+    from vae_cli.commands.images import user_pixels
+
+    read = user_pixels(loaded, paths, invert=invert, fit=fit)
+    if say:
+        from vae_cli.cli.console import stdout
+
+        stdout().print(read.said, soft_wrap=False)
+    return read
+
+
 def command_line(ctx: typer.Context) -> str:
     """The command as typed, for a run's manifest (main passes argv in ctx.obj)."""
     return " ".join(["vae", *(ctx.obj or {}).get("argv", sys.argv[1:])])

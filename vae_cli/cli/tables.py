@@ -84,7 +84,8 @@ def evaluation_table(result: dict[str, Any]) -> None:
     mode = result["binarize"]
     if mode != result["trained_binarize"]:
         mode += f", trained on {result['trained_binarize']}"
-    table = Table(title=f"test set, nats per image (binarize={mode})")
+    where = "your images" if result["dataset"] == "your images" else "test set"
+    table = Table(title=f"{where}, nats per image (binarize={mode})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("-ELBO (loss)", f"{result['loss']:.3f}")
@@ -105,8 +106,12 @@ def evaluation_table(result: dict[str, Any]) -> None:
     console = stdout()
     console.print(
         f"checkpoint {result['checkpoint']} (epoch {result['epoch']}, step "
-        f"{result['step']}; {result['chosen']}), {result['images']:,} test images of "
-        f"{result['dataset']}"
+        f"{result['step']}; {result['chosen']}), {result['images']:,} "
+        + (
+            "of your images"
+            if result["dataset"] == "your images"
+            else f"test images of {result['dataset']}"
+        )
     )
     console.print(table)
     if "caveat" in result:

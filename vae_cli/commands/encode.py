@@ -89,10 +89,10 @@ def codes_for(
     if images:
         from vae_cli.commands.images import user_pixels
 
-        x, read = user_pixels(loaded, images, invert=invert, fit=fit)
+        read = user_pixels(loaded, images, invert=invert, fit=fit)
         width = max(len(name) for name in read.names)
         identity = ("name", np.array(read.names, dtype=f"<U{width}"))
-        return codes_table(identity, encode_images(loaded, x)), read.said
+        return codes_table(identity, encode_images(loaded, read.pixels)), read.said
     from vae_cli.commands.load import dataset_images
 
     x, labels = dataset_images(loaded, data_dir, split)

@@ -25,16 +25,21 @@ def evaluate_checkpoint(
     limit: int | None = None,
     binarize: str | None = None,
     progress: Any = None,
+    images: Any = None,
 ) -> dict[str, Any]:
-    """The test-set report of `vae eval`; `progress(done, total)` follows the IW estimate."""
-    x, _ = test_images(loaded, data_dir, limit, binarize)
+    """The test-set report of `vae eval` (of the user's `images` instead, when given);
+    `progress(done, total)` follows the IW estimate."""
+    if images is not None:
+        x = images.pixels[:limit]
+    else:
+        x, _ = test_images(loaded, data_dir, limit, binarize)
     elbo = evaluate_elbo(loaded.model, x)
     result: dict[str, Any] = {
         "checkpoint": str(loaded.path),
         "epoch": loaded.checkpoint["epoch"],
         "step": loaded.checkpoint["step"],
         "chosen": describe_checkpoint(loaded.checkpoint["epoch"], loaded.checkpoint.get("best")),
-        "dataset": loaded.config.data.dataset,
+        "dataset": "your images" if images is not None else loaded.config.data.dataset,
         "binarize": binarize or loaded.config.data.binarize,
         "trained_binarize": loaded.config.data.binarize,
         **asdict(elbo),

@@ -14,14 +14,12 @@ from vae_cli.data.images import UserImages, read_images
 USER_BINARIZE_SEED = 20140104  # the one draw of a user's images, as the test set has its own
 
 
-def user_pixels(
-    loaded: Loaded, paths: list[Path], *, invert: str, fit: str
-) -> tuple[torch.Tensor, UserImages]:
-    """The images at `paths` as the model reads them, (N, 784) on its device."""
+def user_pixels(loaded: Loaded, paths: list[Path], *, invert: str, fit: str) -> UserImages:
+    """The images at `paths` as the model reads them: their pixels (N, 784) on its device."""
     images = read_images(paths, invert=invert, fit=fit)
-    pixels = images.pixels
     if loaded.config.data.binarize != "none":
         generator = torch.Generator().manual_seed(USER_BINARIZE_SEED)
-        pixels = torch.bernoulli(pixels, generator=generator)
+        images.pixels = torch.bernoulli(images.pixels, generator=generator)
         images.said += ", binarized (one fixed draw) as the model's training images were"
-    return pixels.to(loaded.device), images
+    images.pixels = images.pixels.to(loaded.device)
+    return images

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from vae_cli.commands.load import Loaded, save_picture, test_images
+from vae_cli.data.images import UserImages
 from vae_cli.model.reparameterize import posterior_samples
 from vae_cli.pictures import plots
 
@@ -35,9 +36,11 @@ def latent_view(
     n_inputs: int,
     samples_per_input: int,
     seed: int,
+    inputs: torch.Tensor | None = None,
 ) -> LatentView:
     """Project mu and posterior samples to 2-D: the latent itself when D = 2, else the PCA of
-    the test set's mu."""
+    the test set's mu. The images shown: `n_inputs` test images the seed picks, or `inputs`
+    (a user's, whose label is unknown: shown as 10, the neutral colour)."""
     mu_parts, logvar_parts = zip(
         *(loaded.model.encode(x[i : i + 1000]) for i in range(0, len(x), 1000)), strict=True
     )
@@ -51,28 +54,43 @@ def latent_view(
         basis = torch.linalg.svd(mu - centre, full_matrices=False).Vh[:2].T  # (D, 2)
         names = ("PC1 of mu", "PC2 of mu") if layer == "z" else ("PC1 of mu1", "PC2 of mu1")
     generator = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(len(x), generator=generator)[:n_inputs]
-    z = posterior_samples(mu[chosen], logvar[chosen], samples_per_input, generator)
+    if inputs is None:
+        chosen = torch.randperm(len(x), generator=generator)[:n_inputs]
+        shown, shown_labels = x[chosen], labels[chosen]
+        input_mu, input_logvar = mu[chosen], logvar[chosen]
+    else:
+        shown, shown_labels = inputs, torch.full((len(inputs),), 10)
+        input_mu, input_logvar = (t.cpu() for t in loaded.model.encode(inputs))
+    z = posterior_samples(input_mu, input_logvar, samples_per_input, generator)
     z = z.transpose(0, 1)  # (n, S, D)
-    sigma = torch.exp(0.5 * logvar[chosen])
+    sigma = torch.exp(0.5 * input_logvar)
     return LatentView(
-        inputs=x[chosen].cpu(),
-        input_mu=(mu[chosen] - centre) @ basis,
+        inputs=shown.cpu(),
+        input_mu=(input_mu - centre) @ basis,
         input_sigma=(sigma.pow(2) @ basis.pow(2)).sqrt(),
         clouds=(z - centre) @ basis,
         test_mu=(mu - centre) @ basis,
         test_labels=labels,
-        input_labels=labels[chosen],
+        input_labels=shown_labels,
         axis_names=names,
         layer=layer,
     )
 
 
 def write_latent_figure(
-    loaded: Loaded, data_dir: Path, out: Path, *, n_inputs: int, samples_per_input: int, seed: int
+    loaded: Loaded,
+    data_dir: Path,
+    out: Path,
+    *,
+    n_inputs: int,
+    samples_per_input: int,
+    seed: int,
+    images: UserImages | None = None,
 ) -> Path:
     x, labels = test_images(loaded, data_dir, None)
+    inputs = None if images is None else images.pixels[:20]
     view = latent_view(
-        loaded, x, labels, n_inputs=n_inputs, samples_per_input=samples_per_input, seed=seed
-    )
+        loaded, x, labels, n_inputs=n_inputs, samples_per_input=samples_per_input, seed=seed,
+        inputs=inputs,
+    )  # fmt: skip
     return save_picture(lambda: plots.save_latent_figure(view, out), out)

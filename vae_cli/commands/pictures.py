@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from vae_cli.commands.load import Loaded, save_picture, test_images
+from vae_cli.data.images import UserImages
 from vae_cli.errors import UserError
 from vae_cli.model.vae import prior_noise
 from vae_cli.pictures import grids
@@ -39,17 +40,30 @@ def write_manifold(loaded: Loaded, out: Path, *, side: int) -> Path:
 
 @torch.no_grad()
 def write_reconstructions(
-    loaded: Loaded, data_dir: Path, out: Path, *, n: int, seed: int, mean_only: bool
+    loaded: Loaded,
+    data_dir: Path,
+    out: Path,
+    *,
+    n: int,
+    seed: int,
+    mean_only: bool,
+    images: UserImages | None = None,
 ) -> Path:
-    """The first n test images, each over its reconstruction."""
-    x, _ = test_images(loaded, data_dir, None)
-    x = x[:n]
+    """The first n test images, each over its reconstruction; or the user's images, each over
+    what the model read of it (greyed, inverted, fitted) and its reconstruction."""
+    if images is None:
+        x, _ = test_images(loaded, data_dir, None)
+        rows, labels = [x[:n]], ["test image"]
+    else:
+        x = images.pixels
+        rows, labels = [images.shown.to(x.device), x], ["your image", "what the model read"]
     generator = torch.Generator(device=loaded.device).manual_seed(seed)
-    pixels = torch.sigmoid(loaded.model(x, generator, mean_only=mean_only)[0])
-    nrow = min(n, 8)
-    grid = grids.interleave_rows(grids.pad_to_rows(x, nrow), grids.pad_to_rows(pixels, nrow), nrow)
+    pixels = torch.sigmoid(loaded.model(rows[-1], generator, mean_only=mean_only)[0])
+    nrow = min(len(pixels), 8)
+    padded = [grids.pad_to_rows(images_, nrow) for images_ in [*rows, pixels]]
+    grid = grids.interleave_rows(*padded, nrow=nrow)
     how = "mean of z" if mean_only else f"sampled, seed {seed}"
-    labels = ["test image", f"reconstructed ({how})"]
+    labels.append(f"reconstructed ({how})")
     return save_picture(
         lambda: grids.save_labelled_grid(grid, out, nrow=nrow, row_labels=labels), out
     )
@@ -65,10 +79,21 @@ def write_interpolation(
     to_index: int | None,
     seed: int,
     steps: int,
-) -> tuple[Path, int, int]:
+    images: UserImages | None = None,
+) -> tuple[Path, str, str]:
     """Decoded points on the straight line between the posterior means of two test images
     (every layer's, where the decoder reads them), originals at both ends. Without indices,
-    the seed picks the two images."""
+    the seed picks the two images; with `images`, the user's two images are the ends."""
+    if images is not None:
+        if len(images.pixels) != 2:
+            raise UserError(
+                f"--images: an interpolation runs between two images, and these hold "
+                f"{len(images.pixels)}"
+            )
+        names = [Path(name).name for name in images.names]
+        row = line_between(loaded, images.pixels, steps)
+        save_interpolation(row, out, names)
+        return out, names[0], names[1]
     x, _ = test_images(loaded, data_dir, None)
     if (from_index is None) != (to_index is None):
         raise UserError("give both --from-index and --to-index, or neither (then --seed picks)")
@@ -79,21 +104,25 @@ def write_interpolation(
     for flag, index in (("--from-index", from_index), ("--to-index", to_index)):
         if not 0 <= index < len(x):
             raise UserError(f"{flag} {index}: the test set has images 0 to {len(x) - 1}")
-    ends = loaded.model.encode_layers(x[[from_index, to_index]])
+    row = line_between(loaded, x[[from_index, to_index]], steps)
+    save_interpolation(row, out, [f"test #{from_index}", f"test #{to_index}"])
+    return out, f"test image {from_index}", f"test image {to_index}"
+
+
+def line_between(loaded: Loaded, ends: torch.Tensor, steps: int) -> torch.Tensor:
+    """The two images (2, 784) with `steps` decoded points between their posterior means."""
+    means = loaded.model.encode_layers(ends)
     weights = torch.linspace(0, 1, steps, device=loaded.device).unsqueeze(1)
-    path = [(1 - weights) * mu[0] + weights * mu[1] for mu, _ in ends]  # (steps, D_l) each
-    row = torch.cat(
-        [
-            x[from_index : from_index + 1],
-            torch.sigmoid(loaded.model.decode(*path)),
-            x[to_index : to_index + 1],
-        ]
-    )
-    ends = {0: f"test #{from_index}", len(row) - 1: f"test #{to_index}"}
-    save_picture(
+    path = [(1 - weights) * mu[0] + weights * mu[1] for mu, _ in means]  # (steps, D_l) each
+    return torch.cat([ends[:1], torch.sigmoid(loaded.model.decode(*path)), ends[1:]])
+
+
+def save_interpolation(row: torch.Tensor, out: Path, names: list[str]) -> Path:
+    """The row, its two ends framed and captioned."""
+    last = len(row) - 1
+    return save_picture(
         lambda: grids.save_labelled_grid(
-            row, out, nrow=len(row), captions=ends, marked=(0, len(row) - 1)
+            row, out, nrow=len(row), captions={0: names[0], last: names[1]}, marked=(0, last)
         ),
         out,
     )
-    return out, from_index, to_index

@@ -69,8 +69,13 @@ def score_images(
     seed: int,
 ) -> list[dict[str, Any]]:
     """Per image: -log p(x) (K = `samples`), bits/dim, -log p(x | z = mu) and the share of the
-    reference (the test set's scores) it is higher than."""
-    nll = nll_per_image(loaded.model, x, samples, seed=seed).cpu().numpy()
+    reference (the test set's scores) it is higher than. Each image draws its samples from its
+    own generator seeded with `seed`, so an image's score does not depend on the others
+    scored with it (the first test image's is `vae eval --limit 1`'s)."""
+    nll = torch.cat(
+        [nll_per_image(loaded.model, x[i : i + 1], samples, seed=seed) for i in range(len(x))]
+    )
+    nll = nll.cpu().numpy()
     logits = loaded.model(x, mean_only=True)[0]
     recon = (-bernoulli_log_likelihood(logits, x)).cpu().numpy()
     above = np.searchsorted(reference, nll, side="left") / len(reference)
@@ -117,16 +122,16 @@ def scores_for(
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """The `vae score` report of the user's images, or of the first `limit` test images, and
     the pixels scored."""
-    reference, cache, cached = test_set_scores(loaded, data_dir, samples, seed, progress)
     said = None
-    if images:
+    if images:  # read (and refused, if need be) before the test set's scores are computed
         from vae_cli.commands.images import user_pixels
 
-        x, read = user_pixels(loaded, images, invert=invert, fit=fit)
-        names, said = read.names, read.said
+        read = user_pixels(loaded, images, invert=invert, fit=fit)
+        x, names, said = read.pixels, read.names, read.said
     else:
         x, _ = test_images(loaded, data_dir, limit)
         names = [f"test[{index}]" for index in range(len(x))]
+    reference, cache, cached = test_set_scores(loaded, data_dir, samples, seed, progress)
     rows = score_images(loaded, x, names, reference, samples=samples, seed=seed)
     report = {
         "checkpoint": str(loaded.path),

@@ -114,14 +114,13 @@ def contrast_stretched(images: torch.Tensor) -> torch.Tensor:
     return (images - low) / (high - low).clamp(min=1e-6)
 
 
-def interleave_rows(
-    originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int
-) -> torch.Tensor:
-    """Rows of originals, each directly above the row of its reconstructions."""
-    pairs = []
-    for start in range(0, len(originals), nrow):
-        pairs += [originals[start : start + nrow], reconstructions[start : start + nrow]]
-    return torch.cat(pairs)
+def interleave_rows(*sets: torch.Tensor, nrow: int) -> torch.Tensor:
+    """Rows of the first set (originals), each directly above the same row of every other
+    (what the model read, its reconstructions)."""
+    rows = []
+    for start in range(0, len(sets[0]), nrow):
+        rows += [images[start : start + nrow] for images in sets]
+    return torch.cat(rows)
 
 
 def pad_to_rows(images: torch.Tensor, nrow: int) -> torch.Tensor:

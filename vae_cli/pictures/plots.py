@@ -115,7 +115,8 @@ def draw_posteriors(axis: Any, view: Any, rows: int, row_height: float) -> None:
     order = sorted(range(n), key=lambda i: float(view.input_mu[i, 0]))
     per_row = -(-n // rows)
     for slot, i in enumerate(order):
-        colour = colours(int(view.input_labels[i]) % 10)
+        label = int(view.input_labels[i])  # 10: a user's image, whose label is unknown
+        colour = colours(label) if label < 10 else (0.4, 0.4, 0.4, 1.0)
         cloud, centre = view.clouds[i].numpy(), view.input_mu[i].numpy()
         axis.scatter(cloud[:, 0], cloud[:, 1], s=4, alpha=0.35, linewidths=0, color=colour)
         axis.scatter(*centre, marker="x", s=80, color="black", zorder=3)

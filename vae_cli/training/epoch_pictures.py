@@ -88,7 +88,7 @@ def save_epoch_pictures(
     originals = originals.to(device)
     reconstructions = torch.sigmoid(model(originals, mean_only=True)[0])
     grids.save_labelled_grid(
-        grids.interleave_rows(originals, reconstructions, 8),
+        grids.interleave_rows(originals, reconstructions, nrow=8),
         folder.reconstruction_picture(epoch),
         nrow=8,
         row_labels=["test image", "reconstructed"],
