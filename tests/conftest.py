@@ -26,7 +26,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("VAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
-UNIT = Path(__file__).resolve().parent / "unit"
+# tests/unit and tests/cli need no MNIST: they read a synthetic dataset made per session.
+SYNTHETIC = [Path(__file__).resolve().parent / name for name in ("unit", "cli")]
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 20_000, 10_000  # MNIST's sizes, for --limit up to 20,000
 TIMING = {"seconds", "images_per_s", "epoch_seconds", "capture_seconds", "compile_seconds"}
 
@@ -38,7 +39,9 @@ def fixed_global_seed() -> None:
 
 
 def is_unit(request: pytest.FixtureRequest) -> bool:
-    return UNIT in Path(request.node.path).resolve().parents or Path(request.node.path) == UNIT
+    """Whether a test reads the synthetic dataset (tests/unit, tests/cli), not MNIST."""
+    path = Path(request.node.path).resolve()
+    return any(folder == path or folder in path.parents for folder in SYNTHETIC)
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +90,21 @@ def synthetic_images(labels: torch.Tensor, generator: torch.Generator) -> torch.
     noise = 0.08 * torch.rand(n, 28, 28, generator=generator)
     brightness = 0.7 + 0.3 * torch.rand(n, 1, 1, generator=generator)
     return ((stroke * brightness + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def synthetic_fashion(root: Path, n_train: int = 256, n_test: int = 128) -> Path:
+    """Small IDX files in torchvision's FashionMNIST layout: bright squares per class."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=generator)
+        images = torch.zeros(n, 28, 28)
+        for i, label in enumerate(labels.tolist()):
+            images[i, 2 + 2 * label : 10 + 2 * label, 4:24] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 0x803)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 0x801)
+    return root
 
 
 def make_synthetic_dataset(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
@@ -317,6 +335,59 @@ def record_batch_sizes(graphs: RecordedGraphs, monkeypatch: pytest.MonkeyPatch) 
         real(step, images, *args)
 
     monkeypatch.setattr(CapturedStep, "__call__", call)
+
+
+class StepSpy:
+    """Records the lr tensor the optimiser reads and what the loss receives, step by step."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, steps_per_epoch: int) -> None:
+        from vae_cli.model.vae import VAE
+        from vae_cli.training.step import Step
+
+        self.steps_per_epoch = steps_per_epoch
+        self.lr: list[float] = []
+        self.beta: list[float] = []
+        self.free_bits: list[float] = []
+        self.pixels: list[torch.Tensor] = []
+        real_step, real_loss = Step.run, VAE.elbo
+
+        def step(train_step: Step, images: torch.Tensor) -> None:
+            self.lr.append(float(train_step.lr[0]))
+            real_step(train_step, images)
+
+        def elbo(model: VAE, x: torch.Tensor, noise: object, *, beta=1.0, free_bits=0.0):
+            if torch.is_tensor(beta):  # the training step's (the test pass passes numbers)
+                self.beta.append(float(beta[0]))
+                self.free_bits.append(
+                    float(free_bits[0]) if torch.is_tensor(free_bits) else free_bits
+                )
+                self.pixels.append(x.detach().clone())
+            return real_loss(model, x, noise, beta=beta, free_bits=free_bits)
+
+        monkeypatch.setattr(Step, "run", step)
+        monkeypatch.setattr(VAE, "elbo", elbo)
+
+    def epoch_pixel_sums(self) -> list[float]:
+        """The sum of every pixel the step trained on, per epoch (the same images each epoch)."""
+        n = self.steps_per_epoch
+        per_epoch = [self.pixels[e : e + n] for e in range(0, len(self.pixels), n)]
+        return [sum(x.sum().item() for x in batches) for batches in per_epoch]
+
+
+def interrupt_at(
+    monkeypatch: pytest.MonkeyPatch, *, epoch: int, step: int, every: int | None = None
+) -> None:
+    """Ctrl-C (a real SIGINT) when the display hears that `step` batches of the epoch after
+    `epoch` completed ones are done; `every`: how often it hears (the loop's PROGRESS_EVERY)."""
+    from vae_cli.cli import console
+
+    def pressed(display: object, done: int, position: int, *_: object) -> None:
+        if (done, position) == (epoch, step):
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(console.TrainingDisplay, "on_progress", pressed)
+    if every is not None:
+        monkeypatch.setattr("vae_cli.training.loop.PROGRESS_EVERY", every)
 
 
 def poison_training_losses(

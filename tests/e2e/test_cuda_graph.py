@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from pathlib import Path
 
@@ -13,13 +12,13 @@ import pytest
 import torch
 from conftest import (
     assert_same_training_state,
+    interrupt_at,
     make_step,
     metrics_without_timing,
     run_vae,
     train_args,
 )
 
-from vae_cli.cli import console
 from vae_cli.config.settings import Config
 from vae_cli.training.graphs import CapturedStep
 from vae_cli.training.step import Step
@@ -87,11 +86,7 @@ def test_ctrl_c_and_resume_with_graphs_are_bit_exact(
     straight = run_vae(*train_args(tmp_path, data_dir, *args, name="straight"))
     assert straight.code == 0, straight.stderr
 
-    def ctrl_c_in_epoch_two(self: object, epoch: int, step: int, *_: object) -> None:
-        if epoch == 1 and step == 25:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c_in_epoch_two)
+    interrupt_at(monkeypatch, epoch=1, step=25)
     result = run_vae(*train_args(tmp_path, data_dir, *args, name="interrupted"))
     assert result.code == 130, result.stderr
     monkeypatch.undo()

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_vae, train_args, train_tiny
+from conftest import REPO, interrupt_at, run_vae, train_args, train_tiny
 
 from vae_cli.cli import console
 
@@ -52,12 +51,7 @@ def run_in_shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_the_printed_resume_command_works_as_printed(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def ctrl_c(self: console.TrainingDisplay, epoch: int, step: int, *_: object) -> None:
-        if epoch == 0 and step == 2:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c)
-    monkeypatch.setattr("vae_cli.training.loop.PROGRESS_EVERY", 2)
+    interrupt_at(monkeypatch, epoch=0, step=2, every=2)
     runs = tmp_path / "runs"
     stopped = run_vae(*train_args(runs, data_dir, *TINY_ONE_EPOCH))
     assert stopped.code == 130, stopped.stderr

@@ -4,7 +4,6 @@ write order, IWAE's settings, cosine resumes, and a run finding its own data fol
 from __future__ import annotations
 
 import json
-import signal
 import tomllib
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from conftest import (
     TINY,
     assert_same_training_state,
     dataset_flags,
+    interrupt_at,
     metrics_without_timing,
     run_vae,
     train_args,
@@ -22,9 +22,7 @@ from conftest import (
 
 from vae_cli import files
 from vae_cli.checkpoint import load_checkpoint, save_checkpoint
-from vae_cli.cli import console
 from vae_cli.training import checkpointer
-from vae_cli.training import loop as train
 
 
 def manifest(run: Path) -> dict:
@@ -171,12 +169,7 @@ def test_cosine_resume_with_the_same_total_is_bit_exact_and_a_new_horizon_is_not
     cosine = ("--lr-schedule", "cosine", "--epochs", 2)
     straight = train_tiny(tmp_path, "straight", data_dir, *cosine)
 
-    def ctrl_c_in_epoch_two(self: object, epoch: int, step: int, *_: object) -> None:
-        if epoch == 1 and step == 4:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c_in_epoch_two)
-    monkeypatch.setattr(train, "PROGRESS_EVERY", 4)
+    interrupt_at(monkeypatch, epoch=1, step=4, every=4)
     interrupted = run_vae(*train_args(tmp_path, data_dir, *TINY, *cosine, name="halted"))
     assert interrupted.code == 130
     monkeypatch.undo()

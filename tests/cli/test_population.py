@@ -17,6 +17,7 @@ import torch
 from conftest import (
     assert_same_training_state,
     dataset_name,
+    interrupt_at,
     make_step,
     metrics_without_timing,
     poison_training_losses,
@@ -211,12 +212,7 @@ def test_ctrl_c_saves_every_member_and_the_population_resumes_bit_exactly(
 ) -> None:
     assert train_population(tmp_path, data_dir, "0-2", name="straight").code == 0
 
-    def ctrl_c(self: console.TrainingDisplay, epoch: int, step: int, *_: object) -> None:
-        if epoch == 1 and step == 5:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c)
-    monkeypatch.setattr("vae_cli.training.loop.PROGRESS_EVERY", 5)
+    interrupt_at(monkeypatch, epoch=1, step=5, every=5)
     stopped = train_population(tmp_path, data_dir, "0-2", name="stopped")
     assert stopped.code == 130
     assert stopped.stderr.strip().splitlines()[-2:] == [
@@ -297,12 +293,7 @@ def test_a_second_ctrl_c_in_the_epoch_bookkeeping_saves_one_step_and_says_how_to
 def test_a_population_of_one_resumes_as_a_population(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def ctrl_c(self: console.TrainingDisplay, epoch: int, step: int, *_: object) -> None:
-        if epoch == 1 and step == 5:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c)
-    monkeypatch.setattr("vae_cli.training.loop.PROGRESS_EVERY", 5)
+    interrupt_at(monkeypatch, epoch=1, step=5, every=5)
     stopped = train_population(tmp_path, data_dir, "3", name="one")
     assert stopped.code == 130
     assert stopped.stderr.strip().splitlines()[-1] == f"  vae train --resume {tmp_path / 'one'}"

@@ -15,13 +15,13 @@ import torch
 from conftest import (
     assert_same_training_state,
     dataset_flags,
+    interrupt_at,
     metrics_without_timing,
     run_vae,
     train_args,
 )
 
 from vae_cli.checkpoint import load_checkpoint
-from vae_cli.cli import console
 
 SMALL = ("--limit", 1024, "--batch-size", 64, "--quiet")  # 16 steps per epoch
 STEPS_PER_EPOCH = 625  # start_training_process: 20,000 images in batches of 32
@@ -63,13 +63,7 @@ def test_resume_after_a_mid_epoch_interrupt_is_bit_exact(
 ) -> None:
     straight = train(tmp_path, "straight", data_dir, "--epochs", 2, "--batch-size", 16)
 
-    def ctrl_c_in_epoch_two(
-        self: console.TrainingDisplay, epoch: int, step: int, *_: object
-    ) -> None:
-        if epoch == 1 and step == 25:  # the second epoch, 25 of its 64 steps done
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c_in_epoch_two)
+    interrupt_at(monkeypatch, epoch=1, step=25)
     result = run_vae(
         *train_args(
             tmp_path, data_dir, *SMALL, "--batch-size", 16, "--epochs", 2, name="interrupted"

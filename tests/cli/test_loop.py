@@ -5,7 +5,6 @@ phase."""
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ from conftest import (
     TWO_PHASES,
     RecordedGraphs,
     dataset_name,
+    interrupt_at,
     metrics_without_timing,
     record_batch_sizes,
     run_vae,
@@ -234,20 +234,13 @@ def test_each_phase_builds_its_step_from_its_own_settings(
     monkeypatch.setattr(step_module, "clip_per_member", clip_per_member)
     text = TWO_PHASES.replace("[[phases]]\n", "[[phases]]\nadam_beta2 = 0.9\ngrad_clip = 0.5\n")
 
-    def ctrl_c_in_phase_two(
-        self: console.TrainingDisplay, epoch: int, step: int, *_: object
-    ) -> None:
-        if epoch == 2 and step == 5:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c_in_phase_two)
-    monkeypatch.setattr("vae_cli.training.loop.PROGRESS_EVERY", 5)
+    interrupt_at(monkeypatch, epoch=2, step=5, every=5)
     assert train_config(tmp_path, data_dir, "r", text).code == 130
     steps_per_epoch = 8
     assert used == [(0.99, 1.0)] * 2 * steps_per_epoch + [(0.9, 0.5)] * 5
     saved = load_checkpoint(tmp_path / "r/checkpoints/last.pt")
     assert saved["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.9)
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", lambda *_: None)
+    monkeypatch.setattr(console.TrainingDisplay, "on_progress", lambda *_: None)  # no Ctrl-C
     used.clear()
     resumed = run_vae("train", "--resume", tmp_path / "r", "--data-dir", data_dir, "--quiet")
     assert resumed.code == 0, resumed.stderr

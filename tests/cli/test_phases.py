@@ -4,22 +4,22 @@ Ctrl-C in a later phase resumes where it stopped."""
 from __future__ import annotations
 
 import math
-import signal
 import tomllib
 from pathlib import Path
 
 import pytest
 from conftest import (
     TWO_PHASES,
+    StepSpy,
     assert_same_training_state,
     dataset_flags,
+    interrupt_at,
     metrics_without_timing,
     run_vae,
     train_config,
 )
 
 from vae_cli.checkpoint import load_checkpoint
-from vae_cli.cli import console
 
 STEPS_PER_EPOCH = 8  # 512 images in batches of 64
 
@@ -67,14 +67,7 @@ def test_ctrl_c_in_phase_two_resumes_bit_exactly(
 ) -> None:
     assert train_config(tmp_path, data_dir, "straight").code == 0
 
-    def ctrl_c_in_phase_two(
-        self: console.TrainingDisplay, epoch: int, step: int, *_: object
-    ) -> None:
-        if epoch == 2 and step == 5:  # the third epoch: the first of phase 2
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c_in_phase_two)
-    monkeypatch.setattr("vae_cli.training.loop.PROGRESS_EVERY", 5)
+    interrupt_at(monkeypatch, epoch=2, step=5, every=5)
     interrupted = train_config(tmp_path, data_dir, "interrupted")
     assert interrupted.code == 130, interrupted.stderr
     saved = load_checkpoint(tmp_path / "interrupted/checkpoints/last.pt")
@@ -141,9 +134,7 @@ def test_the_quality_recipe_is_one_config() -> None:
 def test_each_phase_warms_up_its_own_kl_weight(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_settings_reach_the_step import StepSpy
-
-    spy = StepSpy(monkeypatch)
+    spy = StepSpy(monkeypatch, steps_per_epoch=STEPS_PER_EPOCH)
     text = TWO_PHASES.replace("epochs = 2\nbatch_size", "epochs = 1\nbatch_size")
     phase_two = text.index("[[phases]]")
     text = text[:phase_two] + "[[phases]]\nepochs = 1\nbeta = 0.5\nkl_warmup_epochs = 1\n"

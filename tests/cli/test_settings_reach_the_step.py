@@ -9,48 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_tiny
+from conftest import StepSpy, train_tiny
 
 from vae_cli.config.settings import Config
-from vae_cli.model.vae import VAE
-from vae_cli.training.step import Step
 
 STEPS_PER_EPOCH, EPOCHS = 8, 3  # TINY: 512 images in batches of 64
 LR, FINAL_LR, BETA, FREE_BITS = 2e-3, 1e-4, 0.5, 0.1
-
-
-class StepSpy:
-    """Records the lr tensor the optimiser reads and what the loss receives, step by step."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.lr: list[float] = []
-        self.beta: list[float] = []
-        self.free_bits: list[float] = []
-        self.pixels: list[torch.Tensor] = []
-        real_step, real_loss = Step.run, VAE.elbo
-
-        def step(train_step: Step, images: torch.Tensor) -> None:
-            self.lr.append(float(train_step.lr[0]))
-            real_step(train_step, images)
-
-        def elbo(model: VAE, x: torch.Tensor, noise: object, *, beta=1.0, free_bits=0.0):
-            if torch.is_tensor(beta):  # the training step's (the test pass passes numbers)
-                self.beta.append(float(beta[0]))
-                self.free_bits.append(
-                    float(free_bits[0]) if torch.is_tensor(free_bits) else free_bits
-                )
-                self.pixels.append(x.detach().clone())
-            return real_loss(model, x, noise, beta=beta, free_bits=free_bits)
-
-        monkeypatch.setattr(Step, "run", step)
-        monkeypatch.setattr(VAE, "elbo", elbo)
-
-    def epoch_pixel_sums(self) -> list[float]:
-        """The sum of every pixel the step trained on, per epoch (the same images each epoch)."""
-        per_epoch = [
-            self.pixels[e * STEPS_PER_EPOCH : (e + 1) * STEPS_PER_EPOCH] for e in range(EPOCHS)
-        ]
-        return [sum(x.sum().item() for x in batches) for batches in per_epoch]
 
 
 def cosine(step: int) -> float:
@@ -62,7 +26,7 @@ def cosine(step: int) -> float:
 def test_lr_beta_warmup_free_bits_and_dynamic_draws_reach_the_step(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spy = StepSpy(monkeypatch)
+    spy = StepSpy(monkeypatch, steps_per_epoch=STEPS_PER_EPOCH)
     run = train_tiny(
         tmp_path,
         "r",
@@ -88,7 +52,7 @@ def test_lr_beta_warmup_free_bits_and_dynamic_draws_reach_the_step(
 def test_static_binarization_trains_on_one_draw(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spy = StepSpy(monkeypatch)
+    spy = StepSpy(monkeypatch, steps_per_epoch=STEPS_PER_EPOCH)
     train_tiny(
         tmp_path, "r", data_dir, "--epochs", EPOCHS, "--device", "cpu", "--binarize", "static"
     )

@@ -6,15 +6,20 @@ sweep. Synthetic data, no MNIST."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same_training_state, png_pixels, png_size, run_vae, train_args
+from conftest import (
+    assert_same_training_state,
+    interrupt_at,
+    png_pixels,
+    png_size,
+    run_vae,
+    train_args,
+)
 
 from vae_cli.checkpoint import load_checkpoint
-from vae_cli.cli import console
 
 VAMP = (
     "--prior", "vamp", "--pseudo-inputs", 7, "--latent-dim", 6, "--hidden-dim", 48,
@@ -124,12 +129,7 @@ def test_a_two_layer_iwae_dreg_vamp_run_resumes_bit_exactly(
     straight = run_vae(*train_args(tmp_path, data_dir, *flags, name="straight"))
     assert straight.code == 0, straight.stderr
 
-    def ctrl_c_in_phase_two(self: object, epoch: int, step: int, *_: object) -> None:
-        if epoch == 1 and step == 4:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(console.TrainingDisplay, "on_progress", ctrl_c_in_phase_two)
-    monkeypatch.setattr("vae_cli.training.loop.PROGRESS_EVERY", 2)
+    interrupt_at(monkeypatch, epoch=1, step=4, every=2)
     interrupted = run_vae(*train_args(tmp_path, data_dir, *flags, name="resumed"))
     assert interrupted.code == 130, interrupted.stderr
     saved = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")
