@@ -70,6 +70,13 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="test, or validation: the training images the run held out (--validation N), "
+            "to choose checkpoints and recipes on without looking at the test set."
+        ),
+    ] = "test",
     images: Images = None,
     invert: Invert = "auto",
     fit: Fit = "mnist",
@@ -80,6 +87,10 @@ def evaluate(
 
     if binarize is not None and (problem := check_value("binarize", binarize)):
         raise UserError(f"--binarize: {problem}")
+    if split not in ("test", "validation"):
+        raise UserError(f"--split {split!r}: expected test or validation")
+    if images and split != "test":
+        raise UserError("--split validation: scores the run's held-out images, not --images")
     check_image_options(images or [], invert, fit)
     loaded = load(checkpoint, runs_dir, device, announce=not json_output)
     read = your_images(loaded, images, invert=invert, fit=fit, say=not json_output)
@@ -97,6 +108,7 @@ def evaluate(
             binarize=binarize,
             progress=progress,
             images=read,
+            split=split,
         )
     finally:
         progress.close()

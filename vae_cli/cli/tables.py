@@ -84,7 +84,9 @@ def evaluation_table(result: dict[str, Any]) -> None:
     mode = result["binarize"]
     if mode != result["trained_binarize"]:
         mode += f", trained on {result['trained_binarize']}"
-    where = "your images" if result["dataset"] == "your images" else "test set"
+    where = {"test": "test set", "validation": "validation split"}.get(
+        result["split"], "your images"
+    )
     table = Table(title=f"{where}, nats per image (binarize={mode})")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -110,7 +112,7 @@ def evaluation_table(result: dict[str, Any]) -> None:
         + (
             "of your images"
             if result["dataset"] == "your images"
-            else f"test images of {result['dataset']}"
+            else f"{result['split']} images of {result['dataset']}"
         )
     )
     console.print(table)

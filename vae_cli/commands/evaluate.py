@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vae_cli.commands.load import Loaded, test_images
+from vae_cli.commands.load import Loaded, test_images, validation_images
 from vae_cli.model.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.runs.best import describe_checkpoint
 
@@ -26,11 +26,14 @@ def evaluate_checkpoint(
     binarize: str | None = None,
     progress: Any = None,
     images: Any = None,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """The test-set report of `vae eval` (of the user's `images` instead, when given);
-    `progress(done, total)` follows the IW estimate."""
+    """The report of `vae eval` on the test set, the run's validation split (`split`), or the
+    user's `images` when given; `progress(done, total)` follows the IW estimate."""
     if images is not None:
         x = images.pixels[:limit]
+    elif split == "validation":
+        x, _ = validation_images(loaded, data_dir, limit, binarize)
     else:
         x, _ = test_images(loaded, data_dir, limit, binarize)
     elbo = evaluate_elbo(loaded.model, x)
@@ -40,6 +43,7 @@ def evaluate_checkpoint(
         "step": loaded.checkpoint["step"],
         "chosen": describe_checkpoint(loaded.checkpoint["epoch"], loaded.checkpoint.get("best")),
         "dataset": "your images" if images is not None else loaded.config.data.dataset,
+        "split": "your images" if images is not None else split,
         "binarize": binarize or loaded.config.data.binarize,
         "trained_binarize": loaded.config.data.binarize,
         **asdict(elbo),

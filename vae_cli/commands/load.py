@@ -114,6 +114,23 @@ def test_images(
     return to_float(test).to(loaded.device), dataset.test_labels
 
 
+def validation_images(
+    loaded: Loaded, data_dir: Path, limit: int | None, binarize: str | None = None
+) -> tuple[torch.Tensor, ...]:
+    """The run's validation split (the training images it held out, in the fixed draw its
+    epochs were scored on) as floats, and their labels; the first `limit` of them."""
+    held_out = loaded.config.data.validation
+    if not held_out:
+        raise UserError(
+            f"{loaded.path}: this run held out no validation images (train with --validation N)"
+        )
+    data = loaded.config.data  # the split is drawn from the training set the run read
+    dataset = load_dataset(data_dir, data.dataset, data.limit)
+    pixels = prepare_images(dataset, binarize or data.binarize, held_out)
+    labels = dataset.train_labels[pixels.validation_indices]
+    return to_float(pixels.validation[:limit]).to(loaded.device), labels[:limit]
+
+
 def dataset_images(loaded: Loaded, data_dir: Path, split: str) -> tuple[torch.Tensor, ...]:
     """The test or train images of the checkpoint's dataset, as floats on its device in its
     pixels (a binarized model's training images: one fixed draw, as its test set has), and
