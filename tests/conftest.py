@@ -380,9 +380,10 @@ def interrupt_at(
     """Ctrl-C (a real SIGINT) when the display hears that `step` batches of the epoch after
     `epoch` completed ones are done; `every`: how often it hears (the loop's PROGRESS_EVERY)."""
     from vae_cli.cli import console
+    from vae_cli.training.events import StepProgress
 
-    def pressed(display: object, done: int, position: int, *_: object) -> None:
-        if (done, position) == (epoch, step):
+    def pressed(display: object, event: StepProgress) -> None:
+        if (event.epoch, event.step) == (epoch, step):
             signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(console.TrainingDisplay, "on_progress", pressed)

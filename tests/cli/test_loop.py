@@ -43,7 +43,12 @@ def train_directly(
 ) -> Path:
     config = config.replace({"dataset": dataset_name(data_dir)})
     dataset = load_dataset(data_dir, config.data.dataset, config.data.limit)
-    train([Member(config, RunFolder(folder / name))], dataset=dataset, graphs=graphs)
+    train(
+        [Member(config, RunFolder(folder / name))],
+        dataset=dataset,
+        device=torch.device("cpu"),
+        graphs=graphs,
+    )
     return folder / name
 
 

@@ -31,6 +31,7 @@ from vae_cli.config.settings import MAX_MEMBERS, Config
 from vae_cli.data.dataset import load_dataset
 from vae_cli.model.bounds import LossParts
 from vae_cli.training import memory
+from vae_cli.training.events import EpochEnded
 
 SMALL = ("--limit", 512, "--batch-size", 64, "--epochs", 2, "--quiet")  # 8 steps per epoch
 # A member and the single run with its seed differ by rounding only (batched products split
@@ -272,9 +273,9 @@ def test_a_second_ctrl_c_in_the_epoch_bookkeeping_saves_one_step_and_says_how_to
     assert train_population(tmp_path, data_dir, "0-2", name="straight").code == 0
     real = console.TrainingDisplay.on_epoch
 
-    def ctrl_c_twice(self: console.TrainingDisplay, metrics: dict) -> None:
-        real(self, metrics)
-        if metrics["epoch"] == 2 and metrics["member"] == "seed-0":
+    def ctrl_c_twice(self: console.TrainingDisplay, event: EpochEnded) -> None:
+        real(self, event)
+        if event.metrics.epoch == 2 and event.label == "seed-0":
             signal.raise_signal(signal.SIGINT)  # asks to stop after the step
             signal.raise_signal(signal.SIGINT)  # stops now, before seed-1 is saved
 

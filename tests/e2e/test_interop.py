@@ -238,11 +238,12 @@ def test_a_pruned_trials_last_epoch_reaches_tensorboard(tmp_path: Path, data_dir
     from vae_cli.errors import TrainingPruned
     from vae_cli.runs.folder import RunFolder
     from vae_cli.training.callbacks import Callbacks
+    from vae_cli.training.events import EpochEnded
     from vae_cli.training.loop import Member
 
     class PruneAtEpochTwo(Callbacks):
-        def on_epoch(self, metrics: dict) -> None:
-            if metrics["epoch"] == 2:
+        def on_epoch(self, event: EpochEnded) -> None:
+            if event.metrics.epoch == 2:
                 raise TrainingPruned("pruned after epoch 2")
 
     config = Config().replace(

@@ -87,7 +87,7 @@ def test_no_held_out_image_reaches_a_training_step(
     config = Config().replace(
         {"validation": 60, "epochs": 2, "batch_size": 48, "hidden_dim": 8, "latent_dim": 2}
     )
-    train([Member(config, RunFolder(tmp_path / "r"))], dataset=dataset)
+    train([Member(config, RunFolder(tmp_path / "r"))], dataset=dataset, device=torch.device("cpu"))
     assert len(reached) == 2 * 240 and not held_out & set(reached)
     assert sorted(reached) == sorted(2 * [i for i in range(300) if i not in held_out])
 

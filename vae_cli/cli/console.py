@@ -13,6 +13,13 @@ from rich.console import Console
 from rich.panel import Panel
 
 from vae_cli.training.callbacks import Callbacks
+from vae_cli.training.events import (
+    EpochEnded,
+    PhaseStarted,
+    RunStarted,
+    StepProgress,
+    TrainingWarning,
+)
 
 
 def stdout() -> Console:
@@ -46,14 +53,14 @@ class TrainingDisplay(Callbacks):
         self.members = 1
         self.terminal = QuietControlKeys() if self.bars else None
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        self.members = len(info["members"])
+    def on_start(self, event: RunStarted) -> None:
+        self.members = len(event.members)
         if self.panel:
             stdout().print(
-                Panel("\n".join(start_lines(info, self)), title="vae train", expand=False)
+                Panel("\n".join(start_lines(event, self)), title="vae train", expand=False)
             )
         elif self.quiet:  # one line, so that a log says what the epoch lines are of
-            resumed = " ".join(line.split(maxsplit=1)[1] for line in resumed_lines(info))
+            resumed = " ".join(line.split(maxsplit=1)[1] for line in resumed_lines(event))
             print(f"training {self.run_dir}" + (f", {resumed}" if resumed else ""), flush=True)
         if self.bars:
             from tqdm import tqdm
@@ -63,14 +70,14 @@ class TrainingDisplay(Callbacks):
                 self.terminal.__enter__()
             self.epoch_bar = tqdm(
                 total=self.epochs,
-                initial=info["resumed_epoch"],
+                initial=event.resumed_epoch,
                 desc=f"{lead}epochs",
                 leave=False,
                 dynamic_ncols=True,
             )
             # Counted in images, so the rate tqdm shows is images/s.
             self.batch_bar = tqdm(
-                total=info["train_images"],
+                total=event.train_images,
                 desc=f"{lead}batches",
                 unit="img",
                 unit_scale=True,
@@ -78,8 +85,8 @@ class TrainingDisplay(Callbacks):
                 dynamic_ncols=True,
             )
 
-    def on_phase(self, phase: dict[str, Any]) -> None:
-        self.write(f"{self.lead()}phase {phase['number']} of {phase['of']}: {phase['plan']}")
+    def on_phase(self, event: PhaseStarted) -> None:
+        self.write(f"{self.lead()}phase {event.number} of {event.of}: {event.plan}")
 
     def lead(self) -> str:
         return f"{self.label}  " if self.label else ""
@@ -91,41 +98,42 @@ class TrainingDisplay(Callbacks):
         else:
             print(line, flush=True)
 
-    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None:
+    def on_progress(self, event: StepProgress) -> None:
         if self.batch_bar is None:
             return
-        self.batch_bar.n = int(stats["images"])
+        self.batch_bar.n = int(event.images)
         self.batch_bar.set_postfix(
-            loss=f"{stats['loss']:.2f}",
-            recon=f"{stats['recon']:.2f}",
-            kl=f"{stats['kl']:.2f}",
+            loss=f"{event.loss:.2f}",
+            recon=f"{event.recon:.2f}",
+            kl=f"{event.kl:.2f}",
             refresh=False,
         )
         self.batch_bar.refresh()
 
-    def on_epoch(self, metrics: dict[str, Any]) -> None:
+    def on_epoch(self, event: EpochEnded) -> None:
+        metrics = event.metrics
         # A run in phases has no fixed epoch count: it names the phase instead.
-        total = f"/{self.epochs}" if self.epochs else f" phase {metrics['phase']}"
-        member = f"{metrics['member']}  " if metrics.get("member") else ""
-        held_out = f"val {metrics['val_loss']:.2f}  " if "val_loss" in metrics else ""
+        total = f"/{self.epochs}" if self.epochs else f" phase {metrics.phase}"
+        member = f"{event.label}  " if event.label else ""
+        held_out = f"val {metrics.val_loss:.2f}  " if metrics.val_loss is not None else ""
         line = (
-            f"{self.lead()}epoch {metrics['epoch']:>3}{total}  {member}train "
-            f"{metrics['train_loss']:.2f}  {held_out}test {metrics['test_loss']:.2f} (recon "
-            f"{metrics['test_recon']:.2f}, kl {metrics['test_kl']:.2f})  "
+            f"{self.lead()}epoch {metrics.epoch:>3}{total}  {member}train "
+            f"{metrics.train_loss:.2f}  {held_out}test {metrics.test_loss:.2f} (recon "
+            f"{metrics.test_recon:.2f}, kl {metrics.test_kl:.2f})  "
         )
-        if "test_iwae" in metrics:
-            held_out = f"val {metrics['val_iwae']:.2f} " if "val_iwae" in metrics else ""
-            line += f"iwae-{metrics['test_iwae_k']} {held_out}test {metrics['test_iwae']:.2f}  "
+        if metrics.test_iwae is not None:
+            held_out = f"val {metrics.val_iwae:.2f} " if metrics.val_iwae is not None else ""
+            line += f"iwae-{metrics.test_iwae_k} {held_out}test {metrics.test_iwae:.2f}  "
         per_member = " per member" if self.members > 1 else ""
-        line += f"[{metrics['binarize']}]  {metrics['images_per_s']:,.0f} img/s{per_member}"
-        if self.epoch_bar is not None and metrics["epoch"] > self.epoch_bar.n:
-            self.epoch_bar.update(metrics["epoch"] - self.epoch_bar.n)  # once per epoch,
+        line += f"[{metrics.binarize}]  {metrics.images_per_s:,.0f} img/s{per_member}"
+        if self.epoch_bar is not None and metrics.epoch > self.epoch_bar.n:
+            self.epoch_bar.update(metrics.epoch - self.epoch_bar.n)  # once per epoch,
             self.batch_bar.reset()  # however many members the stack trains
         self.write(line)
 
-    def on_warning(self, message: str) -> None:
+    def on_warning(self, event: TrainingWarning) -> None:
         who = f"{self.label}: " if self.label else ""
-        print(f"Warning: {who}{message}", file=sys.stderr, flush=True)
+        print(f"Warning: {who}{event.message}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         for bar in (self.batch_bar, self.epoch_bar):
@@ -136,26 +144,26 @@ class TrainingDisplay(Callbacks):
             self.terminal.__exit__()
 
 
-def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
+def start_lines(info: RunStarted, display: TrainingDisplay) -> list[str]:
     """The start panel: where it runs, the model, the data, the folder and the plan."""
     from vae_cli.config.settings import describe_model
     from vae_cli.device import device_description
     from vae_cli.model.vae import count_parameters
 
-    dataset, model, members = info["dataset"], info["model"], info["members"]
+    dataset, model, members = info.dataset, info.model, info.members
     per_member = " per member" if len(members) > 1 else ""
     lines = [
-        f"device      {device_description(info['device'])}",
+        f"device      {device_description(info.device)}",
         f"model       {describe_model(model.config)}, {count_parameters(model):,} parameters"
         + per_member,
         f"data        {data_words(info, dataset)}, binarize={display.binarize}",
-        f"batch       {info['batch_size']:,} images, {info['steps_per_epoch']:,} steps per epoch",
+        f"batch       {info.batch_size:,} images, {info.steps_per_epoch:,} steps per epoch",
         f"best.pt     {choice_words(info)}",
         f"run folder  {display.run_dir}",
     ]
     if len(members) > 1:
         lines.append(f"members     {len(members)}: {', '.join(members)}")
-    plan = info["plan"]
+    plan = info.plan
     if len(plan) == 1:
         lines.append(f"plan        {plan[0]}")
     for number, phase in enumerate(plan if len(plan) > 1 else [], start=1):
@@ -164,16 +172,16 @@ def start_lines(info: dict[str, Any], display: TrainingDisplay) -> list[str]:
     return lines + resumed_lines(info)
 
 
-def data_words(info: dict[str, Any], dataset: Any) -> str:
+def data_words(info: RunStarted, dataset: Any) -> str:
     """ "50,000 train / 10,000 validation / 10,000 test" images."""
-    held_out = info["validation_images"]
+    held_out = info.validation_images
     split = f" / {held_out:,} validation" if held_out else ""
-    return f"{info['train_images']:,} train{split} / {len(dataset.test_images):,} test"
+    return f"{info.train_images:,} train{split} / {len(dataset.test_images):,} test"
 
 
-def choice_words(info: dict[str, Any]) -> str:
+def choice_words(info: RunStarted) -> str:
     """What chooses best.pt: the validation split, or nothing (the last epoch)."""
-    if info["validation_images"]:
+    if info.validation_images:
         return "the epoch with the best validation bound (the test set only reports)"
     return "the last epoch (no validation split: --validation N to choose on one)"
 
@@ -239,12 +247,12 @@ class SampleProgress:
             self.bar.close()
 
 
-def resumed_lines(info: dict[str, Any]) -> list[str]:
+def resumed_lines(info: RunStarted) -> list[str]:
     """Where a resumed run picks up, in words."""
-    epoch, position = info["resumed_epoch"], info["resumed_position"]
-    phase = f" (phase {info['phase']})" if len(info["plan"]) > 1 else ""
+    epoch, position = info.resumed_epoch, info.resumed_position
+    phase = f" (phase {info.phase})" if len(info.plan) > 1 else ""
     if position:
-        steps = info["steps_per_epoch"]
+        steps = info.steps_per_epoch
         return [f"resumed     in epoch {epoch + 1}{phase}, at batch {position + 1} of {steps}"]
     if epoch:
         return [f"resumed     after epoch {epoch}{phase}"]

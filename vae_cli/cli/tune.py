@@ -78,6 +78,7 @@ def tune(
         display=lambda label, **kw: console.TrainingDisplay(
             quiet=False, label=label, panel=False, **kw
         ),
-        notify=typer.echo,
+        notify=lambda line: typer.echo(line),  # flushed at once: a trial's line as it ends
+        warn=lambda message: typer.echo(f"Warning: {message}", err=True),
     )
     tables.tune_summary(result)

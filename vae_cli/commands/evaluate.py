@@ -3,11 +3,13 @@ diagnostics, the importance-weighted NLL), with a caveat when its pixels are con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from vae_cli.commands.load import Loaded, test_images, validation_images
+from vae_cli.data.images import UserImages
 from vae_cli.model.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.runs.best import describe_checkpoint
 
@@ -24,8 +26,8 @@ def evaluate_checkpoint(
     iw_samples: int | None = None,
     limit: int | None = None,
     binarize: str | None = None,
-    progress: Any = None,
-    images: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    images: UserImages | None = None,
     split: str = "test",
 ) -> dict[str, Any]:
     """The report of `vae eval` on the test set, the run's validation split (`split`), or the

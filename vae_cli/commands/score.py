@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,11 @@ def checkpoint_digest(path: Path) -> str:
 
 
 def test_set_scores(
-    loaded: Loaded, data_dir: Path, samples: int, seed: int, progress: Any = None
+    loaded: Loaded,
+    data_dir: Path,
+    samples: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, Path, bool]:
     """Every test image's -log p(x) under the model (sorted), the cache file that holds them,
     and whether it was already there."""
@@ -118,7 +123,7 @@ def scores_for(
     limit: int,
     samples: int,
     seed: int,
-    progress: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """The `vae score` report of the user's images, or of the first `limit` test images, and
     the pixels scored."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vae_cli.config.checks import check_settings
 from vae_cli.errors import UserError
@@ -14,6 +14,11 @@ from vae_cli.runs.lock import RunLocks
 from vae_cli.training.callbacks import CallbackGroup, Callbacks
 from vae_cli.training.member import Member
 from vae_cli.training.state import MemberState
+
+if TYPE_CHECKING:  # torch and the data load lazily, after every check
+    import torch
+
+    from vae_cli.data.dataset import Dataset
 
 
 def train_members(
@@ -23,12 +28,14 @@ def train_members(
     command: str,
     display: Callable[..., Callbacks],
     overwrite: bool = False,
-    dataset: Any = None,
+    dataset: Dataset | None = None,
+    device: torch.device | None = None,
     population: Path | None = None,
 ) -> list[MemberState]:
     """Train `members` in one stacked step: new runs (checkpoint None) get their folders,
-    resumed ones continue; `dataset` is read from `data_dir` unless given. Everything is
-    checked before any folder is made."""
+    resumed ones continue; `dataset` is read from `data_dir` and `device` resolved from the
+    settings unless given (a sweep does both once). Everything is checked before any folder
+    is made."""
     from vae_cli.data.dataset import load_dataset
     from vae_cli.data.folders import resolve_data_dir
     from vae_cli.data.split import check_batch_size, check_validation
@@ -42,8 +49,9 @@ def train_members(
         from vae_cli.training.tensorboard import check_tensorboard_installed
 
         check_tensorboard_installed()
-    device = resolve_device(first.train.device)
-    flush_denormals(device)  # before reading the data starts torch's worker threads
+    if device is None:
+        device = resolve_device(first.train.device)
+        flush_denormals(device)  # before reading the data starts torch's worker threads
     if dataset is None:
         dataset = load_dataset(resolve_data_dir(data_dir), first.data.dataset, first.data.limit)
     check_validation(first.data.validation, len(dataset.train_images), first.data.limit)
@@ -54,13 +62,17 @@ def train_members(
     locks = claim_folders(members, population, overwrite=overwrite, command=command)
     try:
         write_run_configs(members, population, command, device, resolve_data_dir(data_dir), dataset)
-        return run_loop(members, dataset, population, display)
+        return run_loop(members, dataset, device, population, display)
     finally:
         locks.release()
 
 
 def run_loop(
-    members: list[Member], dataset: Any, population: Path | None, display: Callable[..., Any]
+    members: list[Member],
+    dataset: Dataset,
+    device: torch.device,
+    population: Path | None,
+    display: Callable[..., Callbacks],
 ) -> list[MemberState]:
     """The loop with each member's own callbacks (TensorBoard, then a sweep's reporter, so
     that TensorBoard sees a pruned epoch) and the display; population.json is refreshed after,
@@ -79,7 +91,9 @@ def run_loop(
             board = TensorBoardLogger(member.folder, member.config, resumed)
             member.callbacks = CallbackGroup(board, member.callbacks)
     try:
-        return train(members, dataset=dataset, callbacks=progress, population=population)
+        return train(
+            members, dataset=dataset, device=device, callbacks=progress, population=population
+        )
     finally:
         for member in members:
             member.callbacks.close()
@@ -92,9 +106,9 @@ def write_run_configs(
     members: list[Member],
     population: Path | None,
     command: str,
-    device: Any,
+    device: torch.device,
     data_dir: Path,
-    dataset: Any,
+    dataset: Dataset,
 ) -> None:
     """A new run's config.toml with its manifest (and a new population's population.json); a
     resumed run's config.toml rewritten when the resume changed settings."""
@@ -123,7 +137,7 @@ def write_run_configs(
             update_run_config(member.folder.root, member.config, command, notes)
 
 
-def split_record(dataset: Any, validation: int) -> dict[str, Any]:
+def split_record(dataset: Dataset, validation: int) -> dict[str, Any]:
     """The manifest's record of the validation split: its size and its indices' digest."""
     from vae_cli.data.split import split_digest, validation_indices
 
@@ -131,7 +145,7 @@ def split_record(dataset: Any, validation: int) -> dict[str, Any]:
     return {"validation_images": validation, "validation_sha256": split_digest(indices)}
 
 
-def check_same_split(member: Member, dataset: Any) -> None:
+def check_same_split(member: Member, dataset: Dataset) -> None:
     """A resumed run must hold out the images it was trained without (its manifest says
     which); runs from before the split record none and held none out."""
     from vae_cli.runs.manifest import read_manifest

@@ -4,8 +4,7 @@ prunes, and the trials a --parallel worker asked for at once, with their heartbe
 from __future__ import annotations
 
 import math
-import sys
-from typing import Any
+from collections.abc import Callable
 
 import optuna
 
@@ -13,6 +12,7 @@ from vae_cli.commands.optuna_ids import trial_id
 from vae_cli.errors import TrainingPruned
 from vae_cli.runs.best import selection_loss
 from vae_cli.training.callbacks import Callbacks
+from vae_cli.training.events import EpochEnded
 
 HEARTBEAT_SECONDS = 10  # a running trial's worker writes a heartbeat this often
 GRACE_SECONDS = 60  # a trial with no heartbeat for this long is marked failed by the others
@@ -25,13 +25,14 @@ class TrialReporter(Callbacks):
     def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
 
-    def on_epoch(self, metrics: dict[str, Any]) -> None:
-        value = selection_loss(metrics)
-        self.trial.set_user_attr("epochs", metrics["epoch"])
+    def on_epoch(self, event: EpochEnded) -> None:
+        epoch = event.metrics.epoch
+        value = selection_loss(event.metrics.line())  # as best.pt is chosen
+        self.trial.set_user_attr("epochs", epoch)
         if math.isfinite(value):
-            self.trial.report(value, metrics["epoch"])
+            self.trial.report(value, epoch)
             if self.trial.should_prune():
-                raise TrainingPruned(f"pruned after epoch {metrics['epoch']}")
+                raise TrainingPruned(f"pruned after epoch {epoch}")
 
 
 class AskedTrials:
@@ -41,11 +42,16 @@ class AskedTrials:
     worker stops (Ctrl-C in an earlier stack, any error) is failed here, never left RUNNING."""
 
     def __init__(
-        self, study: optuna.Study, storage: optuna.storages.RDBStorage, trials: list[optuna.Trial]
+        self,
+        study: optuna.Study,
+        storage: optuna.storages.RDBStorage,
+        trials: list[optuna.Trial],
+        *,
+        warn: Callable[[str], None],
     ) -> None:
-        self.study, self.untold = study, list(trials)
+        self.study, self.untold, self.warn = study, list(trials), warn
         self.started: list[optuna.Trial] = []  # those whose stack began to train
-        self.heartbeats = Heartbeats(storage, self.untold)
+        self.heartbeats = Heartbeats(storage, self.untold, warn=warn)
 
     def __enter__(self) -> AskedTrials:
         self.heartbeats.__enter__()
@@ -71,11 +77,9 @@ class AskedTrials:
                 trial.set_user_attr("error", error)
             self.study.tell(trial, value, state=state)
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-            print(
-                f"Warning: trial {trial.number} was already ended by another worker (its "
-                f"heartbeats stopped for over {GRACE_SECONDS} s); its run ended {status}",
-                file=sys.stderr,
-                flush=True,
+            self.warn(
+                f"trial {trial.number} was already ended by another worker (its "
+                f"heartbeats stopped for over {GRACE_SECONDS} s); its run ended {status}"
             )
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
@@ -93,10 +97,16 @@ class Heartbeats:
     in a beat is retried at the next beat and reported once, instead of ending the thread (the
     other workers would then fail live trials)."""
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trials: list[optuna.Trial]) -> None:
+    def __init__(
+        self,
+        storage: optuna.storages.RDBStorage,
+        trials: list[optuna.Trial],
+        *,
+        warn: Callable[[str], None],
+    ) -> None:
         import threading
 
-        self.storage, self.trials = storage, list(trials)
+        self.storage, self.trials, self.warn = storage, list(trials), warn
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.beat, daemon=True)
@@ -117,11 +127,9 @@ class Heartbeats:
             except Exception as error:  # the database is away for a moment: try again
                 if not self.failed:
                     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                    print(
-                        f"Warning: a trial heartbeat could not be recorded ({first}); "
-                        f"retrying every {HEARTBEAT_SECONDS} s",
-                        file=sys.stderr,
-                        flush=True,
+                    self.warn(
+                        f"a trial heartbeat could not be recorded ({first}); "
+                        f"retrying every {HEARTBEAT_SECONDS} s"
                     )
                 self.failed = True
             if self.stop.wait(HEARTBEAT_SECONDS):

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -29,12 +29,17 @@ from vae_cli.commands.trials import AskedTrials, TrialReporter
 from vae_cli.config.search import Dimension, format_param
 from vae_cli.config.settings import Config, rule
 from vae_cli.config.values import show_value
-from vae_cli.errors import TrainingFailed, TrainingInterrupted, TrainingPruned, UserError
+from vae_cli.errors import TrainingFailed, TrainingInterrupted, UserError
 from vae_cli.files import make_folder
 from vae_cli.runs.best import best_epoch, selection_loss
 from vae_cli.runs.folder import RunFolder
 from vae_cli.training.callbacks import Callbacks
 from vae_cli.training.member import Member
+
+if TYPE_CHECKING:
+    import torch
+
+    from vae_cli.data.dataset import Dataset
 
 
 @dataclass
@@ -49,7 +54,10 @@ class Sweep:
     # display(label, run_dir=, epochs=, binarize=) -> the Callbacks that show a trial's (or a
     # stack's) progress; the library draws nothing itself.
     display: Callable[..., Callbacks]
-    dataset: Any = None  # read once, shared by every trial of this worker
+    dataset: Dataset | None = None  # read once, shared by every trial of this worker
+    device: torch.device | None = None  # resolved once, shared likewise
+    notify: Callable[[str], None] = lambda line: None  # a line per trial as it ends
+    warn: Callable[[str], None] = lambda message: None
 
 
 def suggest(trial: optuna.Trial, dimension: Dimension) -> Any:
@@ -72,45 +80,6 @@ def suggest(trial: optuna.Trial, dimension: Dimension) -> Any:
     )
 
 
-def run_trial(trial: optuna.Trial, sweep: Sweep) -> float:
-    """Train one trial's run folder; its value is the run's best validation bound."""
-    from vae_cli.commands.stack import train_members
-
-    params = {dimension.name: suggest(trial, dimension) for dimension in sweep.space}
-    config = sweep.config.replace(params)
-    root = sweep.study_dir / f"trial-{trial.number:04d}"
-    trial.set_user_attr("run_dir", str(root.resolve()))
-    trial.set_user_attr("host", socket.gethostname())
-    member = Member(config, RunFolder(root), callbacks=TrialReporter(trial))
-    try:
-        (state,) = train_members(
-            [member],
-            data_dir=sweep.data_dir,
-            dataset=sweep.dataset,
-            command=f"{sweep.command}  # trial {trial.number}",
-            display=lambda **kw: sweep.display(f"trial {trial.number}", **kw),
-        )
-        if state.status == "pruned":
-            raise TrainingPruned(f"pruned after epoch {state.progress.epoch}")
-    except TrainingPruned:
-        trial.set_user_attr("status", "pruned")
-        print_trial(trial, "pruned", None, params, root)
-        raise optuna.TrialPruned() from None
-    except TrainingInterrupted:
-        trial.set_user_attr("status", "interrupted")
-        raise
-    except TrainingFailed as error:  # e.g. non-finite steps at a bad lr: the sweep goes on
-        trial.set_user_attr("status", "failed")
-        trial.set_user_attr("error", str(error))
-        print_trial(trial, "failed", None, params, root)
-        return math.nan
-    best = best_epoch(state.history)
-    value = selection_loss(best) if best is not None else math.nan
-    trial.set_user_attr("status", "finished")
-    print_trial(trial, "complete", value, params, root)
-    return value
-
-
 def run_in_stacks(
     study: optuna.Study,
     storage: optuna.storages.RDBStorage,
@@ -119,16 +88,17 @@ def run_in_stacks(
     parallel: int,
     timeout: float | None,
 ) -> None:
-    """--parallel N: ask Optuna for N trials at a time and train those that share a shape in
-    one stacked step (trials that differ in shape: one stack after another); every trial is
-    still its own run folder and Optuna trial, told its own value or pruning."""
+    """Ask Optuna for `parallel` trials at a time (one, without --parallel) and train those
+    that share a shape in one stacked step (trials that differ in shape: one stack after
+    another); every trial is still its own run folder and Optuna trial, told its own value or
+    pruning. One trial is a stack of one: there is no other path."""
     started, done = time.monotonic(), 0
     while done < trials and (timeout is None or time.monotonic() - started < timeout):
         with warnings.catch_warnings():  # experimental API; heartbeats "meant for optimize"
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)  # as study.optimize does before a trial
             asked = [study.ask() for _ in range(min(parallel, trials - done))]
-        with AskedTrials(study, storage, asked) as batch:
+        with AskedTrials(study, storage, asked, warn=sweep.warn) as batch:
             drawn = [(trial, {d.name: suggest(trial, d) for d in sweep.space}) for trial in asked]
             for stack in group_by_shape(drawn, sweep.config):
                 train_trial_stack(batch, sweep, stack)
@@ -164,17 +134,20 @@ def train_trial_stack(
         trial.set_user_attr("host", socket.gethostname())
         config = sweep.config.replace(params)
         reporter = TrialReporter(trial)
-        members.append(Member(config, RunFolder(root), callbacks=reporter, label=root.name))
+        label = root.name if len(stack) > 1 else ""  # a lone trial's lines need no name
+        members.append(Member(config, RunFolder(root), callbacks=reporter, label=label))
     states, failure = None, ""
     numbers = ", ".join(str(trial.number) for trial, _ in stack)
+    named = "trials" if len(stack) > 1 else "trial"
     batch.started += [trial for trial, _ in stack]
     try:
         states = train_members(
             members,
             data_dir=sweep.data_dir,
             dataset=sweep.dataset,
-            command=f"{sweep.command}  # trials {', '.join(m.label for m in members)}",
-            display=lambda **kw: sweep.display(f"trials {numbers}", **kw),
+            device=sweep.device,
+            command=f"{sweep.command}  # {named} {numbers}",
+            display=lambda **kw: sweep.display(f"{named} {numbers}", **kw),
         )
     except TrainingInterrupted:
         for trial, _ in stack:
@@ -186,25 +159,31 @@ def train_trial_stack(
         status = "failed" if states is None else states[index].status
         if status == "pruned":
             batch.tell(trial, status, state=optuna.trial.TrialState.PRUNED)
-            print_trial(trial, "pruned", None, params, member.folder.root)
+            report_trial(sweep, trial, "pruned", None, params, member.folder.root)
             continue
         best = best_epoch(states[index].history) if states is not None else None
         value = selection_loss(best) if best is not None else math.nan
         if status == "failed" or not math.isfinite(value):
             error = failure if states is None else "non-finite steps"
             batch.tell(trial, "failed", state=optuna.trial.TrialState.FAIL, error=error)
-            print_trial(trial, "failed", None, params, member.folder.root)
+            report_trial(sweep, trial, "failed", None, params, member.folder.root)
             continue
         batch.tell(trial, status, value=value)
-        print_trial(trial, "complete", value, params, member.folder.root)
+        report_trial(sweep, trial, "complete", value, params, member.folder.root)
 
 
-def print_trial(
-    trial: optuna.Trial, state: str, value: float | None, params: dict[str, Any], root: Path
+def report_trial(
+    sweep: Sweep,
+    trial: optuna.Trial,
+    state: str,
+    value: float | None,
+    params: dict[str, Any],
+    root: Path,
 ) -> None:
+    """The trial's line, through the sweep's notify (the library prints nothing)."""
     shown = " ".join(f"{k}={format_param(v)}" for k, v in params.items())
     score = f"value {value:.3f}" if value is not None else ""
-    print(f"trial {trial.number:>4}  {state:<8} {score:<14} {shown}  {root}", flush=True)
+    sweep.notify(f"trial {trial.number:>4}  {state:<8} {score:<14} {shown}  {root}")
 
 
 def tune(
@@ -240,10 +219,7 @@ def tune(
         check_trial_folders(study, sweep.study_dir)
         make_folder(sweep.study_dir, "study folder")
         timeout = timeout_minutes * 60 if timeout_minutes else None
-        if parallel > 1:
-            run_in_stacks(study, storage, sweep, trials, parallel, timeout)
-        else:
-            study.optimize(lambda trial: run_trial(trial, sweep), n_trials=trials, timeout=timeout)
+        run_in_stacks(study, storage, sweep, trials, parallel, timeout)
     plots = save_plots(study, sweep.study_dir)
     return summarize_study(study, plots, storage_url)
 

@@ -1,35 +1,42 @@
-"""Hooks the training loop calls; the library never prints.
+"""Hooks the training loop calls, each with one event (events.py); the library never prints.
 
-Display hooks take plain data: the CLI's bars and lines, a sweep's reporter, TensorBoard. The
-trainer's hooks take the Trainer itself, as minGPT's callbacks do: the epoch pictures. Imports
-no torch, so the terminal layer can use it without paying for torch at start-up.
+The CLI's bars and lines, a sweep's pruner, TensorBoard and the epoch pictures are all
+callbacks of this one kind. Imports no torch, so the terminal layer can use it without paying
+for torch at start-up.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from vae_cli.training.events import (
+    EpochEnded,
+    MemberStopped,
+    PhaseStarted,
+    RunStarted,
+    StepProgress,
+    TrainingFinished,
+    TrainingWarning,
+)
 
 
 class Callbacks:
     """Every hook is optional (tests pass none)."""
 
-    def on_start(self, info: dict[str, Any]) -> None: ...
+    def on_start(self, event: RunStarted) -> None: ...
 
-    def on_phase(self, phase: dict[str, Any]) -> None: ...
+    def on_phase(self, event: PhaseStarted) -> None: ...
 
-    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None: ...
+    def on_progress(self, event: StepProgress) -> None: ...
 
-    def on_epoch(self, metrics: dict[str, Any]) -> None: ...
+    def on_epoch(self, event: EpochEnded) -> None:
+        """A member's epoch is recorded (before its checkpoint is written); a sweep's pruner
+        may raise TrainingPruned here."""
 
-    def on_warning(self, message: str) -> None: ...
+    def on_warning(self, event: TrainingWarning) -> None: ...
 
-    def on_member_epoch(self, trainer: Any, member: int, metrics: dict[str, Any]) -> None:
-        """A member's epoch is recorded (before its checkpoint is written)."""
-
-    def on_member_stop(self, trainer: Any, member: int) -> None:
+    def on_member_stop(self, event: MemberStopped) -> None:
         """A member stopped early: failed or pruned."""
 
-    def on_finish(self, trainer: Any) -> None:
+    def on_finish(self, event: TrainingFinished) -> None:
         """Training ended with its plan done (not on Ctrl-C or an error)."""
 
     def close(self) -> None: ...
@@ -39,41 +46,37 @@ class CallbackGroup(Callbacks):
     """Several callbacks as one, called in order (e.g. pictures before TensorBoard, which
     shows them)."""
 
-    def __init__(self, *members: Callbacks) -> None:
-        self.members = members
+    def __init__(self, *callbacks: Callbacks) -> None:
+        self.callbacks = callbacks
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        for member in self.members:
-            member.on_start(info)
+    def on_start(self, event: RunStarted) -> None:
+        for callback in self.callbacks:
+            callback.on_start(event)
 
-    def on_phase(self, phase: dict[str, Any]) -> None:
-        for member in self.members:
-            member.on_phase(phase)
+    def on_phase(self, event: PhaseStarted) -> None:
+        for callback in self.callbacks:
+            callback.on_phase(event)
 
-    def on_progress(self, epoch: int, step: int, steps: int, stats: dict[str, float]) -> None:
-        for member in self.members:
-            member.on_progress(epoch, step, steps, stats)
+    def on_progress(self, event: StepProgress) -> None:
+        for callback in self.callbacks:
+            callback.on_progress(event)
 
-    def on_epoch(self, metrics: dict[str, Any]) -> None:
-        for member in self.members:
-            member.on_epoch(metrics)
+    def on_epoch(self, event: EpochEnded) -> None:
+        for callback in self.callbacks:
+            callback.on_epoch(event)
 
-    def on_warning(self, message: str) -> None:
-        for member in self.members:
-            member.on_warning(message)
+    def on_warning(self, event: TrainingWarning) -> None:
+        for callback in self.callbacks:
+            callback.on_warning(event)
 
-    def on_member_epoch(self, trainer: Any, member: int, metrics: dict[str, Any]) -> None:
-        for callback in self.members:
-            callback.on_member_epoch(trainer, member, metrics)
+    def on_member_stop(self, event: MemberStopped) -> None:
+        for callback in self.callbacks:
+            callback.on_member_stop(event)
 
-    def on_member_stop(self, trainer: Any, member: int) -> None:
-        for callback in self.members:
-            callback.on_member_stop(trainer, member)
-
-    def on_finish(self, trainer: Any) -> None:
-        for callback in self.members:
-            callback.on_finish(trainer)
+    def on_finish(self, event: TrainingFinished) -> None:
+        for callback in self.callbacks:
+            callback.on_finish(event)
 
     def close(self) -> None:
-        for member in self.members:
-            member.close()
+        for callback in self.callbacks:
+            callback.close()

@@ -1,6 +1,8 @@
-"""Saving and restoring every member's training state, as torchtitan's checkpointer does: each
-component gives its own state_dict (the stack its weights and Adam moments, the random streams,
-the progress, the member's best, the statistics kept) and one checkpoint collects them.
+"""Saving and restoring training state, as torchtitan's checkpointer does: each component (the
+stack's weights and moments for a member, its random streams, the progress, its best and
+status, the statistics kept, its settings) gives its own state_dict, and one checkpoint
+collects them; a restore hands each component the checkpoint back. The checkpointer knows
+nothing else: the loop decides what to save, and what to do with weights that are not finite.
 
 Writes go through a background thread (training goes on meanwhile); a population's saves of
 one step become its members' files together (runs.population.commit_checkpoints).
@@ -8,18 +10,21 @@ one step become its members' files together (runs.population.commit_checkpoints)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from vae_cli.checkpoint import load_checkpoint, serialize_checkpoint
+from vae_cli.checkpoint import serialize_checkpoint
 from vae_cli.files import OrderedWriter, write_atomically
-from vae_cli.runs.best import criterion, selection_criterion
-from vae_cli.runs.folder import RunFolder
-from vae_cli.runs.metrics import read_metrics, truncate_metrics
 from vae_cli.runs.population import commit_checkpoints, pending_path
-from vae_cli.training.statistics import saved_sums
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None: ...
 
 
 class Checkpointer:
@@ -27,26 +32,16 @@ class Checkpointer:
         self.writer, self.population = writer, population
         self.pending: list[Path] = []  # a population's files saved since the last commit
 
-    def save(
-        self, trainer: Any, member: int, targets: list[Path], kept: dict[str, float]
-    ) -> dict[str, Any] | None:
-        """Everything needed to continue member `member` exactly here (`kept`: its running
-        sums worth keeping), copied to the CPU; never non-finite weights (the member fails
-        instead). Returns what it saves, or None."""
-        stack = trainer.stack
-        if not torch.isfinite(stack.flat[member]).all():  # one check for all weights
-            trainer.fail_member(member, non_finite_weights(stack.training_weights(member)))
-            return None
-        settings = trainer.plans[member][trainer.progress.phase].settings.train
-        parts = stack.member_state_dict(member, lr=trainer.lrs[member], beta2=settings.adam_beta2)
-        state = {
-            **snapshot(parts),  # weights and Adam state (and a moving average's)
-            "config": trainer.members[member].config.to_dict(),
-            "rng": trainer.streams[member].state_dict(mid_epoch=trainer.progress.mid_epoch),
-            **trainer.progress.state_dict(),
-            **trainer.states[member].state_dict(),
-            "epoch_stats": kept,
-        }
+    def save(self, components: Sequence[Stateful], targets: list[Path]) -> dict[str, Any]:
+        """One checkpoint of the components' state_dicts (copied to the CPU now, written in
+        the background) to each of `targets`; returns it. Two components may not claim the
+        same key."""
+        state: dict[str, Any] = {}
+        for component in components:
+            part = component.state_dict()
+            if clash := state.keys() & part.keys():
+                raise ValueError(f"two components save {sorted(clash)}")
+            state.update(snapshot(part))
         if self.population is not None:
             targets = [pending_path(target) for target in targets]
             self.pending += targets
@@ -61,23 +56,10 @@ class Checkpointer:
             self.pending = []
 
     @staticmethod
-    def restore(trainer: Any, member: int) -> None:
-        """A resumed member's weights, Adam moments, streams, kept sums, best and history; a
-        new member's history starts empty (or as a damaged folder left it)."""
-        run, state = trainer.members[member], trainer.states[member]
-        checkpoint = run.checkpoint
-        if checkpoint is None:
-            state.history = read_metrics(run.folder)
-            return
-        trainer.stack.load_member_state_dict(member, checkpoint)
-        trainer.streams[member].load_state_dict(checkpoint)
-        if checkpoint.get("epoch_stats") is not None:
-            trainer.stack.stats.load_member(member, saved_sums(checkpoint["epoch_stats"]))
-        state.load_state_dict(checkpoint)
-        repair_best(run.folder, checkpoint)
-        state.history = truncate_metrics(run.folder, trainer.progress.epoch)
-        plan = trainer.plans[member][trainer.progress.phase]
-        keep_best_of_earlier_phase(run.folder, state.history, plan)
+    def restore(components: Sequence[Stateful], checkpoint: dict[str, Any]) -> None:
+        """Each component takes its state back from the checkpoint, in order."""
+        for component in components:
+            component.load_state_dict(checkpoint)
 
 
 def snapshot(value: Any) -> Any:
@@ -91,39 +73,8 @@ def snapshot(value: Any) -> Any:
     return value
 
 
-def non_finite_weights(weights: dict[str, torch.Tensor]) -> str:
-    """Why a model's weights may not be saved: the first parameter that is not finite."""
-    name = next(n for n, p in weights.items() if not torch.isfinite(p).all())
-    return f"parameter {name} is not finite; refusing to save it (try a lower --lr)"
-
-
 def write_checkpoints(state: dict[str, Any], paths: list[Path]) -> None:
     """Serialise once and write the same bytes to each path (last.pt, and best.pt)."""
     data = serialize_checkpoint(state)
     for path in paths:
         write_atomically(path, data)
-
-
-def repair_best(folder: RunFolder, checkpoint: dict[str, Any]) -> None:
-    """After a crash between an epoch's two writes (last.pt, then best.pt) best.pt is an
-    earlier epoch's while last.pt says that epoch was the best: last.pt is the truth, and its
-    bytes are that epoch's best.pt."""
-    best = checkpoint["best"]
-    if checkpoint.get("position") or best["epoch"] != checkpoint["epoch"] or not best["epoch"]:
-        return
-    if folder.best.is_file() and load_checkpoint(folder.best)["epoch"] == best["epoch"]:
-        return
-    write_atomically(folder.best, folder.last.read_bytes())
-
-
-def keep_best_of_earlier_phase(
-    folder: RunFolder, history: list[dict[str, Any]], phase: Any
-) -> None:
-    """A phase (or resume) that changes the objective (or k) starts a new best.pt; the earlier
-    phase's best stays as best-<criterion>.pt (e.g. best-elbo.pt) instead of being overwritten."""
-    if not history or not folder.best.is_file():
-        return
-    earlier = selection_criterion(history[-1])
-    train = phase.settings.train
-    if earlier != criterion(train.objective, train.k):
-        write_atomically(folder.checkpoints / f"best-{earlier}.pt", folder.best.read_bytes())

@@ -4,7 +4,7 @@ and capture time apart), and the line of metrics.jsonl with the test pass."""
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -13,6 +13,7 @@ from vae_cli.model.evaluate import evaluate_elbo, importance_weighted_nll
 from vae_cli.model.vae import VAE
 from vae_cli.runs.best import LAST, VALIDATION
 from vae_cli.training.clock import TrainingClock
+from vae_cli.training.events import EpochMetrics
 from vae_cli.training.state import Progress
 
 
@@ -61,39 +62,44 @@ def member_metrics(
     train: dict[str, float],
     timing: dict[str, float],
     lr: float,
-) -> dict[str, Any]:
-    """One line of metrics.jsonl: the epoch's training sums, the validation pass (what best.pt
-    is chosen on) and the test pass (reported only)."""
+) -> EpochMetrics:
+    """One member's epoch (its metrics.jsonl line): the training sums, the validation pass
+    (what best.pt is chosen on) and the test pass (reported only)."""
+    iwae, validating = settings.train.objective == "iwae", len(evaluation.validation) > 0
+    # The bound being trained, on the test set and (what picks best.pt) on validation.
     test = evaluate_elbo(model, evaluation.test)
-    metrics = {
-        "epoch": progress.epoch,
-        "step": progress.step,
-        "binarize": settings.data.binarize,
-        "train_loss": train["loss"],
-        "train_recon": train["recon"],
-        "train_kl": train["kl"],
-        "test_loss": test.loss,
-        "test_recon": test.recon,
-        "test_kl": test.kl,
-        "active_units": test.active_units,
-        "kl_per_dim": test.kl_per_dim,
-        "clipped_fraction": train["clipped_fraction"],
-        "mean_grad_norm": train["mean_grad_norm"],
-        "bad_steps": int(train["bad_steps"]),
-        "lr": lr,
-        "phase": phase,
-        "chosen_on": VALIDATION if len(evaluation.validation) else LAST,
-    }
-    iwae = settings.train.objective == "iwae"
-    if iwae:  # the bound being trained, reported on the test set
-        bound = importance_weighted_nll(model, evaluation.test, settings.train.k)
-        metrics.update(test_iwae=bound.nll, test_iwae_k=settings.train.k)
-    if len(evaluation.validation):  # what picks best.pt: the same bound on validation
-        held_out = evaluate_elbo(model, evaluation.validation)
-        metrics.update(val_loss=held_out.loss, val_recon=held_out.recon, val_kl=held_out.kl)
-        if iwae:
-            bound = importance_weighted_nll(model, evaluation.validation, settings.train.k)
-            metrics["val_iwae"] = bound.nll
-    metrics.update({key: value for key, value in timing.items() if key != "started"})
-    metrics["epoch_seconds"] = time.perf_counter() - timing["started"]
-    return metrics
+    test_iwae = importance_weighted_nll(model, evaluation.test, settings.train.k) if iwae else None
+    held_out = evaluate_elbo(model, evaluation.validation) if validating else None
+    val_iwae = (
+        importance_weighted_nll(model, evaluation.validation, settings.train.k)
+        if iwae and held_out is not None
+        else None
+    )
+    measured = {key: value for key, value in timing.items() if key != "started"}
+    measured["epoch_seconds"] = time.perf_counter() - timing["started"]
+    return EpochMetrics(
+        epoch=progress.epoch,
+        step=progress.step,
+        binarize=settings.data.binarize,
+        train_loss=train["loss"],
+        train_recon=train["recon"],
+        train_kl=train["kl"],
+        test_loss=test.loss,
+        test_recon=test.recon,
+        test_kl=test.kl,
+        active_units=test.active_units,
+        kl_per_dim=test.kl_per_dim,
+        clipped_fraction=train["clipped_fraction"],
+        mean_grad_norm=train["mean_grad_norm"],
+        bad_steps=int(train["bad_steps"]),
+        lr=lr,
+        phase=phase,
+        chosen_on=VALIDATION if held_out is not None else LAST,
+        test_iwae=test_iwae.nll if test_iwae is not None else None,
+        test_iwae_k=settings.train.k if iwae else None,
+        val_loss=held_out.loss if held_out is not None else None,
+        val_recon=held_out.recon if held_out is not None else None,
+        val_kl=held_out.kl if held_out is not None else None,
+        val_iwae=val_iwae.nll if val_iwae is not None else None,
+        timing=measured,
+    )

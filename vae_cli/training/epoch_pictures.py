@@ -6,16 +6,24 @@ the pictures of its last epoch."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from vae_cli.config.settings import Config
 from vae_cli.model.priors import PriorNoise
 from vae_cli.model.vae import VAE, prior_noise
 from vae_cli.pictures import grids, plots
 from vae_cli.runs.folder import RunFolder
 from vae_cli.training.callbacks import Callbacks
 from vae_cli.training.checkpointer import snapshot
+from vae_cli.training.events import (
+    EpochEnded,
+    MemberStopped,
+    RunStarted,
+    TrainingFinished,
+)
 
 SAMPLE_GRID = 64  # 8x8 samples per epoch, from one fixed z
 RECONSTRUCTED = 16  # test images shown over their reconstructions per epoch
@@ -24,50 +32,77 @@ PSEUDO_INPUTS_SHOWN = 100  # a VampPrior's first pseudo-inputs in pseudo_inputs.
 PICTURE_INTERVAL_SECONDS = 20.0
 
 
+@dataclass
+class Owed:
+    """A member's last epoch that was not drawn, kept to draw if it stops there."""
+
+    epoch: int
+    weights: dict[str, torch.Tensor]  # CPU copies
+    config: Config
+    folder: RunFolder
+    history: list[dict[str, Any]]
+
+
 class EpochPictures(Callbacks):
     def __init__(self) -> None:
         self.last_drawn = time.perf_counter()
         self.decided: tuple[int, bool] | None = None  # (epoch, draw?) for the epoch at hand
-        # Per member: (epoch, CPU weights) of its last epoch when it was not drawn.
-        self.owed: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
+        self.owed: dict[int, Owed] = {}  # per member
         self.fixed_z: dict[int, PriorNoise] = {}
+        self.originals: torch.Tensor | None = None
 
-    def drawing(self, trainer: Any, epoch: int) -> bool:
+    def on_start(self, event: RunStarted) -> None:
+        self.originals = event.pictured
+
+    def drawing(self, event: EpochEnded) -> bool:
         """Whether this epoch is drawn: the plan's last, or the interval (per member) passed."""
+        epoch = event.metrics.epoch
         if self.decided is None or self.decided[0] != epoch:
-            interval = PICTURE_INTERVAL_SECONDS * len(trainer.members_training())
-            draw = trainer.finishing() or time.perf_counter() - self.last_drawn >= interval
+            interval = PICTURE_INTERVAL_SECONDS * event.training
+            draw = event.final or time.perf_counter() - self.last_drawn >= interval
             self.decided = (epoch, draw)
         return self.decided[1]
 
-    def on_member_epoch(self, trainer: Any, member: int, metrics: dict[str, Any]) -> None:
-        epoch = metrics["epoch"]
-        if self.drawing(trainer, epoch):
-            self.draw(trainer, member, epoch, trainer.stack.member(member))
-            self.owed.pop(member, None)
+    def on_epoch(self, event: EpochEnded) -> None:
+        epoch = event.metrics.epoch
+        if self.drawing(event):
+            self.draw(event.member, event.config, event.folder, event.history, epoch, event.model)
+            self.owed.pop(event.member, None)
             self.last_drawn = time.perf_counter()
         else:
-            self.owed[member] = (epoch, snapshot(trainer.stack.member_weights(member)))
+            weights = snapshot(dict(event.model.named_parameters()))
+            self.owed[event.member] = Owed(
+                epoch, weights, event.config, event.folder, event.history
+            )
 
-    def on_member_stop(self, trainer: Any, member: int) -> None:
-        if member in self.owed:
-            epoch, weights = self.owed.pop(member)
+    def on_member_stop(self, event: MemberStopped) -> None:
+        owed = self.owed.pop(event.member, None)
+        if owed is not None:
             with torch.device("meta"):
-                model = VAE(trainer.members[member].config.model)
-            model.load_state_dict(weights, assign=True)  # that epoch's weights, on the CPU
-            self.draw(trainer, member, epoch, model.eval())
+                model = VAE(owed.config.model)
+            model.load_state_dict(owed.weights, assign=True)  # that epoch's weights, on the CPU
+            self.draw(
+                event.member, owed.config, owed.folder, owed.history, owed.epoch, model.eval()
+            )
 
-    def on_finish(self, trainer: Any) -> None:
+    def on_finish(self, event: TrainingFinished) -> None:
         for member in list(self.owed):
-            self.on_member_stop(trainer, member)
+            self.on_member_stop(MemberStopped(member, "", "finished"))
 
-    def draw(self, trainer: Any, member: int, epoch: int, model: VAE) -> None:
-        run = trainer.members[member]
+    def draw(
+        self,
+        member: int,
+        config: Config,
+        folder: RunFolder,
+        history: list[dict[str, Any]],
+        epoch: int,
+        model: VAE,
+    ) -> None:
         if member not in self.fixed_z:
-            self.fixed_z[member] = sample_grid_noise(model, run.config.train.seed)
-        originals = trainer.evaluation.test[:RECONSTRUCTED]
-        save_epoch_pictures(model, run.folder, epoch, self.fixed_z[member], originals)
-        plots.save_curves(trainer.states[member].history, run.folder.curves)
+            self.fixed_z[member] = sample_grid_noise(model, config.train.seed)
+        assert self.originals is not None, "on_start comes first"
+        save_epoch_pictures(model, folder, epoch, self.fixed_z[member], self.originals)
+        plots.save_curves(history, folder.curves)
 
 
 def sample_grid_noise(model: VAE, seed: int) -> PriorNoise:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,21 +20,38 @@ from vae_cli.config.plan import Phase, build_plan
 from vae_cli.config.schedule import kl_weight, learning_rate
 from vae_cli.config.settings import Config
 from vae_cli.data.dataset import Dataset, prepare_images, to_float
-from vae_cli.device import flush_denormals, resolve_device
 from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, TrainingPruned
 from vae_cli.files import OrderedWriter
 from vae_cli.model.vae import VAE, start_at_the_data_mean
 from vae_cli.runs.best import best_epoch, chosen_on, selection_loss
-from vae_cli.runs.metrics import append_metrics
+from vae_cli.runs.metrics import append_metrics, read_metrics, truncate_metrics
 from vae_cli.runs.status import write_status
 from vae_cli.training.batches import Batches
+from vae_cli.training.best_files import keep_best_of_earlier_phase, repair_best
 from vae_cli.training.callbacks import CallbackGroup, Callbacks
-from vae_cli.training.checkpointer import Checkpointer, keep_best_of_earlier_phase
+from vae_cli.training.checkpointer import Checkpointer
 from vae_cli.training.clock import TrainingClock
+from vae_cli.training.components import (
+    KeptSums,
+    MemberSettings,
+    MemberStreams,
+    MemberWeights,
+    non_finite_weights,
+)
 from vae_cli.training.determinism import make_deterministic
 from vae_cli.training.epoch import EpochTimer, EvaluationImages, member_metrics
-from vae_cli.training.epoch_pictures import EpochPictures
-from vae_cli.training.faults import check_bad_steps
+from vae_cli.training.epoch_pictures import RECONSTRUCTED, EpochPictures
+from vae_cli.training.events import (
+    EpochEnded,
+    EpochMetrics,
+    MemberStopped,
+    PhaseStarted,
+    RunStarted,
+    StepProgress,
+    TrainingFinished,
+    TrainingWarning,
+)
+from vae_cli.training.faults import bad_step_news
 from vae_cli.training.graphs import CapturedStep, Graphs, build_step
 from vae_cli.training.member import Member
 from vae_cli.training.signals import InterruptFlag
@@ -52,16 +68,18 @@ def train(
     members: list[Member],
     *,
     dataset: Dataset,
+    device: torch.device,
     callbacks: Callbacks | None = None,
     graphs: Graphs | None = None,
     population: Path | None = None,
 ) -> list[MemberState]:
-    """Train (or continue) `members` in lock-step; returns each one's final state. `graphs`
-    stands in for CUDA graphs (tests capture on the CPU with it); `population` is the folder
-    whose members they are, whose checkpoints are then saved as one step."""
+    """Train (or continue) `members` in lock-step on `device` (resolved by the caller);
+    returns each one's final state. `graphs` stands in for CUDA graphs (tests capture on the
+    CPU with it); `population` is the folder whose members they are, whose checkpoints are then
+    saved as one step."""
     callbacks = CallbackGroup(EpochPictures(), callbacks or Callbacks())
-    trainer = Trainer(members, dataset, graphs, callbacks, population)
-    callbacks.on_start(trainer.start_info())
+    trainer = Trainer(members, dataset, device, graphs, callbacks, population)
+    callbacks.on_start(run_started(trainer))
     writer = trainer.writer
     try:
         with InterruptFlag() as interrupt:
@@ -89,7 +107,9 @@ def train(
     return trainer.finish()
 
 
-def run_epoch(trainer: Trainer, step: Step | CapturedStep, phase: Phase, interrupt: Any) -> None:
+def run_epoch(
+    trainer: Trainer, step: Step | CapturedStep, phase: Phase, interrupt: InterruptFlag
+) -> None:
     """The epoch's batches from where training stands; Ctrl-C saves mid-epoch and stops."""
     progress, stats, batches = trainer.progress, trainer.stack.stats, trainer.batches
     orders = batches.orders(trainer.streams)
@@ -107,10 +127,7 @@ def run_epoch(trainer: Trainer, step: Step | CapturedStep, phase: Phase, interru
             trainer.clock.synced()
             check_bad_steps(trainer, current, last_read)
             last_read = current
-            trainer.callbacks.on_progress(
-                progress.epoch, progress.position, batches.steps_per_epoch,
-                trainer.progress_stats(current),
-            )  # fmt: skip
+            trainer.callbacks.on_progress(step_progress(trainer, current))
         if interrupt.requested and not end_of_epoch:
             trainer.save_mid_epoch(current)
             raise TrainingInterrupted(trainer.resume_dirs, trainer.saved, interrupt.signum)
@@ -131,10 +148,9 @@ def end_epoch(trainer: Trainer, phase: Phase) -> None:
             trainer.stack.member(member), trainer.evaluation, progress, settings, phase.number,
             summarize(sums[member]), timing, trainer.lrs[member],
         )  # fmt: skip
-        trainer.record(member, metrics, kept(sums[member], mid_epoch=False))
-        trainer.callbacks.on_epoch({**metrics, "member": trainer.members[member].label})
+        event = trainer.record(member, metrics, kept(sums[member], mid_epoch=False))
         try:
-            trainer.members[member].callbacks.on_epoch(metrics)
+            trainer.members[member].callbacks.on_epoch(event)
         except TrainingPruned:  # after that epoch's writes were submitted
             trainer.stop_member(member, "pruned")
     trainer.checkpointer.commit()
@@ -148,20 +164,19 @@ class Trainer:
         self,
         members: list[Member],
         dataset: Dataset,
+        device: torch.device,
         graphs: Graphs | None,
         callbacks: Callbacks,
         population: Path | None,
     ) -> None:
         self.members, self.graphs, self.callbacks = members, graphs, callbacks
-        self.dataset, self.population = dataset, population
+        self.dataset, self.population, self.device = dataset, population, device
         self.failure: str | None = None  # why the last member failed, for a stack
         config = members[0].config
-        self.device = resolve_device(config.train.device)
         # Whether a step has finished when it returns: on a GPU (or a graph stand-in that may
         # run behind the host) only a read of the statistics waits for the device.
         self.synchronous = self.device.type != "cuda" and graphs is None
         make_deterministic(self.device, compiling=config.train.compile)
-        flush_denormals(self.device)
         pixels = prepare_images(dataset, config.data.binarize, config.data.validation)
         self.batches = Batches(pixels.train, config.train.batch_size, self.device)
         self.evaluation = EvaluationImages(
@@ -181,7 +196,7 @@ class Trainer:
         self.writer = OrderedWriter()
         self.checkpointer = Checkpointer(self.writer, population)
         for member in range(len(members)):
-            Checkpointer.restore(self, member)
+            restore_member(self, member)
         self.clock = TrainingClock(self.progress)
         self.lrs = [member.config.train.lr for member in members]  # of the latest step
         self.timer = EpochTimer(self.clock, self.progress)
@@ -233,7 +248,8 @@ class Trainer:
         """A failed or pruned member stops updating (frozen on the device); the rest go on."""
         self.states[member].status = status
         self.stack.freeze(member)
-        self.callbacks.on_member_stop(self, member)
+        label = self.members[member].label
+        self.callbacks.on_member_stop(MemberStopped(member, label, status))
         self.writer.submit(write_status, self.members[member].folder, status, self.progress.epoch)
 
     def fail_member(self, member: int, message: str) -> None:
@@ -242,11 +258,13 @@ class Trainer:
             raise TrainingFailed(message)
         self.stop_member(member, "failed")
         self.failure = f"every member failed; the last: {message}"
-        self.callbacks.on_warning(f"{self.members[member].label} failed: {message}")
+        self.callbacks.on_warning(
+            TrainingWarning(f"{self.members[member].label} failed: {message}")
+        )
 
     def finish(self) -> list[MemberState]:
         """Members still training have finished; a single run that failed raises."""
-        self.callbacks.on_finish(self)
+        self.callbacks.on_finish(TrainingFinished(self.progress.epoch))
         for member in self.members_training():
             self.states[member].status = "finished"
             write_status(self.members[member].folder, "finished", self.progress.epoch)
@@ -265,9 +283,7 @@ class Trainer:
             for member in self.members_training():
                 history, plan = self.states[member].history, self.plans[member][index]
                 keep_best_of_earlier_phase(self.members[member].folder, history, plan)
-            self.callbacks.on_phase(
-                {"number": phase.number, "of": len(self.plan), "plan": phase.describe()}
-            )
+            self.callbacks.on_phase(PhaseStarted(phase.number, len(self.plan), phase.describe()))
         settings = [plan[index].settings for plan in self.plans]
         generators = [streams.generators for streams in self.streams]
         return build_step(self.stack, settings, generators, self.clock, self.graphs)
@@ -283,50 +299,116 @@ class Trainer:
         betas = [kl_weight(config, steps_in_phase, steps) for config in settings]
         return self.lrs, betas
 
-    def progress_stats(self, sums: list[dict[str, float]]) -> dict[str, float]:
-        """What the progress bar shows: the mean over the members still training."""
-        training = self.members_training() or [0]
-        shown = [summarize(sums[member]) for member in training]
-        return {key: sum(s[key] for s in shown) / len(shown) for key in shown[0]}
+    def record(self, member: int, metrics: EpochMetrics, kept_sums: dict[str, float]) -> EpochEnded:
+        """Best choice, history, the callbacks (pictures, display), the metrics line and the
+        epoch's checkpoints; returns the epoch's event."""
+        run, state = self.members[member], self.states[member]
+        line = metrics.line()
+        chosen = best_epoch([*state.history, line])
+        if chosen is not None and chosen["epoch"] == metrics.epoch:
+            state.best = Best(selection_loss(chosen), metrics.epoch, chosen_on(chosen))
+        state.history.append(line)
+        event = EpochEnded(
+            member, run.label, metrics, state.history, self.stack.member(member), run.config,
+            run.folder, final=self.finishing(), training=len(self.members_training()),
+        )  # fmt: skip
+        self.callbacks.on_epoch(event)
+        self.writer.submit(append_metrics, run.folder, dict(line))
+        best_now = state.best.epoch == metrics.epoch
+        targets = [run.folder.last, run.folder.best] if best_now else [run.folder.last]
+        self.save_member(member, targets, kept_sums)
+        self.writer.submit(write_status, run.folder, "running", metrics.epoch)  # after it
+        return event
 
-    def record(self, member: int, metrics: dict[str, Any], kept_sums: dict[str, float]) -> None:
-        """Best choice, history, pictures, the metrics line and the epoch's checkpoints."""
-        state, folder = self.states[member], self.members[member].folder
-        chosen = best_epoch([*state.history, metrics])
-        if chosen is not None and chosen["epoch"] == metrics["epoch"]:
-            state.best = Best(selection_loss(chosen), metrics["epoch"], chosen_on(chosen))
-        state.history.append(metrics)
-        self.callbacks.on_member_epoch(self, member, metrics)
-        self.writer.submit(append_metrics, folder, dict(metrics))
-        best_now = state.best.epoch == metrics["epoch"]
-        targets = [folder.last, folder.best] if best_now else [folder.last]
-        self.checkpointer.save(self, member, targets, kept_sums)
-        self.writer.submit(write_status, folder, "running", metrics["epoch"])  # after it
+    def save_member(self, member: int, targets: list[Path], kept_sums: dict[str, float]) -> None:
+        """The member's checkpoint to `targets`; weights that are not finite are never saved:
+        the member fails instead."""
+        if not torch.isfinite(self.stack.flat[member]).all():  # one check for all weights
+            self.fail_member(member, non_finite_weights(self.stack.training_weights(member)))
+            return
+        settings = self.plans[member][self.progress.phase].settings.train
+        components = [
+            MemberWeights(self.stack, member, self.lrs[member], settings.adam_beta2),
+            MemberSettings(self.members[member].config),
+            MemberStreams(self.streams[member], mid_epoch=self.progress.mid_epoch),
+            self.progress,
+            self.states[member],
+            KeptSums(self.stack, member, kept_sums),
+        ]
+        self.checkpointer.save(components, targets)
 
     def save_mid_epoch(self, sums: list[dict[str, float]]) -> None:
         """Ctrl-C: every member's last.pt at this step, then the statuses."""
         for member in self.members_training():
             targets = [self.members[member].folder.last]
-            self.checkpointer.save(self, member, targets, kept(sums[member], mid_epoch=True))
+            self.save_member(member, targets, kept(sums[member], mid_epoch=True))
         self.checkpointer.commit()
         self.writer.drain()
         self.write_statuses("interrupted", now=True)
 
-    def start_info(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "model": self.stack.member(0),
-            "dataset": self.dataset,
-            "steps_per_epoch": self.batches.steps_per_epoch,
-            "train_images": len(self.batches.images),
-            "batch_size": self.batches.batch_size,
-            "validation_images": len(self.evaluation.validation),
-            "resumed_epoch": self.progress.epoch,
-            "resumed_position": self.progress.position,
-            "plan": [phase.describe() for phase in self.plan],
-            "phase": self.progress.phase + 1,
-            "members": [member.label for member in self.members],
-        }
+
+def check_bad_steps(
+    trainer: Trainer, current: list[dict[str, float]], last_read: list[dict[str, float]]
+) -> None:
+    """Warn about the steps skipped since the last read; a member stops after
+    --max-bad-steps of them in a row (a single run: training stops with an error)."""
+    for member in trainer.members_training():
+        run = trainer.members[member]
+        warning, failure = bad_step_news(run, current[member], last_read[member], trainer.progress)
+        if warning is not None:
+            trainer.callbacks.on_warning(TrainingWarning(warning))
+        if failure is not None:
+            trainer.fail_member(member, failure)
+
+
+def step_progress(trainer: Trainer, sums: list[dict[str, float]]) -> StepProgress:
+    """What the progress bar shows: the means over the members still training."""
+    training = trainer.members_training() or [0]
+    shown = [summarize(sums[member]) for member in training]
+    mean = {
+        key: sum(s[key] for s in shown) / len(shown) for key in ("images", "loss", "recon", "kl")
+    }
+    progress = trainer.progress
+    return StepProgress(progress.epoch, progress.position, trainer.batches.steps_per_epoch, **mean)
+
+
+def restore_member(trainer: Trainer, member: int) -> None:
+    """A resumed member's weights, Adam moments, streams, kept sums, best and history,
+    and its folder's best files made consistent; a new member's history starts empty (or
+    as a damaged folder left it)."""
+    run, state = trainer.members[member], trainer.states[member]
+    if run.checkpoint is None:
+        state.history = read_metrics(run.folder)
+        return
+    components = [
+        MemberWeights(trainer.stack, member, run.config.train.lr, run.config.train.adam_beta2),
+        MemberStreams(trainer.streams[member]),
+        KeptSums(trainer.stack, member, {}),
+        state,
+    ]
+    Checkpointer.restore(components, run.checkpoint)
+    repair_best(run.folder, run.checkpoint)
+    state.history = truncate_metrics(run.folder, trainer.progress.epoch)
+    plan = trainer.plans[member][trainer.progress.phase]
+    keep_best_of_earlier_phase(run.folder, state.history, plan)
+
+
+def run_started(trainer: Trainer) -> RunStarted:
+    return RunStarted(
+        device=trainer.device,
+        model=trainer.stack.member(0),
+        dataset=trainer.dataset,
+        steps_per_epoch=trainer.batches.steps_per_epoch,
+        train_images=len(trainer.batches.images),
+        batch_size=trainer.batches.batch_size,
+        validation_images=len(trainer.evaluation.validation),
+        resumed_epoch=trainer.progress.epoch,
+        resumed_position=trainer.progress.position,
+        plan=[phase.describe() for phase in trainer.plan],
+        phase=trainer.progress.phase + 1,
+        members=[member.label for member in trainer.members],
+        pictured=trainer.evaluation.test[:RECONSTRUCTED],
+    )
 
 
 def build_model(

@@ -53,6 +53,9 @@ class Progress:
             phase_start=PhaseStart(start["epoch"], start["step"], start["elapsed"]),
         )
 
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        vars(self).update(vars(Progress.from_state_dict(checkpoint)))
+
     @property
     def mid_epoch(self) -> bool:
         return self.position > 0

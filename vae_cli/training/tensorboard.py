@@ -11,8 +11,9 @@ from vae_cli.runs.best import best_epoch, selection_loss, test_loss
 from vae_cli.runs.folder import RunFolder
 from vae_cli.runs.metrics import read_metrics
 from vae_cli.training.callbacks import Callbacks
+from vae_cli.training.events import EpochEnded
 
-# TensorBoard tag -> metrics.jsonl key, one point per epoch.
+# TensorBoard tag -> the epoch's metric (an EpochMetrics field, or one of its timings).
 SCALARS = {
     "train/loss": "train_loss",
     "train/recon": "train_recon",
@@ -53,14 +54,16 @@ class TensorBoardLogger(Callbacks):
             purge_step=resumed_epoch + 1 if resumed_epoch else None,
         )
 
-    def on_epoch(self, metrics: dict[str, Any]) -> None:
+    def on_epoch(self, event: EpochEnded) -> None:
         import numpy as np
         from PIL import Image
 
-        epoch = metrics["epoch"]
-        for tag, key in SCALARS.items():
-            if key in metrics:
-                self.writer.add_scalar(tag, metrics[key], epoch)
+        metrics = event.metrics
+        epoch = metrics.epoch
+        for tag, name in SCALARS.items():
+            value = getattr(metrics, name)
+            if value is not None:
+                self.writer.add_scalar(tag, value, epoch)
         pictures = {
             "samples": self.paths.sample_picture(epoch),
             "reconstructions": self.paths.reconstruction_picture(epoch),
