@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -372,6 +373,20 @@ class StepSpy:
         n = self.steps_per_epoch
         per_epoch = [self.pixels[e : e + n] for e in range(0, len(self.pixels), n)]
         return [sum(x.sum().item() for x in batches) for batches in per_epoch]
+
+
+def add_dummy(monkeypatch: pytest.MonkeyPatch, **rules: Any) -> None:
+    """A `dummy` float setting in [train] with the given rules, known everywhere."""
+    import dataclasses
+
+    from vae_cli.config import settings
+    from vae_cli.config.settings import TrainConfig, setting
+
+    # "float" as a string, as every settings module annotation reads (postponed annotations).
+    fields = [("dummy", "float", setting(1.0, "A setting for this test.", minimum=0, **rules))]
+    train = dataclasses.make_dataclass("TrainWithDummy", fields, bases=(TrainConfig,))
+    monkeypatch.setitem(settings.SECTION_TYPES, "train", train)
+    monkeypatch.setitem(settings.FIELDS, "dummy", ("train", dataclasses.fields(train)[-1]))
 
 
 def interrupt_at(

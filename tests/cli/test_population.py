@@ -384,3 +384,20 @@ def test_a_config_files_run_table_trains_a_population(tmp_path: Path, data_dir: 
     assert record["members"] == ["seed-4", "seed-6"] and record["seeds"] == [4, 6]
     member = (tmp_path / "p/seed-6/config.toml").read_text()
     assert "seed = 6" in member and "[run]" not in member and "seeds" not in member
+
+
+@pytest.mark.parametrize("in_file", [False, True], ids=["flag", "config file"])
+def test_a_seed_beside_seeds_is_refused_not_ignored(
+    tmp_path: Path, data_dir: Path, in_file: bool
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[train]\nseed = 0\n" if in_file else "[train]\nepochs = 1\n")
+    seed = () if in_file else ("--seed", 3)
+    result = train_population(tmp_path / "runs", data_dir, "0-1", "--config", config, *seed)
+    where = f"{config}: [train] seed" if in_file else "--seed"
+    assert result.code == 2
+    assert result.stderr.strip() == (
+        f"Error: {where} and --seeds 0-1: a population's members take their seeds from "
+        "--seeds; drop one of them"
+    )
+    assert not (tmp_path / "runs").exists()

@@ -103,3 +103,16 @@ def test_seeds_in_a_file_make_a_population_and_are_no_training_setting(tmp_path:
     loaded = read_config(path)
     assert loaded.run.seeds == (0, 1, 2, 5) and loaded.config.train.epochs == 2
     assert "seeds" not in FIELDS and "seeds" not in loaded.config.to_dict()["train"]
+
+
+def test_a_config_file_records_the_settings_it_set_itself(tmp_path: Path) -> None:
+    from vae_cli.config.toml import read_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[train]\nepochs = 2\nseed = 0\n[model]\nlatent_dim = 4\n"
+        "[[phases]]\nepochs = 1\nlr = 1e-4\n"
+    )
+    loaded = read_config(path)
+    assert loaded.keys == {"epochs", "seed", "latent_dim"}  # a default-valued seed counts too
+    assert loaded.config.train.seed == 0 and loaded.config.phases == ({"epochs": 1, "lr": 1e-4},)

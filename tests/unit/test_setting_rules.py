@@ -4,24 +4,12 @@ through the code that enforces each rule (nothing else lists it)."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import pytest
+from conftest import add_dummy
 
 from vae_cli.config import settings
-from vae_cli.config.settings import Config, TrainConfig, setting
+from vae_cli.config.settings import Config
 from vae_cli.errors import UserError
-
-
-def add_dummy(monkeypatch: pytest.MonkeyPatch, **rules: Any) -> None:
-    """A `dummy` float setting in [train] with the given rules, known everywhere."""
-    # "float" as a string, as every settings module annotation reads (postponed annotations).
-    fields = [("dummy", "float", setting(1.0, "A setting for this test.", minimum=0, **rules))]
-    train = dataclasses.make_dataclass("TrainWithDummy", fields, bases=(TrainConfig,))
-    monkeypatch.setitem(settings.SECTION_TYPES, "train", train)
-    monkeypatch.setitem(settings.FIELDS, "dummy", ("train", dataclasses.fields(train)[-1]))
-
 
 EVERYTHING = dict(resumable=True, per_phase=True, per_member=True, sizes_memory=True)
 NOTHING = dict(unsearchable="a test says so")

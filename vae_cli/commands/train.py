@@ -140,11 +140,9 @@ def check_seed_and_seeds(
 ) -> None:
     """A population takes its members' seeds from --seeds: a --seed beside it would be
     silently ignored, so the pair is refused (flags or config file alike)."""
-    from vae_cli.config.toml import read_toml
-
     if run.seeds is None:
         return
-    in_file = config_file is not None and "seed" in read_toml(config_file).get("train", {})
+    in_file = "seed" in loaded.keys
     if flags.get("seed") is not None or in_file:
         where = "--seed" if flags.get("seed") is not None else f"{config_file}: [train] seed"
         raise UserError(

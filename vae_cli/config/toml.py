@@ -23,6 +23,7 @@ RUN_TABLE, INFORMATIONAL_SECTIONS = "run", ("manifest",)
 class ConfigFile:
     config: Config
     run: RunOptions = field(default_factory=RunOptions)
+    keys: frozenset[str] = frozenset()  # the settings the file itself set (phases aside)
 
 
 def from_dict(data: dict[str, Any], source: str) -> Config:
@@ -59,7 +60,7 @@ def parse_tables(data: dict[str, Any], source: str) -> ConfigFile:
                 raise UserError(f"{source}: [{section}] {key}: {unknown_key(key, section)}")
             values[key] = checked_value(key, value, f"{source}: [{section}] {key}")
     config = dataclasses.replace(Config().replace(values), phases=phases)
-    return ConfigFile(config, run)
+    return ConfigFile(config, run, frozenset(values))
 
 
 def known_tables() -> str:
