@@ -1,5 +1,6 @@
 """The package's layers: imports only point down, config/ and runs/ never load torch, only cli/
-imports typer and rich, few modules at the top, and no class or function grown too long."""
+imports typer and rich or prints, few modules at the top, and no class or function grown too
+long."""
 
 from __future__ import annotations
 
@@ -80,6 +81,21 @@ def test_only_the_command_line_imports_typer_and_rich() -> None:
                 )
                 for name in filter(None, names):
                     assert name.split(".")[0] not in ("typer", "rich"), path
+
+
+def test_nothing_below_the_command_line_prints() -> None:
+    """The library reports through callbacks and return values; a Python caller gets no
+    output it did not ask for."""
+    printing = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}"
+        for path in modules()
+        if layer(path) not in ("cli", "__main__")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("print", "input")
+    ]
+    assert not printing, printing
 
 
 def test_config_and_runs_never_load_torch_or_training() -> None:

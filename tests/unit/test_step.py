@@ -1,4 +1,4 @@
-"""The population step of one member equals the plain eager recipe it replaced, on the CPU."""
+"""The stacked step of one member equals the plain eager step, on the CPU."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class PlainStep:
 
 
 @pytest.mark.parametrize("grad_clip", [1e9, 1.0], ids=["unclipped", "clipped"])
-def test_the_population_step_of_one_member_is_the_plain_eager_step(
+def test_the_stacked_step_of_one_member_is_the_plain_eager_step(
     grad_clip: float, data_dir: Path
 ) -> None:
     """Bit for bit while no gradient is clipped. A clipped step differs by rounding only: the
@@ -106,7 +106,7 @@ def test_the_population_step_of_one_member_is_the_plain_eager_step(
     images = load_dataset(data_dir, dataset_name(data_dir), limit=BATCH * 8).train_images
     plain = PlainStep(config)
     graph_ready = make_step(config)
-    population = graph_ready.stack
+    stack = graph_ready.stack
     poisoned_step = 5
     for step in range(8):
         batch = images[step * BATCH : (step + 1) * BATCH]
@@ -116,16 +116,16 @@ def test_the_population_step_of_one_member_is_the_plain_eager_step(
             beta = math.inf  # a non-finite loss: the step must be skipped by both
         plain(batch, lr, beta)
         graph_ready(batch.unsqueeze(0), [lr], [beta])
-        weights = population.single_layout(population.flat.detach()[0])
+        weights = stack.single_layout(stack.flat.detach()[0])
         assert same(weights, plain.flat.detach()), step
     reference = plain.optimizer.state[plain.flat]
     for key, value in (
-        ("exp_avg", population.adam.exp_avg),
-        ("exp_avg_sq", population.adam.exp_avg_sq),
+        ("exp_avg", stack.adam.exp_avg),
+        ("exp_avg_sq", stack.adam.exp_avg_sq),
     ):
-        assert same(population.single_layout(value[0]), reference[key]), key
-    assert torch.equal(population.adam.steps[0], reference["step"])
-    (sums,) = population.stats.read()
+        assert same(stack.single_layout(value[0]), reference[key]), key
+    assert torch.equal(stack.adam.steps[0], reference["step"])
+    (sums,) = stack.stats.read()
     names = (
         "images",
         "steps",

@@ -154,10 +154,10 @@ def resume_population(root: Path, flags: dict[str, Any]) -> list[Member]:
     for folder in member_folders(root):
         if read_status(folder) in ("failed", "pruned"):
             continue
-        member, checkpoint_path = resume_target(folder)
+        run_root, checkpoint_path = resume_target(folder)
         checkpoint = load_checkpoint(checkpoint_path)
         config = resumed_config(checkpoint["config"], flags)
-        members.append(Member(config, RunFolder(member), checkpoint, label=folder.name))
+        members.append(Member(config, RunFolder(run_root), checkpoint, label=folder.name))
     if not members:
         raise UserError(f"--resume {root}: every member failed or was pruned")
     check_same_step(members)
@@ -171,13 +171,11 @@ def check_same_step(members: list[Member]) -> None:
     from vae_cli.training.state import Progress
 
     first = members[0]
-    for member in members[1:]:
-        if Progress.from_state_dict(member.checkpoint) != Progress.from_state_dict(
-            first.checkpoint
-        ):
+    for run in members[1:]:
+        if Progress.from_state_dict(run.checkpoint) != Progress.from_state_dict(first.checkpoint):
             raise UserError(
-                f"{member.folder.root} was saved at epoch {member.checkpoint['epoch']} (step "
-                f"{member.checkpoint['step']}), {first.folder.root.name} at epoch "
+                f"{run.folder.root} was saved at epoch {run.checkpoint['epoch']} (step "
+                f"{run.checkpoint['step']}), {first.folder.root.name} at epoch "
                 f"{first.checkpoint['epoch']} (step {first.checkpoint['step']}): a member was "
                 "resumed alone; resume each member to the same epoch first (vae train "
                 "--resume MEMBER --epochs N), then the population"

@@ -43,8 +43,8 @@ def train_members(
     from vae_cli.training.memory import check_step_fits
 
     first = members[0].config
-    for member in members:
-        check_settings(member.config)
+    for run in members:
+        check_settings(run.config)
     if first.train.tensorboard:
         from vae_cli.training.tensorboard import check_tensorboard_installed
 
@@ -56,8 +56,8 @@ def train_members(
         dataset = load_dataset(resolve_data_dir(data_dir), first.data.dataset, first.data.limit)
     check_validation(first.data.validation, len(dataset.train_images), first.data.limit)
     check_batch_size(first.train.batch_size, len(dataset.train_images) - first.data.validation)
-    for member in members:
-        check_same_split(member, dataset)
+    for run in members:
+        check_same_split(run, dataset)
     check_step_fits(first, device, len(dataset.train_images), members=len(members))
     locks = claim_folders(members, population, overwrite=overwrite, command=command)
     try:
@@ -83,20 +83,20 @@ def run_loop(
     epochs = None if first.phases else first.train.epochs  # phases may end by time budget
     shown = population or members[0].folder.root
     progress = display(run_dir=str(shown), epochs=epochs, binarize=first.data.binarize)
-    for member in members:
-        if member.config.train.tensorboard:
+    for run in members:
+        if run.config.train.tensorboard:
             from vae_cli.training.tensorboard import TensorBoardLogger
 
-            resumed = member.checkpoint["epoch"] if member.checkpoint else 0
-            board = TensorBoardLogger(member.folder, member.config, resumed)
-            member.callbacks = CallbackGroup(board, member.callbacks)
+            resumed = run.checkpoint["epoch"] if run.checkpoint else 0
+            board = TensorBoardLogger(run.folder, run.config, resumed)
+            run.callbacks = CallbackGroup(board, run.callbacks)
     try:
         return train(
             members, dataset=dataset, device=device, callbacks=progress, population=population
         )
     finally:
-        for member in members:
-            member.callbacks.close()
+        for run in members:
+            run.callbacks.close()
         progress.close()
         for folder in populations_of(members, population):
             finish_population(folder)
@@ -118,7 +118,7 @@ def write_run_configs(
     from vae_cli.files import write_atomically
     from vae_cli.runs.manifest import build_manifest
 
-    new = [member for member in members if member.checkpoint is None]
+    new = [run for run in members if run.checkpoint is None]
     if population is not None and new:
         write_population_record(population, members, command)
     if new:
@@ -127,14 +127,14 @@ def write_run_configs(
         description = device_description(device)
         manifest = build_manifest(command, description, data_dir, dataset.md5, torch.__version__)
         manifest |= split_record(dataset, members[0].config.data.validation)
-    for member in members:
-        if member.checkpoint is None:
-            text = to_toml(member.config, manifest)
-            write_atomically(member.folder.config, text.encode())
+    for run in members:
+        if run.checkpoint is None:
+            text = to_toml(run.config, manifest)
+            write_atomically(run.folder.config, text.encode())
             continue
-        notes = resume_notes(member.checkpoint, member.config, device.type)
-        if member.config != member.checkpoint["config"] or notes:
-            update_run_config(member.folder.root, member.config, command, notes)
+        notes = resume_notes(run.checkpoint, run.config, device.type)
+        if run.config != run.checkpoint["config"] or notes:
+            update_run_config(run.folder.root, run.config, command, notes)
 
 
 def split_record(dataset: Dataset, validation: int) -> dict[str, Any]:
@@ -145,18 +145,18 @@ def split_record(dataset: Dataset, validation: int) -> dict[str, Any]:
     return {"validation_images": validation, "validation_sha256": split_digest(indices)}
 
 
-def check_same_split(member: Member, dataset: Dataset) -> None:
+def check_same_split(run: Member, dataset: Dataset) -> None:
     """A resumed run must hold out the images it was trained without (its manifest says
     which); runs from before the split record none and held none out."""
     from vae_cli.runs.manifest import read_manifest
 
-    if member.checkpoint is None:
+    if run.checkpoint is None:
         return
-    recorded = read_manifest(member.folder.root).get("validation_sha256")
-    now = split_record(dataset, member.config.data.validation)["validation_sha256"]
+    recorded = read_manifest(run.folder.root).get("validation_sha256")
+    now = split_record(dataset, run.config.data.validation)["validation_sha256"]
     if recorded is not None and recorded != now:
         raise UserError(
-            f"{member.folder.root}: its validation split ({recorded}) is not the one these "
+            f"{run.folder.root}: its validation split ({recorded}) is not the one these "
             f"data give ({now}); resume it on the data it was trained on"
         )
 
@@ -168,7 +168,7 @@ def populations_of(members: list[Member], population: Path | None) -> list[Path]
 
     if population is not None:
         return [population]
-    parents = {member.folder.root.parent for member in members}
+    parents = {run.folder.root.parent for run in members}
     return sorted(parent for parent in parents if is_population(parent))
 
 
@@ -183,19 +183,19 @@ def claim_folders(
     from vae_cli.runs.lock import check_not_training
 
     top = population if population is not None else members[0].folder.root
-    creating = any(member.checkpoint is None for member in members)
+    creating = any(run.checkpoint is None for run in members)
     if creating and overwrite and top.is_dir():
         for folder in [top, *(child for child in top.iterdir() if child.is_dir())]:
             check_not_training(folder)
         replace_folder(top)
-    roots = [member.folder.root for member in members]
+    roots = [run.folder.root for run in members]
     if population is not None:
         roots.insert(0, population)
         make_folder(population, "population folder")
-    for member in members:
-        if member.checkpoint is None:
-            check_new_run(member.folder.root, overwrite=False)
-            make_folder(member.folder.root, "run folder")
+    for run in members:
+        if run.checkpoint is None:
+            check_new_run(run.folder.root, overwrite=False)
+            make_folder(run.folder.root, "run folder")
     locks = RunLocks(roots)
     locks.acquire(command)
     return locks
@@ -205,8 +205,8 @@ def write_population_record(root: Path, members: list[Member], command: str) -> 
     """population.json, listing the members before any trains."""
     from vae_cli.runs.population import write_population
 
-    seeds = [member.config.train.seed for member in members]
-    names = [member.folder.root.name for member in members]
+    seeds = [run.config.train.seed for run in members]
+    names = [run.folder.root.name for run in members]
     write_population(root, {"command": command, "seeds": seeds, "members": names})
 
 

@@ -155,21 +155,21 @@ def train_trial_stack(
         raise
     except TrainingFailed as error:  # every member diverged: the sweep goes on
         failure = str(error)
-    for index, ((trial, params), member) in enumerate(zip(stack, members, strict=True)):
+    for index, ((trial, params), run) in enumerate(zip(stack, members, strict=True)):
         status = "failed" if states is None else states[index].status
         if status == "pruned":
             batch.tell(trial, status, state=optuna.trial.TrialState.PRUNED)
-            report_trial(sweep, trial, "pruned", None, params, member.folder.root)
+            report_trial(sweep, trial, "pruned", None, params, run.folder.root)
             continue
         best = best_epoch(states[index].history) if states is not None else None
         value = selection_loss(best) if best is not None else math.nan
         if status == "failed" or not math.isfinite(value):
             error = failure if states is None else "non-finite steps"
             batch.tell(trial, "failed", state=optuna.trial.TrialState.FAIL, error=error)
-            report_trial(sweep, trial, "failed", None, params, member.folder.root)
+            report_trial(sweep, trial, "failed", None, params, run.folder.root)
             continue
         batch.tell(trial, status, value=value)
-        report_trial(sweep, trial, "complete", value, params, member.folder.root)
+        report_trial(sweep, trial, "complete", value, params, run.folder.root)
 
 
 def report_trial(

@@ -74,7 +74,7 @@ class AdamState:
 
 
 class MemberAdam:
-    """Adam over a population's (M, P) weights: one fused kernel per member, with that
+    """Adam over a stack's (M, P) weights: one fused kernel per member, with that
     member's rows, lr, beta2 and skip flag (views made once, not per step)."""
 
     def __init__(

@@ -182,14 +182,14 @@ class Trainer:
         self.evaluation = EvaluationImages(
             *(to_float(images).to(self.device) for images in (pixels.validation, pixels.test))
         )
-        self.plans = [build_plan(member.config) for member in members]
+        self.plans = [build_plan(run.config) for run in members]
         self.plan = self.plans[0]  # lengths and objectives: the same for every member
         pixel_means = pixels.train.sum(0, dtype=torch.float64) / (255 * len(pixels.train))
         self.stack = Stack(
-            [build_model(member.config, self.device, pixel_means) for member in members],
+            [build_model(run.config, self.device, pixel_means) for run in members],
             average=bool(config.train.ema),  # before a resume restores the average
         )
-        self.streams = [RandomStreams(member.config.train.seed, self.device) for member in members]
+        self.streams = [RandomStreams(run.config.train.seed, self.device) for run in members]
         first = members[0].checkpoint
         self.progress = Progress() if first is None else Progress.from_state_dict(first)
         self.states = [MemberState(self.progress) for _ in members]
@@ -198,7 +198,7 @@ class Trainer:
         for member in range(len(members)):
             restore_member(self, member)
         self.clock = TrainingClock(self.progress)
-        self.lrs = [member.config.train.lr for member in members]  # of the latest step
+        self.lrs = [run.config.train.lr for run in members]  # of the latest step
         self.timer = EpochTimer(self.clock, self.progress)
 
     @property
@@ -206,7 +206,7 @@ class Trainer:
         """What `vae train --resume` takes to continue: a population's folder, or each run's."""
         if self.population is not None:  # a population of one included
             return [str(self.population)]
-        return [str(member.folder.root) for member in self.members]
+        return [str(run.folder.root) for run in self.members]
 
     @property
     def saved(self) -> str:
@@ -406,7 +406,7 @@ def run_started(trainer: Trainer) -> RunStarted:
         resumed_position=trainer.progress.position,
         plan=[phase.describe() for phase in trainer.plan],
         phase=trainer.progress.phase + 1,
-        members=[member.label for member in trainer.members],
+        members=[run.label for run in trainer.members],
         pictured=trainer.evaluation.test[:RECONSTRUCTED],
     )
 
