@@ -45,6 +45,8 @@ PROXIES = {
     "--kl-warmup-epochs 10",
     "skip-gated": "--wiring skip --block gated",
     "skip-vamp-gated": "--wiring skip --block gated --prior vamp --pseudo-inputs 50",
+    "skip-vamp-gated-warmup": "--wiring skip --block gated --prior vamp --pseudo-inputs 50 "
+    "--free-bits 0 --kl-warmup-epochs 10",
     "ladder-3": "--wiring ladder --latent-dims 100,50,25 --hidden-dims 200,100,50",
     "chain-warmup": "--free-bits 0 --kl-warmup-epochs 10",
     "chain-ema": "--ema 0.999",

@@ -181,3 +181,30 @@ def test_the_earlier_phase_keeps_its_last_best_even_when_writes_lag(
     best_elbo_epoch = min(metrics[:2], key=lambda m: m["test_loss"])["epoch"]
     kept = load_checkpoint(tmp_path / "r/checkpoints/best-elbo.pt")
     assert kept["epoch"] == best_elbo_epoch and kept["phase"] == 0
+
+
+def test_the_epoch_budgeted_recipe_reruns_to_the_bit(tmp_path: Path, data_dir: Path) -> None:
+    """configs/quality3.toml scaled down (2 ELBO epochs, 1 IWAE/DReG epoch, 512 images) and
+    run twice: every number and tensor agrees, as the full recipe's rerun would."""
+    from conftest import REPO
+
+    text = (REPO / "configs/quality3.toml").read_text()
+    assert "time_budget" not in text  # budgeted in epochs only
+    small = text.replace("epochs = 560\n", "epochs = 2\n").replace("epochs = 140\n", "epochs = 1\n")
+    assert (
+        small.count("\nepochs = ") == 2 and "\nepochs = 2\n" in small and "\nepochs = 1\n" in small
+    )
+    (tmp_path / "small.toml").write_text(small)
+    runs = []
+    for name in ("first", "again"):
+        args = ("train", "--config", tmp_path / "small.toml", "--limit", 512, "--quiet")
+        trained = run_vae(*args, *dataset_flags(data_dir), "--data-dir", data_dir,
+                          "--runs-dir", tmp_path, "--name", name)  # fmt: skip
+        assert trained.code == 0, trained.stderr
+        runs.append(tmp_path / name)
+    assert_same_training_state(*runs)
+    lines = metrics_without_timing(runs[0])
+    assert [(m["epoch"], m["phase"], m.get("test_iwae_k")) for m in lines] == [
+        (1, 1, None), (2, 1, None), (3, 2, 5),
+    ]  # fmt: skip
+    assert all(m["chosen_on"] == "last" for m in lines)  # no split: nothing is chosen
