@@ -2,11 +2,12 @@
 # Every GPU figure the README's GPU section owes, in one call on a lent GPU machine: the CUDA
 # tests, the captured step of one model (images/s and CUDA kernels per step), populations of
 # N = 1 ... 64 members, whole 10-epoch runs (one model, and 32 seeds) from start to exit, the
-# VampPrior's step cost per K, and, with QUALITY=1, the learned-prior recipe (configs/vamp.toml)
-# scaled to $QUALITY_MINUTES of GPU training with IWAE k=50, evaluated with K=1000. ONLY=a,b
-# runs just those steps (e.g. ONLY=quality for a call of its own). The recipe's GPU variant is
-# meant for about 15 minutes (QUALITY_MINUTES=15); the default 6 fits one 10-minute call of the
-# device tool with the K=1000 evaluation. Each step has a timeout and a
+# VampPrior's step cost per K, and, with QUALITY=1, the GPU variant of configs/quality3.toml:
+# the same model and phases, budgeted in epochs (ELBO $GPU_ELBO_EPOCHS, then IWAE with DReG
+# at k=$GPU_K for $GPU_IWAE_EPOCHS), evaluated with K=1000 at its last epoch; goal <= 81.0 in
+# about 15 minutes of GPU time. Its defaults are a first guess at an H100's speed: the first
+# lent GPU calibrates them (each epoch's seconds are in the log). ONLY=a,b runs just those
+# steps (e.g. ONLY=quality for a call of its own). Each step has a timeout and a
 # failure is printed as "FAILED: <step> (exit N)" before the next step starts; the summary
 # lists every step's status. Logs go to $OUT.
 #
@@ -22,10 +23,13 @@ set -u
 export PYTHONUNBUFFERED=1 OUT="${OUT:-/tmp/gpu_check}"
 mkdir -p "$OUT"
 DEVICE=cuda STEPS=1000 MEMBERS=1,2,4,8,16,32,64 EPOCHS=10 SEEDS=0-31 LIMIT=""
-PRIOR_KS="50 100 500 1000" PRIOR_STEPS=200 QUALITY_MINUTES=${QUALITY_MINUTES:-6} IW=1000 EVAL_LIMIT=""
+PRIOR_KS="50 100 500 1000" PRIOR_STEPS=200 IW=1000 EVAL_LIMIT=""
+GPU_ELBO_EPOCHS=${GPU_ELBO_EPOCHS:-1500} GPU_IWAE_EPOCHS=${GPU_IWAE_EPOCHS:-200} GPU_K=${GPU_K:-20}
+QUALITY_SECONDS=${QUALITY_SECONDS:-1200}
 if [ "${DRY_RUN:-0}" = 1 ]; then
     DEVICE=cpu STEPS=20 MEMBERS=1,2 EPOCHS=1 SEEDS=0-1 LIMIT="--limit 512"
-    PRIOR_KS=50 PRIOR_STEPS=3 QUALITY=1 QUALITY_MINUTES=0.3 IW=10 EVAL_LIMIT="--limit 200"
+    PRIOR_KS=50 PRIOR_STEPS=3 QUALITY=1 IW=10 EVAL_LIMIT="--limit 200"
+    GPU_ELBO_EPOCHS=2 GPU_IWAE_EPOCHS=1 GPU_K=3 QUALITY_SECONDS=300
 else
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
@@ -61,8 +65,8 @@ if [ "$DEVICE" = cuda ]; then
     # The tests that skip without CUDA, and the unit tests of the step, the loop and the
     # models that then run on the GPU as well.
     step cuda-tests 300 python3 -m pytest -q -p no:cacheprovider tests/e2e/test_cuda_graph.py \
-        tests/unit/test_step.py tests/unit/test_stability.py tests/unit/test_memory.py \
-        tests/unit/test_loop.py tests/unit/test_population.py tests/unit/test_phases.py \
+        tests/unit/test_step.py tests/cli/test_stability.py tests/unit/test_memory.py \
+        tests/cli/test_loop.py tests/cli/test_population.py tests/cli/test_phases.py \
         tests/unit/test_hierarchy.py tests/unit/test_vamp_prior.py
 fi
 
@@ -95,18 +99,15 @@ step two-phases 180 python3 -m vae_cli train --config /tmp/phases.toml --quiet \
 step prior-cost 240 python3 benchmarks/bench_prior.py --device "$DEVICE" --ks $PRIOR_KS \
     --rounds 3 --steps "$PRIOR_STEPS"
 
-if [ "${QUALITY:-0}" = 1 ]; then  # configs/vamp.toml: 2/3 of the time ELBO, 1/3 IWAE k=50
-    phase1=$(python3 -c "print(round($QUALITY_MINUTES * 2 / 3, 3))")
-    phase2=$(python3 -c "print(round($QUALITY_MINUTES / 3, 3))")
-    sed -e "s/time_budget = 68.0/time_budget = $phase1/" \
-        -e "s/time_budget = 34.0/time_budget = $phase2/" -e 's/^k = 5$/k = 50/' \
-        configs/vamp.toml > /tmp/vamp_gpu.toml
-    grep -E '^(time_budget|k) ' /tmp/vamp_gpu.toml
-    limit=$(python3 -c "print(int($QUALITY_MINUTES * 60 + 240))")  # training, then evaluation
-    step quality "$limit" bash -c "time python3 -m vae_cli train --config /tmp/vamp_gpu.toml \
-        --device $DEVICE $LIMIT --quiet --runs-dir /tmp/runs --name vamp --overwrite && \
-        python3 -m vae_cli eval --checkpoint /tmp/runs/vamp --iw-samples $IW $EVAL_LIMIT \
-        --device $DEVICE"
+if [ "${QUALITY:-0}" = 1 ]; then  # configs/quality3.toml in epochs for a GPU, then K=1000
+    sed -e "s/^epochs = 560$/epochs = $GPU_ELBO_EPOCHS/" \
+        -e "s/^epochs = 140$/epochs = $GPU_IWAE_EPOCHS/" -e "s/^k = 5$/k = $GPU_K/" \
+        configs/quality3.toml > /tmp/quality3_gpu.toml
+    grep -E '^(epochs|k) ' /tmp/quality3_gpu.toml
+    step quality "$QUALITY_SECONDS" bash -c "time python3 -m vae_cli train \
+        --config /tmp/quality3_gpu.toml --device $DEVICE $LIMIT --quiet --runs-dir /tmp/runs \
+        --name quality3 --overwrite && python3 -m vae_cli eval --checkpoint \
+        /tmp/runs/quality3/checkpoints/last.pt --iw-samples $IW $EVAL_LIMIT --device $DEVICE"
 fi
 
 echo "=== summary"

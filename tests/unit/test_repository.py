@@ -51,3 +51,14 @@ def test_every_module_of_the_package_is_tracked() -> None:
         ["git", "check-ignore", "--no-index", *modules], cwd=REPO, capture_output=True, text=True
     ).stdout.split()
     assert ignored == []
+
+
+def test_the_gpu_check_names_test_files_that_exist() -> None:
+    """benchmarks/gpu_check.sh runs on a lent GPU only: a test file it names that moved would
+    fail there, with the device time spent."""
+    import re
+
+    script = (REPO / "benchmarks/gpu_check.sh").read_text()
+    named = re.findall(r"tests/[\w/]+\.py", script)
+    assert len(named) >= 5
+    assert [path for path in named if not (REPO / path).is_file()] == []
