@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.panel import Panel
@@ -20,6 +20,9 @@ from vae_cli.training.events import (
     StepProgress,
     TrainingWarning,
 )
+
+if TYPE_CHECKING:
+    from vae_cli.data.dataset import Dataset
 
 
 def stdout() -> Console:
@@ -172,7 +175,7 @@ def start_lines(info: RunStarted, display: TrainingDisplay) -> list[str]:
     return lines + resumed_lines(info)
 
 
-def data_words(info: RunStarted, dataset: Any) -> str:
+def data_words(info: RunStarted, dataset: Dataset) -> str:
     """ "50,000 train / 10,000 validation / 10,000 test" images."""
     held_out = info.validation_images
     split = f" / {held_out:,} validation" if held_out else ""

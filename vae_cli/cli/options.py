@@ -8,13 +8,17 @@ import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from vae_cli.config.settings import FIELDS, MAX_SEED
 from vae_cli.config.values import bound, check_value, flag_help, show_value
 from vae_cli.errors import UserError
+
+if TYPE_CHECKING:  # both load torch: imported where a command runs, not at start-up
+    from vae_cli.commands.load import Loaded
+    from vae_cli.data.images import UserImages
 
 
 def with_default(help_text: str, default: str) -> str:
@@ -190,8 +194,8 @@ def load(
 
 
 def your_images(
-    loaded: Any, paths: list[Path] | None, *, invert: str, fit: str, say: bool = True
-) -> Any:
+    loaded: Loaded, paths: list[Path] | None, *, invert: str, fit: str, say: bool = True
+) -> UserImages | None:
     """The user's --images as the model reads them (None without any), and the line that says
     what was done to them."""
     if not paths:
@@ -223,7 +227,7 @@ def wrote(path: Path, replaced: bool = False, detail: str = "", *, same_name: bo
     print(f"wrote {path}{detail}{again}")
 
 
-def write_picture(write: Any, path: Path, *, same_name: bool = True) -> Path:
+def write_picture(write: Callable[[Path], Path], path: Path, *, same_name: bool = True) -> Path:
     """Run a picture writer and say what it wrote, and whether it replaced a file."""
     existed = path.exists()
     written = write(path)

@@ -4,7 +4,7 @@ the runs in a folder, a sweep's best trials."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.table import Table
@@ -14,11 +14,14 @@ from vae_cli.config.search import format_param
 from vae_cli.config.values import count
 from vae_cli.runs.best import DESCRIPTIONS, LAST, TEST, VALIDATION, best_epoch, describe_choice
 
+if TYPE_CHECKING:  # commands/ loads torch; the table only reads the result's fields
+    from vae_cli.commands.train import TrainResult
+
 # How a best.pt was chosen, marked beside its test loss (chosen on validation: no mark).
 CHOICE_MARKS = {VALIDATION: "", LAST: "†", TEST: "*", None: ""}
 
 
-def training_summary(trained: Any, *, tables: bool = True) -> None:
+def training_summary(trained: TrainResult, *, tables: bool = True) -> None:
     """The best epoch of one run, or a population's members and their spread (`tables`),
     then the files written."""
     console = stdout()

@@ -4,6 +4,7 @@ picture with disk problems as one-line errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def load_model(path: Path, device_name: str = "auto") -> Loaded:
     return Loaded(model, config, checkpoint, path, device)
 
 
-def save_picture(save: Any, path: Path) -> Path:
+def save_picture(save: Callable[[], Path], path: Path) -> Path:
     """Run a picture writer, turning disk problems into one-line errors."""
     from vae_cli.commands.outputs import check_output_name, make_output_folder
 

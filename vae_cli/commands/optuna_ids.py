@@ -8,10 +8,13 @@ seen.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
 
 
-def trial_id(trial: Any, storage: Any) -> int:
+def trial_id(trial: optuna.Trial, storage: optuna.storages.BaseStorage) -> int:
     private = getattr(trial, "_trial_id", None)
     if isinstance(private, int):
         return private
