@@ -225,7 +225,7 @@ def test_interpolate_writes_a_row(trained_run: Path, data_dir: Path, tmp_path: P
         out,
     )
     assert result.code == 0, result.stderr
-    assert "0 -> 1" in result.stdout
+    assert "(test image 0 -> test image 1)" in result.stdout
     # Original, 6 steps, original, three times larger with a caption under each end ...
     width, height = (3 * side for side in grid_size(8, 8))
     picture = png_rgb(out)

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO, interrupt_at, run_vae, train_args, train_tiny
 
-from vae_cli.cli import console
-
 TINY_ONE_EPOCH = ("--limit", 256, "--epochs", 1, "--batch-size", 64, "--quiet")
 TWO_PHASES = """
 [data]
@@ -163,14 +161,6 @@ def test_a_command_without_checkpoint_says_which_run_it_used(
     }
     named = run_vae("sample", "--checkpoint", runs / "stopped", "--out", tmp_path / "t.png")
     assert named.stdout.splitlines()[0] == f"wrote {tmp_path / 't.png'}"
-
-
-def test_the_resume_panel_says_where_training_picks_up() -> None:
-    info = {"plan": ["elbo, 10 epochs, lr 0.0012"], "steps_per_epoch": 469, "phase": 1}
-    mid_epoch = console.resumed_lines({**info, "resumed_epoch": 0, "resumed_position": 451})
-    assert mid_epoch == ["resumed     in epoch 1, at batch 452 of 469"]
-    boundary = console.resumed_lines({**info, "resumed_epoch": 3, "resumed_position": 0})
-    assert boundary == ["resumed     after epoch 3"]
 
 
 HEAVY = ("torch", "torch._dynamo", "torchvision", "optuna", "matplotlib")

@@ -87,13 +87,15 @@ def test_a_sqlite_study_of_run_folders(tmp_path: Path, data_dir: Path) -> None:
 
 def test_each_epoch_of_each_trial_is_a_line_off_a_terminal(tmp_path: Path, data_dir: Path) -> None:
     config, runs = write_sweep(tmp_path), tmp_path / "runs"
-    result = run_vae(*tune_args(config, runs, data_dir, "--trials", 2, "--pruner", "none"))
+    # A seeded sampler and no pruner: every trial runs both epochs, and the draws are known.
+    fixed = ("--trials", 2, "--pruner", "none", "--seed", 1)
+    result = run_vae(*tune_args(config, runs, data_dir, *fixed))
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
     for trial in (0, 1):
         epochs = [line for line in lines if line.startswith(f"trial {trial}  epoch")]
         assert [line.split()[3] for line in epochs] == ["1/2", "2/2"], lines
-    stacked = run_vae(*tune_args(config, runs, data_dir, "--trials", 2, "--parallel", 2))
+    stacked = run_vae(*tune_args(config, runs, data_dir, *fixed, "--parallel", 2))
     assert stacked.code == 0, stacked.stderr
     # Trials 2 and 3 draw different sizes: two stacks of one, each named as a lone trial is.
     lines = stacked.stdout.splitlines()
