@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:
 def wait_passively() -> None:
     """torch's OpenMP threads sleep between parallel regions instead of spinning, unless the
     user chose otherwise. Spinning threads of two processes on the same cores take turns
-    busy-waiting for each other: with a second process training on these 2 cores a run fell
-    from 27,000 to 350 images/s (docs/performance.md). Read once, when torch first loads."""
+    busy-waiting for each other: beside a second run on these 2 cores a run keeps 0.75 of its
+    speed waiting passively and 0.24 spinning (docs/performance.md, bench_contention.py). Read
+    once, when torch first loads."""
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
