@@ -118,6 +118,20 @@ def test_the_table_says_how_much_noisier_the_score_function_is(
     assert png_size(out) == (1400, 450)  # two panels at the same size
 
 
+def test_the_lesson_is_wrapped_between_words_at_80_columns(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / "g.png"
+    result = run_vae("gradients", "--checkpoint", runs["normal"], "--samples", 50, "--out", out)
+    assert result.code == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("wrote ")]
+    assert max(len(line) for line in lines) <= 80, lines
+    # Broken between words: the sentence reads whole once the lines are joined with spaces.
+    said = " ".join(" ".join(lines).split())
+    assert "so the ELBO's gradient flows through z to mu and log sigma² (reparam," in said
+
+
 @pytest.mark.parametrize(
     ("flags", "fragment"),
     [

@@ -231,7 +231,7 @@ def gradients_table(report: dict[str, Any]) -> None:
     console.print(table)
     console.print("* naive: the data term's gradient through a z drawn outside the graph")
     for sentence in gradients_summary(report):
-        console.print(sentence)
+        console.print(sentence, soft_wrap=False)  # wrapped between words
     if "encoder_snr_per_k" in report:
         snr = Table(title=f"encoder gradient SNR of the IWAE bound ({report['snr_draws']} draws)")
         for column in ("k", "IWAE", "DReG"):
