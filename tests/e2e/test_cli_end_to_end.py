@@ -429,6 +429,8 @@ print(" and ".join(heavy) + " imported" if heavy else "torch not imported", code
         (["train", "--resume", "no-such-run"], "no such run folder"),
         (["tune", "--config", "no-such.toml"], "config file not found"),
         (["tune", "--config", "configs/tune.toml", "--pruner", "x"], "--pruner: expected"),
+        (["interpolate", "--images", "docs/gradients.png"], "between two images, and these hold 1"),
+        (["interpolate", "--from-index", "3"], "give both --from-index and --to-index"),
     ],
 )
 def test_cheap_checks_come_before_torch_loads(

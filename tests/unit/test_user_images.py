@@ -13,7 +13,7 @@ import torch
 from conftest import write_idx
 from PIL import Image, ImageDraw
 
-from vae_cli.data.images import INK, read_images
+from vae_cli.data.images import INK, count_images, read_images
 from vae_cli.errors import UserError
 
 
@@ -91,6 +91,22 @@ def test_arrays_folders_and_idx_files(tmp_path: Path) -> None:
     as_given = torch.from_numpy(images / 255).float().reshape(3, -1)
     for start in (0, 3, 6):  # the same images three ways
         torch.testing.assert_close(read.pixels[start : start + 3], as_given)
+
+
+def test_counting_reads_names_and_headers_only(tmp_path: Path) -> None:
+    images = np.zeros((3, 784), dtype=np.uint8)
+    np.save(tmp_path / "three.npy", images)
+    write_idx(tmp_path / "five-idx3-ubyte", torch.zeros(5, 28, 28, dtype=torch.uint8), 0x803)
+    folder = tmp_path / "drawn"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        (folder / name).write_bytes(b"not decoded: counting reads no pixels")
+    picture = saved(canvas_with((40, 40, 120, 160)), tmp_path / "one.png")
+    paths = [tmp_path / "three.npy", tmp_path / "five-idx3-ubyte", folder, picture]
+    assert count_images(paths) == 3 + 5 + 2 + 1
+    assert count_images([picture, picture]) == 2
+    pickled = pickled_array(tmp_path / "objects.npy")
+    assert count_images([pickled]) is None  # reading it says why it is refused
 
 
 def pickled_array(path: Path) -> Path:

@@ -31,8 +31,9 @@ from vae_cli.cli.options import (
     wrote,
     your_images,
 )
+from vae_cli.commands.interpolation_ends import require_both_ends_or_neither, require_two_images
 from vae_cli.config.values import check_value
-from vae_cli.data.images import check_image_options
+from vae_cli.data.images import check_image_options, count_images
 from vae_cli.errors import UserError
 
 EVAL_HELP = (
@@ -211,6 +212,12 @@ def interpolate(
     """A row of images decoded along the line between the mu of two test images (or of your
     two --images)."""
     check_image_options(images or [], invert, fit)
+    if images:
+        count = count_images(images)
+        if count is not None:
+            require_two_images(count)
+    else:
+        require_both_ends_or_neither(from_index, to_index)
     loaded = load(checkpoint, runs_dir, device, out=out)
 
     from vae_cli.commands.outputs import picture_name

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from vae_cli.commands.interpolation_ends import require_both_ends_or_neither, require_two_images
 from vae_cli.commands.load import Loaded, save_picture, test_images
 from vae_cli.data.images import UserImages
 from vae_cli.errors import UserError
@@ -85,18 +86,13 @@ def write_interpolation(
     (every layer's, where the decoder reads them), originals at both ends. Without indices,
     the seed picks the two images; with `images`, the user's two images are the ends."""
     if images is not None:
-        if len(images.pixels) != 2:
-            raise UserError(
-                f"--images: an interpolation runs between two images, and these hold "
-                f"{len(images.pixels)}"
-            )
+        require_two_images(len(images.pixels))
         names = [Path(name).name for name in images.names]
         row = line_between(loaded, images.pixels, steps)
         save_interpolation(row, out, names)
         return out, names[0], names[1]
     x, _ = test_images(loaded, data_dir, None)
-    if (from_index is None) != (to_index is None):
-        raise UserError("give both --from-index and --to-index, or neither (then --seed picks)")
+    require_both_ends_or_neither(from_index, to_index)
     if from_index is None:
         from_index, to_index = torch.randperm(
             len(x), generator=torch.Generator().manual_seed(seed)

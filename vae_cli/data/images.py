@@ -58,6 +58,31 @@ def check_image_options(paths: list[Path], invert: str, fit: str) -> None:
             raise UserError(f"--images {path}: no such file or folder")
 
 
+def count_images(paths: list[Path]) -> int | None:
+    """How many images the paths hold, from names and headers alone (nothing decoded, no
+    torch), or None where only reading them can tell (an unreadable array: reading says why)."""
+    count = 0
+    for path in paths:
+        if path.is_dir():
+            count += len(image_files(path))
+        elif path.suffix.lower() == ".npy":
+            import numpy as np
+
+            try:
+                shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            except (ValueError, OSError, EOFError):
+                return None
+            if not shape:
+                return None
+            count += shape[0]
+        elif is_idx(path):
+            with path.open("rb") as handle:
+                count += int.from_bytes(handle.read(8)[4:], "big")
+        else:
+            count += 1
+    return count
+
+
 def read_images(paths: list[Path], *, invert: str = "auto", fit: str = "mnist") -> UserImages:
     """Every image the paths hold, in order (a folder's in sorted order), preprocessed."""
     import numpy as np
@@ -108,7 +133,12 @@ def read_path(path: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def read_folder(folder: Path) -> list[tuple[str, np.ndarray]]:
-    """Every image file of a folder, by name; a folder holding other files is refused, with
+    """Every image file of a folder, by name."""
+    return [(str(p), read_picture(p)) for p in image_files(folder)]
+
+
+def image_files(folder: Path) -> list[Path]:
+    """A folder's image files, sorted by name; a folder holding other files is refused, with
     their names (a stray file is more often a mistake than something to skip)."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -121,7 +151,7 @@ def read_folder(folder: Path) -> list[tuple[str, np.ndarray]]:
             f"--images {folder}: holds files that are not images ({listed}); move them out, "
             "or give the image files themselves"
         )
-    return [(str(p), read_picture(p)) for p in images]
+    return images
 
 
 def read_picture(path: Path) -> np.ndarray:
