@@ -105,8 +105,12 @@ def test_counting_reads_names_and_headers_only(tmp_path: Path) -> None:
     paths = [tmp_path / "three.npy", tmp_path / "five-idx3-ubyte", folder, picture]
     assert count_images(paths) == 3 + 5 + 2 + 1
     assert count_images([picture, picture]) == 2
-    pickled = pickled_array(tmp_path / "objects.npy")
-    assert count_images([pickled]) is None  # reading it says why it is refused
+    # Where only reading can say what is wrong, counting leaves it to reading.
+    np.save(tmp_path / "one-row.npy", images[0])
+    (tmp_path / "cut-idx3-ubyte").write_bytes((0x803).to_bytes(4, "big") + b"\x00\x00")
+    for unreadable in ("one-row.npy", "cut-idx3-ubyte"):
+        assert count_images([tmp_path / unreadable]) is None, unreadable
+    assert count_images([pickled_array(tmp_path / "objects.npy")]) is None
 
 
 def pickled_array(path: Path) -> Path:

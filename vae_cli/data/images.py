@@ -72,12 +72,15 @@ def count_images(paths: list[Path]) -> int | None:
                 shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
             except (ValueError, OSError, EOFError):
                 return None
-            if not shape:
+            if len(shape) not in (2, 3):  # reading names the shape it expected
                 return None
             count += shape[0]
         elif is_idx(path):
             with path.open("rb") as handle:
-                count += int.from_bytes(handle.read(8)[4:], "big")
+                header = handle.read(8)
+            if len(header) < 8:  # truncated: reading says so
+                return None
+            count += int.from_bytes(header[4:], "big")
         else:
             count += 1
     return count
