@@ -69,6 +69,9 @@ def test_config_toml_is_resolved_and_has_a_manifest(trained_run: Path) -> None:
     manifest = config["manifest"]
     assert manifest["command"].startswith("vae ")
     assert manifest["torch_version"] == str(torch.__version__)
+    # what decides whether another machine's run may agree to the bit
+    assert manifest["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert manifest["cpu_threads"] == torch.get_num_threads()
     assert any(
         entry.startswith("train-images-idx3-ubyte:6bbc9ace") for entry in manifest["dataset_md5"]
     )

@@ -127,6 +127,7 @@ def write_run_configs(
         description = device_description(device)
         manifest = build_manifest(command, description, data_dir, dataset.md5, torch.__version__)
         manifest |= split_record(dataset, members[0].config.data.validation)
+        manifest |= cpu_kernels_record()
     for run in members:
         if run.checkpoint is None:
             text = to_toml(run.config, manifest)
@@ -135,6 +136,18 @@ def write_run_configs(
         notes = resume_notes(run.checkpoint, run.config, device.type)
         if run.config != run.checkpoint["config"] or notes:
             update_run_config(run.folder.root, run.config, command, notes)
+
+
+def cpu_kernels_record() -> dict[str, Any]:
+    """What CPU bit-identity depends on beyond the seed and config: torch picks its kernels by
+    the CPU's instruction set (AVX2, AVX-512, ...) and splits work by thread count, and each sums
+    in its own order, so runs agree to the bit only where both match."""
+    import torch
+
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_threads": torch.get_num_threads(),
+    }
 
 
 def split_record(dataset: Dataset, validation: int) -> dict[str, Any]:
