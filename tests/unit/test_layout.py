@@ -18,6 +18,7 @@ RANKS = {
     "files": 1,
     "config": 1,
     "device": 1,
+    "openmp": 1,
     "data": 1,
     "model": 2,
     "runs": 2,

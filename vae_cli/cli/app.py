@@ -19,6 +19,7 @@ import typer
 
 from vae_cli.cli.usage import parameter_message
 from vae_cli.errors import Terminated, TrainingFailed, TrainingInterrupted, UserError
+from vae_cli.openmp import choose_wait_policy
 
 
 class App(typer.Typer):
@@ -58,20 +59,9 @@ def show_help_without_command(ctx: typer.Context) -> None:
 
 def main(argv: list[str] | None = None, prog_name: str = "vae") -> int:
     """Run the CLI and return its exit code; the one place user errors are reported."""
-    wait_passively()
+    choose_wait_policy()  # before any command loads torch
     with TerminationHandler() as termination:
         return run_command(argv, prog_name, termination)
-
-
-def wait_passively() -> None:
-    """torch's OpenMP threads sleep between parallel regions instead of spinning, unless the
-    user chose otherwise. Spinning threads of two processes on the same cores take turns
-    busy-waiting for each other: beside a second run on these 2 cores a run keeps 0.75 of its
-    speed waiting passively and 0.24 spinning (docs/performance.md, bench_contention.py). Read
-    once, when torch first loads."""
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class TerminationHandler:

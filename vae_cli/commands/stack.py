@@ -144,9 +144,12 @@ def cpu_kernels_record() -> dict[str, Any]:
     in its own order, so runs agree to the bit only where both match."""
     import torch
 
+    from vae_cli.openmp import wait_policy
+
     return {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_wait_policy": wait_policy(),  # speed only, never the numbers
     }
 
 
