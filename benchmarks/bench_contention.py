@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from vae_cli.openmp import USER_VARIABLES
 
 POLICIES = {  # the run's environment (libgomp reads GOMP_SPINCOUNT over OMP_WAIT_POLICY)
     "vae's choice (by what runs at its start)": {},
@@ -38,22 +39,13 @@ POLICIES = {  # the run's environment (libgomp reads GOMP_SPINCOUNT over OMP_WAI
 }
 PASSIVE = "passive (sleep at once; vae beside another)"
 
-# configs/quality3.toml's model and batch, one phase (the recipe's IWAE phase is longer).
-RECIPE = """
-[model]
-latent_dims = [100, 50]
-hidden_dims = [200, 100]
-wiring = "skip"
-block = "gated"
-activation = "tanh"
-prior = "vamp"
-pseudo_inputs = 50
-output_bias = "data"
-[data]
-binarize = "dynamic"
-[train]
-batch_size = 100
-"""
+# The recipe's phase 1 as shipped (its model, pixels and batch), without the IWAE phase, so that
+# --epochs applies.
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "quality3.toml"
+
+
+def recipe_phase_one() -> str:
+    return RECIPE.read_text().split("\n[[phases]]")[0]
 
 
 def train_command(runs: Path, name: str, limit: int, epochs: int, config: Path | None) -> list:
@@ -66,7 +58,7 @@ def train_command(runs: Path, name: str, limit: int, epochs: int, config: Path |
 
 def environment_for(policy: dict[str, str]) -> dict[str, str]:
     """os.environ with the policy's variables and none of the others it could inherit."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
     return {**env, **policy}
 
 
@@ -122,7 +114,7 @@ def main() -> None:
         config = None
         if args.model == "recipe":
             config = runs / "recipe.toml"
-            config.write_text(RECIPE)
+            config.write_text(recipe_phase_one())
         for round_number in range(args.rounds):
             for number, (name, policy) in enumerate(policies.items()):
                 case = f"{round_number}-{number}"
@@ -132,12 +124,13 @@ def main() -> None:
         name: tuple(statistics.median(r[i] for r in pairs) for i in (0, 1))
         for name, pairs in rates.items()
     }
-    passive_alone = medians[PASSIVE][0] if PASSIVE in medians else math.nan
+    passive_alone = medians[PASSIVE][0] if PASSIVE in medians else None
     print("| policy (run and competitor) | alone, img/s | against passive | "
           "beside a second run, img/s | beside / alone |")  # fmt: skip
     print("| --- | --- | --- | --- | --- |")
     for name, (alone, loaded) in medians.items():
-        print(f"| {name} | {alone:,.0f} | {alone / passive_alone:.2f}x | {loaded:,.0f} | "
+        against = f"{alone / passive_alone:.2f}x" if passive_alone else "–"
+        print(f"| {name} | {alone:,.0f} | {against} | {loaded:,.0f} | "
               f"{loaded / alone:.2f} |")  # fmt: skip
 
 

@@ -66,6 +66,8 @@ def decide(
     busy: Callable[[], bool | None],
     torch_loaded: bool | None = None,
 ) -> str:
+    """The policy for this process, set in `environ` where vae chooses it; `torch_loaded`:
+    whether libgomp has started (by default, whether torch is imported)."""
     chosen = [f"{name}={environ[name]}" for name in USER_VARIABLES if name in environ]
     if chosen:
         return "set by the user: " + " ".join(chosen)

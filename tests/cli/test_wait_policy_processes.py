@@ -20,9 +20,11 @@ from conftest import (
     train_args,
 )
 
-from vae_cli.openmp import others_running, runnable_tasks
+from vae_cli.openmp import USER_VARIABLES, others_running, runnable_tasks
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads Linux's /proc/stat")
+needs_proc_stat = pytest.mark.skipif(
+    not os.path.exists("/proc/stat"), reason="reads Linux's /proc/stat"
+)
 
 
 @pytest.fixture
@@ -43,15 +45,16 @@ def manifest_policy(run: Path) -> str:
 
 
 def without_policy() -> dict[str, str]:
-    names = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-    return {k: v for k, v in os.environ.items() if k not in names}
+    return {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
 
 
+@needs_proc_stat
 def test_real_busy_processes_are_seen(two_busy_processes: None) -> None:
     assert runnable_tasks() >= 3  # the two and this one
     assert others_running() is True
 
 
+@needs_proc_stat
 def test_a_run_beside_busy_processes_waits_passively(
     two_busy_processes: None, tmp_path: Path, data_dir: Path
 ) -> None:
