@@ -107,6 +107,14 @@ def test_each_member_is_an_ordinary_run_folder(population: Path) -> None:
     assert summary["mean"] == pytest.approx(statistics.fmean(losses), rel=1e-12)
     assert summary["std"] == pytest.approx(statistics.stdev(losses), rel=1e-12)
     assert len(set(losses)) == 3  # three different seeds, three different runs
+    # One wall time per epoch, read once every member is tested, longer than its steps.
+    for epoch in (0, 1):
+        lines = [
+            json.loads((population / f"seed-{seed}/metrics.jsonl").read_text().splitlines()[epoch])
+            for seed in (0, 3, 5)
+        ]
+        assert len({line["epoch_seconds"] for line in lines}) == 1
+        assert lines[0]["epoch_seconds"] > max(line["seconds"] for line in lines)
 
 
 def test_every_command_reads_a_member_and_a_population_names_the_member_it_used(

@@ -14,7 +14,9 @@ from vae_cli.config.plan import build_plan
 from vae_cli.config.schedule import kl_weight, learning_rate
 from vae_cli.config.settings import Config
 from vae_cli.training import clock as clock_module
+from vae_cli.training import epoch as epoch_module
 from vae_cli.training.clock import TrainingClock
+from vae_cli.training.epoch import EpochTimer
 from vae_cli.training.graphs import CapturedStep
 from vae_cli.training.state import PhaseStart, Progress
 from vae_cli.training.step import Step
@@ -72,6 +74,28 @@ def test_the_clock_counts_each_second_of_training_once(monkeypatch: pytest.Monke
     with clock.setup_time("capture_seconds", lambda: None):
         fake.now += 2.0
     assert progress.seconds == 11.5 and clock.setup["capture_seconds"] == 2.0
+
+
+def test_epoch_wall_times_share_no_second_and_add_up_to_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeTime()
+    monkeypatch.setattr(clock_module.time, "perf_counter", fake)
+    monkeypatch.setattr(epoch_module.time, "perf_counter", fake)
+    progress = Progress()
+    clock = TrainingClock(progress)
+    timer = EpochTimer(clock, progress)
+    walls = []
+    for steps, test_pass, writes in ((10.0, 2.0, 1.0), (8.0, 3.0, 0.5)):
+        clock.start()
+        fake.now += steps
+        clock.stop()
+        assert timer.timing()["seconds"] == steps
+        fake.now += test_pass  # the epoch's test pass: in its wall time, once
+        walls.append(timer.epoch_seconds())
+        fake.now += writes  # pictures and writes: the next epoch's wall time
+    assert walls == [12.0, 1.0 + 8.0 + 3.0]
+    assert sum(walls) == fake.now - 100.0 - 0.5
 
 
 def two_phases(budget_minutes: float) -> Config:

@@ -26,23 +26,33 @@ class EvaluationImages(NamedTuple):
 
 
 class EpochTimer:
-    """This epoch's training seconds and rate per member, from the clock's totals at its start."""
+    """This epoch's training seconds and rate per member, from the clock's totals at its start,
+    and its wall time."""
 
     def __init__(self, clock: TrainingClock, progress: Progress) -> None:
         self.clock, self.progress = clock, progress
         self.images = 0  # trained this epoch, per member
+        self.measured = time.perf_counter()  # the last epoch's wall time ended here
         self.mark()
 
     def mark(self) -> None:
         clock = self.clock
         self.seconds0, self.setup0 = self.progress.seconds, dict(clock.setup)
-        self.setup_images0, self.started = clock.setup_images, time.perf_counter()
+        self.setup_images0 = clock.setup_images
+
+    def epoch_seconds(self) -> float:
+        """Wall time since the last epoch's was measured: its pictures and writes, this epoch's
+        steps and every member's test pass. Consecutive epochs share no second, so they add
+        up to the loop's wall time."""
+        now = time.perf_counter()
+        seconds, self.measured = now - self.measured, now
+        return seconds
 
     def timing(self) -> dict[str, float]:
         """Compile and capture seconds are each measured once and never subtracted from the
         training time; the images of a step timed as setup are left out of images/s."""
         seconds = self.progress.seconds - self.seconds0
-        timing = {"seconds": seconds, "started": self.started}
+        timing = {"seconds": seconds}
         for key, total in self.clock.setup.items():
             if total > self.setup0[key]:
                 timing[key] = total - self.setup0[key]
@@ -75,8 +85,6 @@ def member_metrics(
         if iwae and held_out is not None
         else None
     )
-    measured = {key: value for key, value in timing.items() if key != "started"}
-    measured["epoch_seconds"] = time.perf_counter() - timing["started"]
     return EpochMetrics(
         epoch=progress.epoch,
         step=progress.step,
@@ -101,5 +109,5 @@ def member_metrics(
         val_recon=held_out.recon if held_out is not None else None,
         val_kl=held_out.kl if held_out is not None else None,
         val_iwae=val_iwae.nll if val_iwae is not None else None,
-        timing=measured,
+        timing=dict(timing),  # epoch_seconds joins it once every member is tested
     )

@@ -142,12 +142,18 @@ def end_epoch(trainer: Trainer, phase: Phase) -> None:
     sums = trainer.stack.stats.read()  # the carried streak too: every checkpoint keeps it
     trainer.stack.stats.reset_epoch()
     timing = trainer.timer.timing()
+    measured = []
     for member in trainer.members_training():
         settings = trainer.plans[member][phase.number - 1].settings
         metrics = member_metrics(
             trainer.stack.member(member), trainer.evaluation, progress, settings, phase.number,
             summarize(sums[member]), timing, trainer.lrs[member],
         )  # fmt: skip
+        measured.append((member, metrics))
+    # One wall time for the epoch, read after every test pass and before any writes.
+    epoch_seconds = trainer.timer.epoch_seconds()
+    for member, metrics in measured:
+        metrics.timing["epoch_seconds"] = epoch_seconds
         event = trainer.record(member, metrics, kept(sums[member], mid_epoch=False))
         try:
             trainer.members[member].callbacks.on_epoch(event)
