@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,18 @@ def test_shipped_configs_load(name: str) -> None:
     config = load_config(REPO / f"configs/{name}.toml")
     assert isinstance(config, Config)
     check_settings(config)  # e.g. quality.toml's cosine phases decay, never rise
+
+
+def test_the_two_hour_recipe_is_the_full_one_in_fewer_epochs() -> None:
+    """quality3_short.toml differs from quality3.toml only in its epochs and warm-up, so the
+    full recipe's scaled-down bit-exact rerun (tests/cli/test_phases.py) stands for it too."""
+    full = load_config(REPO / "configs/quality3.toml")
+    short = load_config(REPO / "configs/quality3_short.toml")
+    assert (short.train.epochs, short.train.kl_warmup_epochs) == (300, 30)
+    assert [phase["epochs"] for phase in short.phases] == [75]
+    shortened = full.replace({"epochs": 300, "kl_warmup_epochs": 30})
+    assert short == dataclasses.replace(shortened, phases=({**full.phases[0], "epochs": 75},))
+    assert short.train.time_budget is None and "time_budget" not in short.phases[0]
 
 
 def test_flag_beats_file_beats_default(tmp_path: Path) -> None:
