@@ -62,3 +62,16 @@ def test_the_gpu_check_names_test_files_that_exist() -> None:
     named = re.findall(r"tests/[\w/]+\.py", script)
     assert len(named) >= 5
     assert [path for path in named if not (REPO / path).is_file()] == []
+
+
+def test_the_gpu_checks_recipe_edits_match_lines_of_the_recipe() -> None:
+    """The GPU variant of the recipe is quality3.toml with its phase epochs and k rewritten by
+    sed; a pattern that no longer matches a line leaves the CPU budget in place, which would
+    only show as a timed-out step on a lent GPU."""
+    import re
+
+    script = (REPO / "benchmarks/gpu_check.sh").read_text()
+    recipe_lines = (REPO / "configs/quality3.toml").read_text().splitlines()
+    patterns = re.findall(r'-e "s/\^(.+?)\$/', script)
+    assert len(patterns) == 3
+    assert [p for p in patterns if recipe_lines.count(p) != 1] == []
