@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from vae_cli.cli import console
@@ -51,3 +52,27 @@ def test_a_resume_names_its_phase_only_when_there_are_several() -> None:
 
 def test_a_new_run_says_nothing_about_resuming() -> None:
     assert console.resumed_lines(run_started()) == []
+
+
+def test_the_start_panel_wraps_long_values_under_their_column_at_80_columns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value wider than the terminal wraps under the values' column; it is not cut off at
+    the panel's edge (the choice of best.pt once lost its last words at 80 columns)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    folder = "/tmp/" + "a-long-folder-name/" * 6 + "run"
+    display = console.TrainingDisplay(run_dir=folder, epochs=10, binarize="none", quiet=False)
+    display.on_start(run_started())
+    rows = capsys.readouterr().out.splitlines()
+    assert max(len(row) for row in rows) <= 80
+    inside = [row[2:-2] for row in rows[1:-1]]  # between "│ " and " │"
+    keys = [row[: console.KEY_WIDTH].strip() for row in inside]
+    values = [row[console.KEY_WIDTH :].rstrip() for row in inside]
+    shown: dict[str, str] = {}
+    key = ""
+    for row_key, value in zip(keys, values, strict=True):
+        key = row_key or key  # a wrapped value's rows leave the key blank
+        shown[key] = shown.get(key, "") + ("" if key == "run folder" else " ") + value
+    assert shown["run folder"] == folder
+    assert shown["best.pt"].strip() == console.choice_words(run_started())
+    assert keys[0] == "device" and len([k for k in keys if k]) == 7

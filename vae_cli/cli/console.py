@@ -24,6 +24,8 @@ from vae_cli.training.events import (
 if TYPE_CHECKING:
     from vae_cli.data.dataset import Dataset
 
+KEY_WIDTH = 12  # the start lines' keys ("device", "best.pt", ...) are padded to this width
+
 
 def stdout() -> Console:
     return Console(highlight=False, soft_wrap=True)  # paths are never broken across lines
@@ -59,9 +61,7 @@ class TrainingDisplay(Callbacks):
     def on_start(self, event: RunStarted) -> None:
         self.members = len(event.members)
         if self.panel:
-            stdout().print(
-                Panel("\n".join(start_lines(event, self)), title="vae train", expand=False)
-            )
+            stdout().print(start_panel(start_lines(event, self)))
         elif self.quiet:  # one line, so that a log says what the epoch lines are of
             resumed = " ".join(line.split(maxsplit=1)[1] for line in resumed_lines(event))
             print(f"training {self.run_dir}" + (f", {resumed}" if resumed else ""), flush=True)
@@ -173,6 +173,20 @@ def start_lines(info: RunStarted, display: TrainingDisplay) -> list[str]:
         lead = "plan        " if number == 1 else " " * 12
         lines.append(f"{lead}phase {number}: {phase}")
     return lines + resumed_lines(info)
+
+
+def start_panel(lines: list[str]) -> Panel:
+    """The start lines as two columns, their 12-character keys and the values: a value too long
+    for the terminal wraps under its own column (a path folds) instead of being cut off at the
+    panel's edge."""
+    from rich.table import Table
+
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for line in lines:
+        grid.add_row(line[:KEY_WIDTH], line[KEY_WIDTH:])
+    return Panel(grid, title="vae train", expand=False)
 
 
 def data_words(info: RunStarted, dataset: Dataset) -> str:
