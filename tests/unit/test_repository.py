@@ -75,3 +75,20 @@ def test_the_gpu_checks_recipe_edits_match_lines_of_the_recipe() -> None:
     patterns = re.findall(r'-e "s/\^(.+?)\$/', script)
     assert len(patterns) == 3
     assert [p for p in patterns if recipe_lines.count(p) != 1] == []
+
+
+def test_the_cpu_only_install_is_one_pip_command_from_the_cpu_index() -> None:
+    """torch and torchvision must resolve together: torch installed first from the CPU index
+    and then `pip install -e .` let torchvision's exact pin swap in the CUDA build (5.7 GB).
+    The README and docs/performance.md give the same single command."""
+    cpu_index = "--index-url https://download.pytorch.org/whl/cpu"
+    commands = []
+    for document in ("README.md", "docs/performance.md"):
+        lines = (REPO / document).read_text().splitlines()
+        found = [line.lstrip("#").strip() for line in lines if cpu_index in line]
+        assert len(found) == 1, document
+        commands.append(found[0])
+    assert commands[0] == commands[1]
+    command = commands[0]
+    assert command.startswith('pip install -e ".[test]" ') and "&&" not in command
+    assert command.endswith("--extra-index-url https://pypi.org/simple")
